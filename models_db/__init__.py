@@ -1,0 +1,8 @@
+"""The studio's database: typed SQLAlchemy 2.0 schema, engine/session factory, queries, migrations."""
+from models_db.engine import get_engine, session_scope, reset_engine
+from models_db.schema import Base, BaseModel, Dataset, Job, JobState, Metric, ModelVersion, Worker
+
+__all__ = [
+    "Base", "BaseModel", "Dataset", "Job", "JobState", "Metric", "ModelVersion", "Worker",
+    "get_engine", "session_scope", "reset_engine",
+]

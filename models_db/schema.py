@@ -1,0 +1,157 @@
+"""Typed schema. Every dataset, job, metric and model version, with its lineage."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names from the first migration on, so later migrations can alter them (Alembic).
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict: JSON, list: JSON}
+
+
+class JobState(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    interrupted = "interrupted"  # its worker was lost; the reaper re-queues it
+
+    @classmethod
+    def finished(cls) -> set[str]:
+        return {cls.succeeded.value, cls.failed.value, cls.cancelled.value}
+
+
+class BaseModel(Base):
+    """A base model in the model store (safetensors + config + tokenizer)."""
+
+    __tablename__ = "base_models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(400))  # where it was imported from
+    architecture: Mapped[str] = mapped_column(String(100), default="")
+    params_total: Mapped[int] = mapped_column(default=0)
+    config: Mapped[dict] = mapped_column(default=dict)
+    trust_remote_code: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Dataset(Base):
+    """An immutable dataset version, identified by content hash (+ format and mapping)."""
+
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    format: Mapped[str] = mapped_column(String(32))
+    file_type: Mapped[str] = mapped_column(String(16), default="")
+    original_name: Mapped[str] = mapped_column(String(400), default="")
+    path: Mapped[str] = mapped_column(Text)  # canonical JSONL of valid rows
+    rows: Mapped[int] = mapped_column(default=0)
+    dropped_rows: Mapped[int] = mapped_column(default=0)
+    mapping: Mapped[dict] = mapped_column(default=dict)
+    stats: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """A unit of worker work (train, export). The database, not the broker, is the authority."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="train")
+    state: Mapped[str] = mapped_column(String(16), default=JobState.queued.value, index=True)
+    config: Mapped[dict] = mapped_column(default=dict)  # the full typed config (studio.jobspec)
+    idempotency_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id"))
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    parent_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", use_alter=True)  # versions point back at jobs: break the cycle
+    )
+    # claiming and leases: a claim bumps `fence`; writes carrying an older fence are refused
+    attempt: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    fence: Mapped[int] = mapped_column(default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # progress, as the browser shows it
+    step: Mapped[int] = mapped_column(default=0)
+    max_steps: Mapped[int] = mapped_column(default=0)
+    message: Mapped[str] = mapped_column(Text, default="")  # what it is doing now
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+    base_model: Mapped[BaseModel | None] = relationship()
+    dataset: Mapped[Dataset | None] = relationship()
+
+
+class Metric(Base):
+    """One logged value of a job (loss, eval_loss, learning_rate, tokens_per_s, ...)."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_job_id_id", "job_id", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(default=1)
+    step: Mapped[int] = mapped_column()
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column()
+    time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """A trained model version with its lineage: base model, parent version, dataset, job."""
+
+    __tablename__ = "model_versions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    method: Mapped[str] = mapped_column(String(32))
+    config: Mapped[dict] = mapped_column(default=dict)
+    metrics: Mapped[dict] = mapped_column(default=dict)
+    artifacts: Mapped[dict] = mapped_column(default=dict)  # name -> path under the artifact root
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    base_model: Mapped[BaseModel] = relationship()
+    dataset: Mapped[Dataset | None] = relationship()
+    parent: Mapped[ModelVersion | None] = relationship(remote_side=[id])
+
+
+class Worker(Base):
+    """A registered worker process and its GPUs; `last_heartbeat` tells whether it is alive."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    gpus: Mapped[list] = mapped_column(default=list)  # [{"index","name","memory_gb"}]
+    queues: Mapped[str] = mapped_column(String(200), default="gpu")
+    current_job_id: Mapped[int | None] = mapped_column()
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())

@@ -1,0 +1,128 @@
+"""Suggested training settings for the chosen method, keyed by the CLI's ``--set`` names.
+
+Rank from the task kind (article 001), alpha = 2·r, learning rate per method (SEEDS.md: 2e-5 full,
+2e-4 LoRA; others from the method registry's defaults), epochs from the data size, micro-batch and
+accumulation from the memory plan, sequence length from the data's 95th-percentile token length.
+"""
+from __future__ import annotations
+
+import math
+
+from studio.advisor.methods import LORA_FAMILY, PROMPT_FAMILY, PROMPT_TOKENS, default_freeze_layers
+
+MAX_SEQ = 4096
+DEFAULT_SEQ = 512
+# Used only when the worker's registry cannot be imported (it is torch-free, so normally it can).
+FALLBACK_LR = {"full": 2e-5, "freeze": 5e-5, "adapter": 1e-3, "ia3": 3e-3, "prompt_tuning": 3e-2,
+               "prefix_tuning": 1e-2, "p_tuning": 1e-3}
+LORA_LR = 2e-4
+
+
+def lora_rank(task: str, complexity: float, quality: str) -> tuple[int, str]:
+    """Article 001's rank rule: r ≤ 8 narrow (style, domain, a single label set), 16 < r < 64
+    general (instructions, generation, several tasks), r ≥ 64 close to full fine-tuning — chosen
+    only for a very complex task with a high quality bar.  Returns (r, why)."""
+    if complexity > 0.8 and quality == "high":
+        return 64, "001: r ≥ 64 approaches full fine-tuning (complexity > 0.8, high quality)"
+    if task in ("style", "domain", "classification"):
+        return 8, f"001: r ≤ 8 for a narrow adaptation ({task})"
+    return 32, f"001: 16 < r < 64 for general tasks ({task})"
+
+
+def lora_targets(r: int) -> str:
+    """Attention projections for narrow ranks (001: q/v at least); all linear layers for more capacity."""
+    if r <= 8:
+        return "attention"
+    return "all_linear" if r >= 64 else "attention_mlp"
+
+
+def seq_length(seq_len: int | None, p95: int | None, max_positions: int | None) -> tuple[int, str]:
+    """Training sequence length: as given, else the data's p95 rounded up to 64, capped by the model."""
+    cap = min(max_positions or MAX_SEQ, MAX_SEQ)
+    if seq_len:
+        return int(seq_len), "as given"
+    if p95:
+        rounded = max(64, math.ceil(p95 / 64) * 64)
+        if rounded > cap:
+            return cap, f"p95 {p95} tokens, capped at {cap}"
+        return rounded, f"p95 {p95} tokens rounded up to a multiple of 64"
+    return min(DEFAULT_SEQ, cap), "no token lengths known: default"
+
+
+def target_batch(batch_size: int | None, examples: int | None) -> int:
+    """Examples per optimizer step: as given, else 8 for small data sets, 16 otherwise."""
+    if batch_size:
+        return int(batch_size)
+    return 8 if examples is not None and examples < 1000 else 16
+
+
+def epochs(examples: int | None) -> int:
+    """More passes over small data, one over very large data (000/002 warn of overfitting small sets)."""
+    if examples is None:
+        return 3
+    if examples < 1_000:
+        return 5
+    if examples < 10_000:
+        return 3
+    return 2 if examples < 100_000 else 1
+
+
+def _registry_method(method: str):
+    try:
+        from worker.methods import get  # stdlib-only at import time by design
+    except Exception:  # noqa: BLE001 - the advisor must work without the worker package
+        return None
+    try:
+        return get(method)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _method_params(method: str, r: int, target: str, examples: int | None, layers: int) -> dict:
+    if method in LORA_FAMILY:
+        dropout = 0.05 if examples is not None and examples >= 10_000 else 0.1
+        params = {"lora_alpha": 2 * r, "lora_dropout": dropout, "target_modules": target}
+        if method == "adalora":
+            return {"target_r": r, "init_r": math.ceil(1.5 * r), **params}
+        return {"r": r, **params}
+    if method in PROMPT_FAMILY:
+        return {"num_virtual_tokens": PROMPT_TOKENS if method == "prompt_tuning" else 20}
+    if method == "freeze":
+        return {"num_trainable_layers": default_freeze_layers(layers)}
+    return {}
+
+
+def suggest(method: str | None, settings: dict, *, examples: int | None, r: int, target: str,
+            cpu: bool, layers: int) -> dict:
+    """Hyperparameters for ``method`` at the planned ``settings`` (micro_batch, accumulation, ...)."""
+    if method is None:
+        return {}
+    registered = _registry_method(method)
+    defaults = dict(registered.default_training) if registered else {}
+    lr = LORA_LR if method in LORA_FAMILY else defaults.get("learning_rate", FALLBACK_LR.get(method, 2e-4))
+    full_like = method in ("full", "freeze")
+    out = {
+        "learning_rate": lr,
+        "num_train_epochs": epochs(examples),
+        "per_device_train_batch_size": settings["micro_batch"],
+        "gradient_accumulation_steps": settings["gradient_accumulation_steps"],
+        "warmup_ratio": 0.1,
+        "lr_scheduler_type": "cosine",
+        "weight_decay": 0.01 if full_like else 0.0,
+        "max_grad_norm": 1.0,
+        "gradient_checkpointing": bool(settings["grad_ckpt"]),
+        "bf16": not cpu,
+        "fp16": False,
+        "max_seq_length": settings["seq_len"],
+        "eval_split": 0.2 if examples is not None and examples < 500 else 0.1,
+    }
+    if settings.get("optimizer") not in (None, "adamw"):
+        out["optim"] = settings["optimizer"]
+    params = _method_params(method, r, target, examples, layers)
+    if registered is not None:  # keep only keys the registry's params class accepts
+        import dataclasses
+
+        names = {f.name for f in dataclasses.fields(registered.params)}
+        params = {k: v for k, v in params.items() if k in names}
+    out.update(params)
+    return out

@@ -1,0 +1,33 @@
+"""The Gradio app: one line per tab. The UI launches work; workers do it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from studio.shell import Shell
+from studio.tabs import datasets, jobs, models, train
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+TABS = [("datasets", "Datasets", datasets), ("train", "Train", train), ("jobs", "Jobs", jobs), ("models", "Models", models)]
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="FineTune Studio") as app:
+        gr.HTML((STATIC / "header.html").read_text())
+        with gr.Tabs(elem_id="main-tabs") as tabs:
+            shell = Shell(tabs=tabs, job_id=gr.State(None))
+            tab_objs = {}
+            for tab_id, label, module in TABS:
+                with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}") as tab_objs[tab_id]:
+                    module.render(shell)
+        # each tab refreshes its lists when opened, and all of them once when the page loads
+        for tab_id, (fn, inputs, outputs) in shell.on_select.items():
+            tab_objs[tab_id].select(fn, inputs, outputs)
+            app.load(fn, inputs, outputs)
+    return app
+
+
+def theme() -> gr.Theme:
+    return gr.themes.Soft(primary_hue="indigo", secondary_hue="sky", neutral_hue="slate",
+                          font=["Inter", "system-ui", "sans-serif"])

@@ -1,0 +1,149 @@
+"""The five dataset formats, their fields and column aliases, and format detection.
+
+Detection looks at the column names only (case-insensitive), trying the formats in
+:data:`DETECTION_ORDER`; the first whose required fields all have a column wins. A person can
+override both the format and the mapping (canonical field -> their column).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import DatasetError
+
+
+@dataclass(frozen=True)
+class Field:
+    """A canonical field and the column names accepted for it, most preferred first."""
+
+    name: str
+    aliases: tuple[str, ...]
+    required: bool = True
+
+
+PROMPT_ALIASES = ("instruction", "prompt", "question", "query")
+TEXT_ALIASES = ("text", "content", "sentence")
+SYSTEM = Field("system", ("system", "system_prompt"), required=False)
+
+FIELDS: dict[str, tuple[Field, ...]] = {
+    "instruction": (
+        Field("instruction", PROMPT_ALIASES),
+        Field("input", ("input", "context"), required=False),
+        Field("output", ("output", "completion", "response", "answer")),
+        SYSTEM,
+    ),
+    "chat": (Field("messages", ("messages", "conversations", "conversation")), SYSTEM),
+    "text": (Field("text", TEXT_ALIASES),),
+    "classification": (Field("text", TEXT_ALIASES), Field("label", ("label", "labels", "class", "category"))),
+    "preference": (Field("prompt", ("prompt", "instruction", "question", "query")),
+                   Field("chosen", ("chosen",)), Field("rejected", ("rejected",))),
+}
+FORMATS: tuple[str, ...] = ("instruction", "chat", "text", "classification", "preference")
+DETECTION_ORDER = ("preference", "chat", "instruction", "classification", "text")
+_ALL_ALIASES = frozenset(a for fields in FIELDS.values() for f in fields for a in f.aliases)
+
+
+def is_field_name(key: str) -> bool:
+    """True if ``key`` is a column name some format accepts."""
+    return key.strip().lower() in _ALL_ALIASES
+
+
+def accepted_names() -> str:
+    """Human description of the accepted column names per format."""
+    parts = []
+    for fmt in FORMATS:
+        fields = []
+        for f in FIELDS[fmt]:
+            names = "|".join(f.aliases)
+            fields.append(names if f.required else f"[{names}]")
+        parts.append(f"{fmt}: {' + '.join(fields)}")
+    return "; ".join(parts)
+
+
+def match_columns(fmt: str, columns: list[str]) -> dict[str, str]:
+    """Map the fields of ``fmt`` to ``columns`` by alias; fields without a column are left out."""
+    by_lower: dict[str, str] = {}
+    for column in columns:
+        by_lower.setdefault(column.strip().lower(), column)
+    mapping: dict[str, str] = {}
+    used: set[str] = set()
+    for field in FIELDS[fmt]:
+        for alias in field.aliases:
+            column = by_lower.get(alias)
+            if column is not None and column not in used:
+                mapping[field.name] = column
+                used.add(column)
+                break
+    return mapping
+
+
+def _missing(fmt: str, mapping: dict[str, str]) -> list[Field]:
+    return [f for f in FIELDS[fmt] if f.required and f.name not in mapping]
+
+
+def detect(name: str, columns: list[str], fmt: str = "auto",
+           mapping: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """Return ``(format, mapping)`` for a file with ``columns``; raise DatasetError if none fits."""
+    if fmt != "auto" and fmt not in FORMATS:
+        raise DatasetError(f"{name}: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    if mapping:
+        return _check_mapping(name, columns, fmt, dict(mapping))
+    candidates = DETECTION_ORDER if fmt == "auto" else (fmt,)
+    for candidate in candidates:
+        found = match_columns(candidate, columns)
+        if not _missing(candidate, found):
+            return candidate, found
+    raise DatasetError(_unrecognised(name, columns, None if fmt == "auto" else fmt))
+
+
+def _check_mapping(name, columns, fmt, mapping) -> tuple[str, dict[str, str]]:
+    absent = [c for c in mapping.values() if c not in columns]
+    if absent:
+        raise DatasetError(
+            f"{name}: the mapping names column(s) {', '.join(map(repr, absent))} that the file does "
+            f"not have; columns found: {_list(columns)}."
+        )
+    if fmt == "auto":
+        fmt = next((f for f in DETECTION_ORDER if _fits(f, mapping)), "")
+        if not fmt:
+            raise DatasetError(
+                f"{name}: the mapping fields {', '.join(sorted(mapping))} do not make up any format; "
+                f"expected fields per format: {_fields_per_format()}."
+            )
+    unknown = sorted(set(mapping) - {f.name for f in FIELDS[fmt]})
+    missing = _missing(fmt, mapping)
+    if unknown or missing:
+        raise DatasetError(
+            f"{name}: a {fmt} mapping needs the fields {_fields_per_format(fmt)}"
+            + (f"; unknown field(s): {', '.join(unknown)}" if unknown else "")
+            + (f"; missing: {', '.join(f.name for f in missing)}" if missing else "") + "."
+        )
+    return fmt, mapping
+
+
+def _fits(fmt: str, mapping: dict[str, str]) -> bool:
+    names = {f.name for f in FIELDS[fmt]}
+    return set(mapping) <= names and not _missing(fmt, mapping)
+
+
+def _fields_per_format(only: str | None = None) -> str:
+    fmts = (only,) if only else FORMATS
+    return "; ".join(
+        f"{fmt}: " + ", ".join(f.name if f.required else f"[{f.name}]" for f in FIELDS[fmt]) for fmt in fmts
+    )
+
+
+def _list(columns: list[str]) -> str:
+    return ", ".join(repr(c) for c in columns) if columns else "(none)"
+
+
+def _unrecognised(name: str, columns: list[str], fmt: str | None) -> str:
+    target = f"the {fmt} format" if fmt else "any known format"
+    return (
+        f"{name}: the columns do not match {target}. Columns found: {_list(columns)}. "
+        f"Accepted column names — {accepted_names() if not fmt else _accepted_for(fmt)}. "
+        "Rename the columns in the file or choose the column mapping by hand."
+    )
+
+
+def _accepted_for(fmt: str) -> str:
+    return " + ".join("|".join(f.aliases) if f.required else f"[{'|'.join(f.aliases)}]" for f in FIELDS[fmt])

@@ -1,0 +1,138 @@
+"""The typed config of a training job, validated in the studio before anything is queued.
+
+Keys are the Hugging Face ``TrainingArguments`` names where one exists, the studio's own
+(``max_seq_length``, ``eval_split``, ``early_stopping_patience``) and the method's parameters.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from worker import methods
+
+
+class SpecError(ValueError):
+    """A setting is unknown or out of range; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Knob:
+    type: type
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+
+# The TrainingArguments the studio exposes. Fractions below 1 for *_steps mean "of the total steps".
+TRAINING: dict[str, Knob] = {
+    "num_train_epochs": Knob(float, 1.0, "Passes over the training data (ignored when max_steps > 0).", 0.01, 1000),
+    "max_steps": Knob(int, -1, "Stop after this many optimizer steps; -1 trains for num_train_epochs.", -1, 10_000_000),
+    "learning_rate": Knob(float, 2e-4, "Peak learning rate.", 1e-8, 1.0),
+    "lr_scheduler_type": Knob(str, "linear", "Learning-rate schedule after warmup.", choices=SCHEDULERS),
+    "warmup_ratio": Knob(float, 0.0, "Fraction of steps spent warming the learning rate up.", 0.0, 0.9),
+    "warmup_steps": Knob(float, 0, "Warmup steps (below 1: fraction of the run); warmup_ratio wins if set.", 0, 1e7),
+    "weight_decay": Knob(float, 0.0, "AdamW weight decay.", 0.0, 1.0),
+    "max_grad_norm": Knob(float, 1.0, "Clip gradients to this global norm (0 disables).", 0.0, 1000),
+    "per_device_train_batch_size": Knob(int, 4, "Examples per micro-batch on each device.", 1, 4096),
+    "per_device_eval_batch_size": Knob(int, 8, "Examples per evaluation batch.", 1, 4096),
+    "gradient_accumulation_steps": Knob(int, 1, "Micro-batches summed before each optimizer step.", 1, 4096),
+    "gradient_checkpointing": Knob(bool, False, "Recompute activations in the backward pass to save memory.", None, None),
+    "bf16": Knob(bool, False, "bfloat16 mixed precision (GPUs that support it).", None, None),
+    "fp16": Knob(bool, False, "float16 mixed precision.", None, None),
+    "optim": Knob(str, "adamw_torch", "Optimizer (8-bit and paged ones need bitsandbytes).", choices=OPTIMIZERS),
+    "logging_steps": Knob(float, 1, "Log metrics every N steps.", 0.0001, 100000),
+    "eval_steps": Knob(float, 0.1, "Evaluate every N steps (below 1: fraction of the run).", 0.0001, 100000),
+    "save_steps": Knob(float, 0.25, "Checkpoint every N steps (below 1: fraction of the run).", 0.0001, 100000),
+    "save_total_limit": Knob(int, 2, "Checkpoints kept on disk (the best by eval loss is kept too).", 1, 1000),
+    "seed": Knob(int, 42, "Seed for initialisation, data order and the eval split.", 0, 2**31 - 1),
+}
+STUDIO: dict[str, Knob] = {
+    "max_seq_length": Knob(int, 512, "Longest tokenised example; longer ones are truncated and counted.", 8, 131072),
+    "eval_split": Knob(float, 0.1, "Fraction of rows held out for evaluation (0: none).", 0.0, 0.5),
+    "early_stopping_patience": Knob(int, 0, "Stop after this many evaluations without improvement (0: off).", 0, 1000),
+}
+
+
+@dataclass
+class TrainSpec:
+    """Everything a training job needs; stored as the job's config and the version's config."""
+
+    model_id: int
+    dataset_id: int
+    method: str
+    method_params: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    max_seq_length: int = 512
+    eval_split: float = 0.1
+    early_stopping_patience: int = 0
+    task: str = "causal_lm"
+    parent_version_id: int | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def coerce(key: str, knob: Knob, raw: Any) -> Any:
+    """Turn a CLI string or UI value into the knob's type, checking its range."""
+    try:
+        if knob.type is bool and isinstance(raw, str):
+            if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ValueError
+            value = raw.lower() in {"true", "1", "yes"}
+        elif knob.type is int and isinstance(raw, str):
+            value = int(float(raw)) if float(raw).is_integer() else int(raw)
+        else:
+            value = knob.type(raw)
+    except (TypeError, ValueError):
+        raise SpecError(f"{key}: expected {knob.type.__name__}, got {raw!r}") from None
+    if knob.choices and value not in knob.choices:
+        raise SpecError(f"{key}: {value!r} is not one of {', '.join(knob.choices)}")
+    if knob.min is not None and value < knob.min or knob.max is not None and value > knob.max:
+        raise SpecError(f"{key}: {value} is outside [{knob.min}, {knob.max}]. {knob.help}")
+    return value
+
+
+def build_train_spec(*, model_id: int, dataset_id: int, method: str, settings: dict[str, Any],
+                     parent_version_id: int | None = None, task: str = "causal_lm") -> TrainSpec:
+    """Split user settings into training / studio / method keys, fill defaults, and validate all.
+
+    Defaults are layered: the studio's, then the method's own (SEEDS.md), then the person's."""
+    try:
+        m = methods.get(method)
+    except methods.MethodError as e:
+        raise SpecError(str(e)) from None
+    method_keys = {f for f in m.params.__dataclass_fields__}
+    unknown = [k for k in settings if k not in TRAINING and k not in STUDIO and k not in method_keys]
+    if unknown:
+        raise SpecError(
+            f"unknown setting {unknown[0]!r}. Training keys: {', '.join(TRAINING)}; studio keys: "
+            f"{', '.join(STUDIO)}; {method} keys: {', '.join(sorted(method_keys)) or '(none)'}"
+        )
+    training = {k: knob.default for k, knob in TRAINING.items()}
+    training.update(m.default_training)
+    training.update({k: coerce(k, TRAINING[k], v) for k, v in settings.items() if k in TRAINING})
+    if training["bf16"] and training["fp16"]:
+        raise SpecError("bf16 and fp16 are both on: choose one precision")
+    studio = {k: coerce(k, knob, settings.get(k, knob.default)) for k, knob in STUDIO.items()}
+    try:
+        params = methods.parse_params(method, {k: v for k, v in settings.items() if k in method_keys})
+    except methods.MethodError as e:
+        raise SpecError(str(e)) from None
+    return TrainSpec(model_id=model_id, dataset_id=dataset_id, method=method, method_params=asdict(params),
+                     training=training, parent_version_id=parent_version_id, task=task, **studio)
+
+
+def parse_set_args(pairs: list[str]) -> dict[str, str]:
+    """``["r=16", "learning_rate=1e-4"]`` -> dict; a pair without '=' is an error."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set {pair!r}: expected key=value, e.g. --set learning_rate=1e-4")
+        out[key.strip()] = value.strip()
+    return out

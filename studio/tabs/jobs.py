@@ -1,0 +1,150 @@
+"""Jobs tab: watch a job live (state, progress and ETA, loss curves, throughput, log tail) and cancel it.
+
+A gr.Timer polls the database; each poll reads only metric points newer than the last one seen,
+kept per browser tab in gr.State. Reloading the page loses nothing: the job lives in the database."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+import pandas as pd
+
+from models_db import Job, session_scope
+from models_db import jobs as jobq
+from models_db import queries as q
+from studio import services
+from studio.settings import get_settings
+from studio.shell import Shell, friendly
+
+CURVES = ("loss", "eval_loss")
+MAX_POINTS = 2000  # long curves are thinned for display
+
+
+def job_label(j: Job) -> str:
+    cfg = j.config or {}
+    return f"#{j.id} {cfg.get('method', j.kind)} · {j.state}"
+
+
+def job_choices() -> list[tuple[str, int]]:
+    with session_scope() as db:
+        return [(job_label(j), j.id) for j in q.list_jobs(db)]
+
+
+def default_job(current: int | None) -> int | None:
+    """The job to show when the page opens: the one already watched, else the newest running one, else the newest."""
+    if current:
+        return current
+    with session_scope() as db:
+        jobs = q.list_jobs(db, limit=50)
+    pick = [j for j in jobs if j.state == "running"] or jobs
+    return pick[0].id if pick else None
+
+
+def eta_seconds(points: list[dict], step: int, max_steps: int) -> float | None:
+    """Remaining time from the pace of the logged steps of the current attempt."""
+    steps = [p for p in points if p["name"] == "loss"]
+    if len(steps) < 2 or not max_steps or step >= max_steps:
+        return None
+    a, b = steps[0], steps[-1]
+    dt, ds = (b["time"] - a["time"]).total_seconds(), b["step"] - a["step"]
+    return dt / ds * (max_steps - step) if ds > 0 and dt > 0 else None
+
+
+def _fmt_secs(s: float | None) -> str:
+    if s is None:
+        return "—"
+    s = int(s)
+    return f"{s // 3600}h {s % 3600 // 60}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def status_html(job: Job, points: list[dict]) -> str:
+    frac = job.step / job.max_steps if job.max_steps else 0.0
+    eta = eta_seconds([p for p in points if p["attempt"] == job.attempt], job.step, job.max_steps)
+    latest = {p["name"]: p["value"] for p in points}
+    stats = [("learning rate", f"{latest['learning_rate']:.3g}" if "learning_rate" in latest else "—"),
+             ("tokens/s", f"{latest['tokens_per_s']:.0f}" if "tokens_per_s" in latest else "—"),
+             ("train loss", f"{latest['loss']:.4f}" if "loss" in latest else "—"),
+             ("eval loss", f"{latest['eval_loss']:.4f}" if "eval_loss" in latest else "—"),
+             ("attempt", f"{job.attempt} of {job.max_attempts}"),
+             ("ETA", _fmt_secs(eta) if job.state == "running" else "—")]
+    cards = "".join(f'<div class="stat"><div class="k">{k}</div><div class="v">{v}</div></div>' for k, v in stats)
+    err = f'<div class="job-error">{html.escape(job.error)}</div>' if job.error else ""
+    version = (job.result or {}).get("version_id")
+    done = f'<div class="job-done">Model version #{version} is ready on the Models tab.</div>' if version else ""
+    return f"""<div class="job-status">
+  <div class="job-head"><span class="badge {job.state}">{job.state}</span>
+    <span class="job-title">Job #{job.id} · {html.escape(str((job.config or {}).get('method', job.kind)))}</span>
+    <span class="job-msg">{html.escape(job.message or '')}</span></div>
+  <div class="bar"><div class="fill" style="width:{100 * frac:.1f}%"></div></div>
+  <div class="bar-label">step {job.step} / {job.max_steps or '?'} ({100 * frac:.0f}%)</div>
+  <div class="stats">{cards}</div>{err}{done}</div>"""
+
+
+def curve_frame(points: list[dict]) -> pd.DataFrame:
+    rows = [{"step": p["step"], "value": p["value"], "series": p["name"]} for p in points if p["name"] in CURVES]
+    df = pd.DataFrame(rows, columns=["step", "value", "series"])
+    if len(df) > MAX_POINTS:  # thin evenly but keep the last point of each series
+        stride = len(df) // MAX_POINTS + 1
+        df = pd.concat([df.iloc[::stride], df.groupby("series").tail(1)]).drop_duplicates()
+    return df
+
+
+def log_tail(job_id: int, lines: int = 40) -> str:
+    path = get_settings().home_abs / "jobs" / str(job_id) / "log.txt"
+    if not path.exists():
+        return "(no log yet: the job has not started)"
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 16384))
+        return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def poll(job_id: int | None, cache: dict | None):
+    """One timer tick: read the job and only the metric points newer than the cached ones."""
+    if not job_id:
+        return "<div class='job-status empty'>No job selected. Start one on the Train tab.</div>", None, "", cache
+    cache = cache if cache and cache.get("job") == job_id else {"job": job_id, "after": 0, "points": []}
+    with session_scope() as db:
+        job = db.get(Job, job_id)
+        if job is None:
+            return f"Job {job_id} does not exist.", None, "", cache
+        new = jobq.metrics_since(db, job_id, cache["after"])
+    cache["points"] += [{"step": m.step, "name": m.name, "value": m.value, "time": m.time, "attempt": m.attempt}
+                        for m in new]
+    if new:
+        cache["after"] = new[-1].id
+    return status_html(job, cache["points"]), curve_frame(cache["points"]), log_tail(job_id), cache
+
+
+@friendly
+def cancel(job_id: int | None) -> None:
+    if not job_id:
+        raise gr.Error("No job selected.")
+    state = services.cancel_job(int(job_id))
+    gr.Info(f"Job {job_id}: {state}")
+
+
+def select_job(job_id):
+    return job_id, None  # reset the cache so the new job's curve is read from its start
+
+
+def on_open(job_id):
+    jid = default_job(job_id)
+    return gr.Dropdown(choices=job_choices(), value=jid), jid
+
+
+def render(shell: Shell) -> None:
+    cache = gr.State(None)
+    with gr.Row():
+        picker = gr.Dropdown(label="Job", elem_id="job-picker", scale=4)
+        cancel_btn = gr.Button("Cancel job", variant="stop", elem_id="cancel-job", scale=1)
+    status = gr.HTML(elem_id="job-status")
+    plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=320, elem_id="loss-curve",
+                       x_title="optimizer step", y_title="loss")
+    log = gr.Code(label="Log (last lines)", language=None, lines=12, elem_id="job-log")
+    timer = gr.Timer(get_settings().poll_seconds)
+    timer.tick(poll, [shell.job_id, cache], [status, plot, log, cache], show_progress="hidden")
+    picker.input(select_job, picker, [shell.job_id, cache])
+    shell.job_id.change(lambda j: gr.Dropdown(choices=job_choices(), value=j), shell.job_id, picker)
+    cancel_btn.click(cancel, shell.job_id, None)
+    shell.on_select["jobs"] = (on_open, [shell.job_id], [picker, shell.job_id])

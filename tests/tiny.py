@@ -1,0 +1,93 @@
+"""Tiny models and tokenizers built in milliseconds, so tests never download anything.
+
+The tokenizer is a real byte-level BPE trained on a few sentences and carries a ChatML chat
+template like SmolLM2's, so the same tokenisation code paths run as with the demo model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Translate to French: hello world. Bonjour le monde.",
+    "What is the capital of France? The capital of France is Paris.",
+    "Write a haiku about autumn leaves falling slowly.",
+    "Instruction input output response answer question user assistant system",
+    "0 1 2 3 4 5 6 7 8 9 positive negative neutral label text",
+] * 4
+
+
+def build_tiny_tokenizer(out_dir: Path):
+    """Train a ~400-token byte-level BPE and save it as a HF fast tokenizer in ``out_dir``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_tiny_llama(out_dir: Path, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """Save a random 2-layer Llama (about 40k parameters) plus tokenizer to ``out_dir``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    tok = build_tiny_tokenizer(out_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def build_tiny_bert(out_dir: Path, *, num_labels: int = 2, seed: int = 0) -> Path:
+    """Save a random 2-layer BERT encoder (for sequence classification) plus tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    out_dir = Path(out_dir)
+    tok = build_tiny_tokenizer(out_dir)
+    config = BertConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=256, num_labels=num_labels,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).save_pretrained(out_dir, safe_serialization=True)
+    return out_dir

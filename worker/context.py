@@ -1,0 +1,80 @@
+"""What a running job's child process holds: its claim, its folders, and a batched, fenced writer."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models_db import Job, session_scope
+from models_db import jobs as jobq
+from studio.settings import get_settings
+
+
+class MetricsWriter:
+    """Collects progress and metric points from the training thread and writes them in one fenced
+    transaction about twice a second, on its own thread, so training never waits on the database."""
+
+    def __init__(self, claim: jobq.Claim, interval: float = 0.5):
+        self.claim = claim
+        self.interval = interval
+        self._q: queue.Queue = queue.Queue()
+        self.stale = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="metrics-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, metrics: list[tuple[int, str, float]] = (), **fields) -> None:
+        self._q.put((list(metrics), fields))
+
+    def _drain(self) -> None:
+        metrics, fields = [], {}
+        while True:
+            try:
+                m, f = self._q.get_nowait()
+            except queue.Empty:
+                break
+            metrics.extend(m)
+            fields.update(f)  # later progress wins
+        if not metrics and not fields:
+            return
+        try:
+            with session_scope() as db:
+                jobq.report(db, self.claim, metrics=metrics, **fields)
+        except jobq.StaleFence:
+            self.stale.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            time.sleep(self.interval)
+            self._drain()
+
+    def close(self) -> None:
+        """Write whatever is pending, then stop."""
+        self._stop.set()
+        self._thread.join()
+        self._drain()
+
+
+@dataclass
+class JobContext:
+    job: Job
+    claim: jobq.Claim
+    writer: MetricsWriter = field(init=False)
+
+    def __post_init__(self):
+        self.writer = MetricsWriter(self.claim)
+
+    @property
+    def dir(self) -> Path:
+        return get_settings().path("jobs", str(self.job.id))
+
+    def say(self, message: str) -> None:
+        """Tell the browser what the job is doing now (and the log)."""
+        print(message, flush=True)
+        self.writer.put(message=message[:500])
+
+    def check(self) -> None:
+        if self.writer.stale.is_set():
+            raise jobq.StaleFence(f"job {self.job.id}: claim superseded")

@@ -1,0 +1,143 @@
+"""QLoRA: LoRA on a base loaded in 4-bit NF4 (double quantization) or 8-bit via bitsandbytes.
+
+The base must be loaded with ``load_kwargs(params)``. Merging reloads the base in full precision
+and merges there: merging into 4-bit weights would re-quantize and lose the update.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import _peft_common as common
+from .base import Method, MethodError, register
+from .lora import LORA_TRAINING, LoraParams, make_check, save, wrap
+
+NO_BACKEND = (
+    "qlora: bitsandbytes cannot run {bits}-bit layers here ({reason}). Install bitsandbytes>=0.45 "
+    "(CUDA, or its CPU backend), or choose the lora method instead."
+)
+
+
+@dataclass(frozen=True)
+class QLoraParams(LoraParams):
+    """LoRA params plus how the frozen base is quantized."""
+
+    bits: int = field(default=4, metadata={
+        "help": "Base weights in 4-bit (NF4, about 1/8 of fp32 memory) or 8-bit (LLM.int8).", "choices": [4, 8]})
+    quant_type: str = field(default="nf4", metadata={
+        "help": "4-bit data type: nf4 (normal-float, QLoRA's choice) or fp4.", "choices": ["nf4", "fp4"]})
+    double_quant: bool = field(default=True, metadata={
+        "help": "Quantize the quantization constants too (saves about 0.4 bits per weight)."})
+    compute_dtype: str = field(default="auto", metadata={
+        "help": "dtype for the 4-bit matmuls: auto (bf16 on GPUs that support it, else fp32), "
+                "bfloat16, float16, float32.", "choices": ["auto", "bfloat16", "float16", "float32"]})
+
+
+def _compute_dtype(name: str):
+    import torch
+
+    if name == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    return getattr(torch, name)
+
+
+# Heads stay in full precision: they are small, and a classification head must train in full.
+SKIP_MODULES = ["lm_head", "score", "classifier"]
+
+
+def load_kwargs(params) -> dict:
+    """from_pretrained kwargs that quantize the base: 4-bit NF4 + double quant, or 8-bit."""
+    from transformers import BitsAndBytesConfig
+
+    if params.bits == 8:
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=SKIP_MODULES)}
+    return {"quantization_config": BitsAndBytesConfig(
+        load_in_4bit=True,
+        llm_int8_skip_modules=SKIP_MODULES,
+        bnb_4bit_quant_type=params.quant_type,
+        bnb_4bit_use_double_quant=params.double_quant,
+        bnb_4bit_compute_dtype=_compute_dtype(params.compute_dtype),
+    )}
+
+
+def check(params, model_config: dict | None) -> None:
+    """Torch-free: the LoRA options are valid and bitsandbytes is installed."""
+    make_check("qlora")(params, model_config)
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MethodError(NO_BACKEND.format(bits=params.bits, reason="bitsandbytes is not installed"))
+
+
+def probe_backend(bits: int, device) -> None:
+    """Run one tiny quantized matmul on ``device``; MethodError when the backend cannot."""
+    try:
+        import bitsandbytes as bnb
+        import torch
+
+        x = torch.randn(2, 64, device=device)
+        if bits == 4:
+            layer = bnb.nn.Linear4bit(64, 64, compute_dtype=torch.float32).to(device)
+        else:
+            layer = bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False).to(device)
+        layer(x)
+    except Exception as exc:  # any failure here means the backend is unusable on this device
+        raise MethodError(NO_BACKEND.format(bits=bits, reason=f"{type(exc).__name__}: {exc}")) from exc
+
+
+def _is_quantized(model) -> bool:
+    # Look at the layers themselves: transformers' is_loaded_in_4bit flags move between versions.
+    return any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules())
+
+
+def apply(model, params, task: str):
+    """LoRA on the quantized base; the quantized weights stay frozen, norms are upcast to fp32."""
+    from peft import prepare_model_for_kbit_training
+
+    if not _is_quantized(model):
+        raise MethodError(
+            "qlora: the base model is not quantized. Load it with "
+            "from_pretrained(..., **get('qlora').load_kwargs(params)), or use the lora method."
+        )
+    probe_backend(params.bits, next(model.parameters()).device)
+    # Gradient checkpointing is a training option the recipe sets; do not force it here.
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return wrap("qlora", model, params, task)
+
+
+def merge(model):
+    """Reload the base in full precision, load the trained adapter onto it, merge, return it."""
+    import torch
+    from peft import PeftModel
+
+    base_path = model.peft_config[model.active_adapter].base_model_name_or_path
+    if not base_path or not Path(base_path).exists():
+        raise MethodError(f"qlora: cannot merge: the base model path {base_path!r} is not on disk.")
+    base_cls = type(model.get_base_model())
+    full = base_cls.from_pretrained(base_path, dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        save(model, Path(tmp))
+        return PeftModel.from_pretrained(full, tmp).merge_and_unload()
+
+
+def lora_params(params) -> LoraParams:
+    """The LoRA part of the params (used to count parameters without quantizing)."""
+    names = {f.name for f in dataclasses.fields(LoraParams)}
+    return LoraParams(**{k: v for k, v in dataclasses.asdict(params).items() if k in names})
+
+
+METHOD = register(Method(
+    name="qlora",
+    params=QLoraParams,
+    summary="LoRA on a 4-bit NF4 (or 8-bit) frozen base; fits large models on small GPUs; mergeable.",
+    mergeable=True,
+    apply=apply,
+    load_kwargs=load_kwargs,
+    save=save,
+    merge=merge,
+    default_training=dict(LORA_TRAINING),
+    check=check,
+    count_as="lora",
+))

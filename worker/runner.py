@@ -1,0 +1,132 @@
+"""Run one job: claim it, start its training process, heartbeat the lease, relay cancel, record the end.
+
+The work itself runs in a child process (``python -m worker.child``): CUDA and fork do not mix,
+a crash or OOM there cannot take the worker down, and cancelling is a plain process kill that
+frees all its GPU memory."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
+
+from models_db import Job, JobState, session_scope
+from models_db import jobs as jobq
+from studio.settings import get_settings
+
+log = logging.getLogger("studio.worker")
+
+WORKER_ID = f"{socket.gethostname()}-{os.getpid()}"
+
+
+def job_dir(job_id: int) -> Path:
+    return get_settings().path("jobs", str(job_id))
+
+
+def child_env() -> dict[str, str]:
+    """The training process never reaches a hub, and caches land under the studio's home."""
+    s = get_settings()
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_CACHE=str(s.path("cache", "datasets")), HF_HOME=str(s.path("cache", "hf")),
+        TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", STUDIO_HOME=str(s.home_abs),
+    )
+    return env
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the child's process group, then SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_job(job_id: int, worker_id: str = WORKER_ID) -> str:
+    """Claim and run a job to its end. Returns what happened (for logs and tests)."""
+    s = get_settings()
+    with session_scope() as db:
+        claim = jobq.claim(db, job_id, worker_id, s.lease_seconds)
+    if claim is None:
+        log.info("job %s: not claimable (already taken, finished or cancelled); skipping", job_id)
+        return "skipped"
+    log_path = job_dir(job_id) / "log.txt"
+    with open(log_path, "ab") as out:
+        out.write(f"--- attempt {claim.attempt} on {worker_id} ---\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.child", str(job_id), str(claim.fence)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=child_env(),
+        )
+    outcome = _supervise(proc, claim)
+    return _settle(claim, proc.returncode, outcome)
+
+
+def _supervise(proc: subprocess.Popen, claim: jobq.Claim) -> str:
+    """Watch the child: check for cancel every second, extend the lease every heartbeat."""
+    s = get_settings()
+    last_beat = 0.0
+    while proc.poll() is None:
+        time.sleep(1.0)
+        try:
+            with session_scope() as db:
+                if time.monotonic() - last_beat >= s.heartbeat_seconds:
+                    cancel = jobq.heartbeat(db, claim, s.lease_seconds)
+                    last_beat = time.monotonic()
+                else:
+                    cancel = bool(db.get(Job, claim.job_id, populate_existing=True).cancel_requested)
+        except jobq.StaleFence:
+            log.warning("job %s: our claim was superseded; stopping the training process", claim.job_id)
+            _stop(proc)
+            return "stale"
+        except OperationalError as e:  # a database hiccup: keep training, the lease has slack
+            log.warning("job %s: heartbeat failed: %s", claim.job_id, e)
+            continue
+        if cancel:
+            _stop(proc)
+            return "cancelled"
+    return "exited"
+
+
+def _settle(claim: jobq.Claim, returncode: int, outcome: str) -> str:
+    """Record the end. The child records success and handled failures itself; this covers the rest."""
+    s = get_settings()
+    with session_scope() as db:
+        if outcome == "cancelled":
+            jobq.finish(db, claim, JobState.cancelled.value, message="cancelled")
+            return "cancelled"
+        if outcome == "stale":
+            return "stale"
+        job = db.get(Job, claim.job_id, populate_existing=True)
+        if job.state != JobState.running.value or job.fence != claim.fence:
+            return job.state  # the child finished it
+        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+        if job.attempt < job.max_attempts:
+            jobq.finish(db, claim, JobState.queued.value, fence=claim.fence + 1,
+                        message=f"training process {how} on attempt {job.attempt}; retrying from the last checkpoint")
+            retry = True
+        else:
+            jobq.finish(db, claim, JobState.failed.value,
+                        error=f"The training process {how} on attempt {job.attempt} of {job.max_attempts}. "
+                              "See the log below for the last thing it printed.")
+            retry = False
+    if retry:
+        from worker.celery_app import enqueue
+
+        enqueue(job.kind, claim.job_id)
+        return "requeued"
+    return "failed"
