@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 from studio.advisor import hyperparams as hp
 from studio.advisor.memory import resolve_shape
-from studio.advisor.methods import METHODS, MethodSpec
+from studio.advisor.methods import METHODS
 from studio.advisor.plan import Hardware, Plan, plan_method
-from studio.advisor.rules import CROSS_TASK, Context, Step, walk
+from studio.advisor.rules import Context, Step, walk
+from studio.advisor.tree import TREE
 
 TASKS = ("classification", "instruction", "domain", "style", "generation", "multi_task", "cross_task")
 QUALITIES = ("low", "medium", "high")
@@ -130,8 +131,6 @@ _LORA = ("lora", "qlora", "adalora", "dora")
 
 def _plan(shape, method, hw, seq, batch, precision, r, target, task) -> Plan:
     kwargs = {"lora_r": r, "target": target} if method in _LORA else {}
-    if method == "ia3":
-        kwargs = {}
     kwargs["lm_logits"] = task != "classification"
     return plan_method(shape, method, hw, seq_len=seq, target_batch=batch, precision=precision, **kwargs)
 
@@ -147,8 +146,8 @@ def _runner_up(candidates, method, plans) -> str | None:
 
 def _nothing_fits(steps, plans, hw: Hardware) -> str:
     leanest = min(plans.values(), key=lambda p: p.estimate.total_gb)
-    tried = [s.node for s in steps if s.node.startswith("fits_")]
-    last = plans[tried[-1].removeprefix("fits_")] if tried else leanest
+    checked = [TREE[s.node].checks for s in steps if getattr(TREE[s.node], "checks", None)]
+    last = plans[checked[-1]] if checked else leanest
     where = "the largest GPU" if hw.gpus else "RAM"
     return (f"Nothing fits {hw.describe()}: {last.method}, the leanest method the tree reached, needs "
             f"{last.estimate.total_gb:.1f} GB, {last.over_gb:.1f} GB more than {where} holds. "
@@ -172,4 +171,4 @@ def _reasons(steps, overrides, method, plans, seq, seq_why, r_why, nothing) -> l
     return out
 
 
-__all__ = ["AdvisorInputs", "Advice", "advise", "TASKS", "CROSS_TASK", "MethodSpec"]
+__all__ = ["AdvisorInputs", "Advice", "advise", "hardware", "TASKS"]

@@ -101,7 +101,7 @@ _TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3_text", "gpt2", "bert", "roberta",
 # Llama-layout families with biases on q/k/v (Qwen2 hard-codes them).
 _QKV_BIAS = {"qwen2", "qwen2_vl"}
 # Extra norms inside each layer beyond the two pre-norms (Gemma2/3 add post-norms).
-_EXTRA_LAYER_NORMS = {"gemma2": 2, "gemma3_text": 2, "olmo2": 0}
+_EXTRA_LAYER_NORMS = {"gemma2": 2, "gemma3_text": 2}
 # Families with a per-head RMSNorm on q and k (head_dim each).
 _QK_HEAD_NORM = {"qwen3", "qwen3_moe", "gemma3_text"}
 
@@ -270,8 +270,10 @@ def synthetic_config(params_b: float, vocab: int = 32000) -> dict:
 def model_shape(config: dict) -> ModelShape:
     """Normalise an HF config dict (or a multimodal one with ``text_config``) to a :class:`ModelShape`."""
     if "text_config" in config and "hidden_size" not in config:
-        config = {**config["text_config"], "tie_word_embeddings": config.get("tie_word_embeddings")}
-        config = {k: v for k, v in config.items() if v is not None}
+        outer_tie = config.get("tie_word_embeddings")
+        config = dict(config["text_config"])
+        if outer_tie is not None:
+            config["tie_word_embeddings"] = outer_tie
     model_type = str(config.get("model_type", "llama")).lower()
     build = _FAMILIES.get(model_type, _llama_like)
     try:

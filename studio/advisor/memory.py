@@ -2,8 +2,9 @@
 
 peak = weights + trainable_state + activations + logits + overhead, per device, in bytes:
 
-* weights — frozen base parameters at the load precision (NF4/int8 for quantized linears);
-  parameters that train are held in fp32 (mixed-precision master weights; peft upcasts adapters).
+* weights — a frozen base at the load precision (NF4/int8 for quantized linears) plus fp32
+  adapters (peft upcasts them); full and freeze load the whole model in fp32 (the worker's recipe:
+  trained weights stay fp32 under bf16/fp16 autocast).
 * trainable_state — per trainable parameter: an fp32 gradient plus the optimizer's state.
 * activations — per layer per token, what autograd keeps for the backward pass (SDPA attention,
   no s² term); with gradient checkpointing only each layer's input plus one layer being recomputed.
@@ -76,11 +77,11 @@ def _quant(method: str, quant: str | None) -> str | None:
 
 def weight_bytes(shape: ModelShape, spec: MethodSpec, precision: str, quant: str | None) -> float:
     """Bytes of the base weights plus any new (fp32) parameters."""
-    wbytes = PRECISION_BYTES[precision]
-    train_base = base_trainable_params(shape, spec)
-    frozen = shape.total() - train_base
+    if base_trainable_params(shape, spec):  # full/freeze: the worker loads the whole model in fp32
+        return shape.total() * 4.0
+    frozen = shape.total()
     if quant is None:
-        return frozen * wbytes + train_base * 4 + added_params(shape, spec) * 4
+        return frozen * PRECISION_BYTES[precision] + added_params(shape, spec) * 4
     linears = shape.layers * sum(l.in_features * l.out_features for l in shape.linears)
     rows = shape.layers * sum(l.out_features for l in shape.linears)
     qbytes = linears * NF4_BYTES if quant == "nf4" else linears * INT8_BYTES + rows * 4

@@ -1,8 +1,8 @@
 """Find settings that make a method fit the hardware, or say by how much it does not.
 
 The ladder tries the cheapest changes first: a smaller micro-batch (same effective batch through
-gradient accumulation), then gradient checkpointing, then ZeRO-3 sharding over the GPUs (when
-there are several), then an 8-bit optimizer.  Shorter sequences, a 4-bit base, more GPUs or a
+gradient accumulation, down to 4), then gradient checkpointing, then ZeRO-3 sharding over the GPUs
+(when there are several), then an 8-bit optimizer; only then micro-batches below 4, in the same order.  Shorter sequences, a 4-bit base, more GPUs or a
 smaller model change the job itself, so they are only suggested.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from studio.advisor.memory import GIB, MemoryEstimate, estimate_memory, gb, reso
 
 USABLE_FRACTION = 0.97  # a "24 GB" card exposes a little less to the allocator than its label
 EIGHT_BIT_OPTIMIZER = "paged_adamw_8bit"
+MIN_BUSY_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -128,14 +129,28 @@ def plan_method(config_or_params, method: str, hw: Hardware, *, seq_len: int, ta
     device = "cpu" if hw.cpu_only else "cuda"
     n = len(hw.gpus)
     est = None
-    for ckpt, optim, shards in _modes(method, n):
+    for ckpt, optim, shards, mb in _ladder(method, n, target_batch):
         budget = _budget(hw, shards)
-        for mb in micro_batches(target_batch):
-            est = estimate_memory(shape, method, precision=precision, micro_batch=mb, seq_len=seq_len,
-                                  grad_ckpt=ckpt, optimizer=optim, shards=shards, device=device, **method_kwargs)
-            if budget is None or _total(est) <= budget:
-                return _fitting_plan(method, est, hw, target_batch, budget is None)
+        est = estimate_memory(shape, method, precision=precision, micro_batch=mb, seq_len=seq_len,
+                              grad_ckpt=ckpt, optimizer=optim, shards=shards, device=device, **method_kwargs)
+        if budget is None or _total(est) <= budget:
+            return _fitting_plan(method, est, hw, target_batch, budget is None)
     return _failing_plan(shape, method, est, hw, target_batch, precision, method_kwargs)
+
+
+def _ladder(method: str, n_gpus: int, target_batch: int):
+    """(grad_ckpt, optimizer, shards, micro_batch) in order of preference.
+
+    Micro-batches of at least ``MIN_BUSY_BATCH`` (or the target, if smaller) are tried in every
+    memory mode before smaller ones: checkpointing at micro-batch 4 keeps a GPU busier than no
+    checkpointing at micro-batch 1.  The last candidate is always the leanest.
+    """
+    floor = min(target_batch, MIN_BUSY_BATCH)
+    sizes = micro_batches(target_batch)
+    for keep in (lambda mb: mb >= floor, lambda mb: mb < floor):
+        for ckpt, optim, shards in _modes(method, n_gpus):
+            for mb in filter(keep, sizes):
+                yield ckpt, optim, shards, mb
 
 
 def _settings(est: MemoryEstimate, target_batch: int) -> dict:

@@ -64,12 +64,12 @@ def ingest(src: Path, *, original_name: str, out_dir: Path, format: str = "auto"
     try:
         return _ingest(source, work, out_dir, format, mapping)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)  # before removing out_dir if ingest created it
         if created:
             _remove_if_empty(out_dir)
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)  # work files go on success too
 
 
 def _remove_if_empty(path: Path) -> None:

@@ -52,7 +52,7 @@ def _one(item: object, field: str, row: int, where: str) -> tuple[dict | None, P
             "(ShareGPT: system, human, gpt). Remove those turns or drop the row.",
         )
     content = item.get(content_key)
-    if content is None or (isinstance(content, str) and not content.strip()):
+    if content is None or (isinstance(content, str) and (not content or content.isspace())):
         state = "has no" if content is None else "has an empty"
         return None, Problem("missing_content", row, f"{field}.{content_key}",
                              f"{where}: {field} ({role}) {state} '{content_key}'")

@@ -68,7 +68,7 @@ class Normalizer:
             out.problems.append(Problem("wrong_type", row, column,
                                         f"{self._where(row)}: {column} is {describe(value)}, expected text"))
             return None
-        if not value.strip():
+        if not value or value.isspace():
             if required:
                 out.problems.append(Problem("empty_field", row, column, f"{self._where(row)}: {column} is empty"))
             return None

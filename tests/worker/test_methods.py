@@ -203,13 +203,38 @@ def test_lora_rank_pattern_and_pissa_save_as_plain_lora(tiny_llama_dir, tmp_path
     torch.testing.assert_close(logits(reloaded, batch), trained, atol=1e-4, rtol=0)
 
 
-def test_qlora_quantizes_the_base(tiny_llama_dir):
+@pytest.mark.parametrize("bits, layer", [("4", "Linear4bit"), ("8", "Linear8bitLt")])
+def test_qlora_quantizes_the_base_and_trains(bits, layer, tiny_llama_dir):
+    # bitsandbytes 0.50 runs both 4-bit NF4 and 8-bit layers on CPU, so this runs for real here.
     qlora = methods.get("qlora")
-    params = methods.parse_params("qlora", {})
+    params = methods.parse_params("qlora", {"bits": bits})
     model = qlora.apply(load_base(tiny_llama_dir, qlora, params), params, "causal_lm")
-    assert type(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer).__name__ == "Linear4bit"
+    assert type(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer).__name__ == layer
+    assert type(model.base_model.model.lm_head).__name__ == "Linear"  # heads stay full precision
+    batch = fixed_batch(model.config.vocab_size)
+    before = eval_loss(model, batch)
+    train(model, qlora, batch, steps=3)
+    assert eval_loss(model, batch) < before
+
+
+def test_qlora_refuses_an_unquantized_base(tiny_llama_dir):
+    params = methods.parse_params("qlora", {})
     with pytest.raises(MethodError, match="qlora: the base model is not quantized"):
-        qlora.apply(load_base(tiny_llama_dir), params, "causal_lm")
+        methods.get("qlora").apply(load_base(tiny_llama_dir), params, "causal_lm")
+
+
+def test_qlora_backend_that_cannot_run_says_what_to_do(monkeypatch):
+    import bitsandbytes as bnb
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this device")
+
+    monkeypatch.setattr(bnb.nn, "Linear4bit", broken)
+    from worker.methods.qlora import probe_backend
+
+    with pytest.raises(MethodError, match=r"qlora: bitsandbytes cannot run 4-bit layers here "
+                                          r"\(RuntimeError: no kernel for this device\).*choose the lora method"):
+        probe_backend(4, "cpu")
 
 
 def test_qlora_without_backend_says_what_to_do(monkeypatch):

@@ -120,8 +120,3 @@ def merge_peft(model):
     """Merge adapter weights into the base and return the plain transformers model."""
     return model.merge_and_unload()
 
-
-def make_trainable_inputs(model) -> None:
-    """Let gradients reach adapters when the (frozen) embeddings output feeds them under checkpointing."""
-    if hasattr(model, "enable_input_require_grads"):
-        model.enable_input_require_grads()

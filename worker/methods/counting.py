@@ -67,7 +67,7 @@ def estimate_trainable(config_or_dir, method: str | Method, params, task: str) -
     and applies the method there; MethodError (e.g. unknown target modules) propagates, so this also
     validates a job before it is queued.
     """
-    from accelerate import init_empty_weights
+    import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     method = get(method) if isinstance(method, str) else method
@@ -75,7 +75,8 @@ def estimate_trainable(config_or_dir, method: str | Method, params, task: str) -
     params = with_context(_meta_safe(params), total_steps=PLACEHOLDER_STEPS)
     config = _load_config(config_or_dir)
     cls = AutoModelForCausalLM if task == "causal_lm" else AutoModelForSequenceClassification
-    with init_empty_weights():
+    # torch's meta device (not accelerate's init_empty_weights) keeps tied embeddings tied.
+    with torch.device("meta"):
         model = cls.from_config(config)
         try:
             model = method.apply(model, params, task)

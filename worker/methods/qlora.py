@@ -5,13 +5,11 @@ and merges there: merging into 4-bit weights would re-quantize and lose the upda
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _peft_common as common
 from .base import Method, MethodError, register
 from .lora import LORA_TRAINING, LoraParams, make_check, save, wrap
 
@@ -108,24 +106,19 @@ def apply(model, params, task: str):
 
 
 def merge(model):
-    """Reload the base in full precision, load the trained adapter onto it, merge, return it."""
+    """Merge into a full-precision base: as loaded, or reloaded from disk when the base is quantized."""
     import torch
     from peft import PeftModel
 
+    if not _is_quantized(model.get_base_model()):
+        return model.merge_and_unload()  # e.g. the adapter was loaded onto an fp32 base for export
     base_path = model.peft_config[model.active_adapter].base_model_name_or_path
     if not base_path or not Path(base_path).exists():
         raise MethodError(f"qlora: cannot merge: the base model path {base_path!r} is not on disk.")
-    base_cls = type(model.get_base_model())
-    full = base_cls.from_pretrained(base_path, dtype=torch.float32)
+    full = type(model.get_base_model()).from_pretrained(base_path, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         save(model, Path(tmp))
         return PeftModel.from_pretrained(full, tmp).merge_and_unload()
-
-
-def lora_params(params) -> LoraParams:
-    """The LoRA part of the params (used to count parameters without quantizing)."""
-    names = {f.name for f in dataclasses.fields(LoraParams)}
-    return LoraParams(**{k: v for k, v in dataclasses.asdict(params).items() if k in names})
 
 
 METHOD = register(Method(

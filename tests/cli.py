@@ -1,0 +1,55 @@
+"""Drive the real `studio` CLI and a real worker process, as a person would."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+
+class Cli:
+    def __init__(self, env: dict):
+        self.env = {**os.environ, **env}
+
+    def run(self, *args: str, ok: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        p = subprocess.run([sys.executable, "-m", "studio.cli", *args], env=self.env, capture_output=True,
+                           text=True, timeout=timeout)
+        if ok and p.returncode != 0:
+            raise AssertionError(f"studio {' '.join(args)} exited {p.returncode}\n{p.stderr[-3000:]}")
+        return p
+
+    def json(self, *args: str, **kw) -> dict:
+        p = self.run(*args, "--json", **kw)
+        return json.loads(p.stdout)  # --json prints exactly one JSON object
+
+    @contextmanager
+    def worker(self):
+        """A worker process for the duration of the block."""
+        proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "worker"], env=self.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def write_instruction_jsonl(path, n: int = 40) -> None:
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"instruction": f"What is {i} plus 1?", "input": "", "output": f"The answer is {i + 1}."}) + "\n")
+
+
+def wait_until(pred, timeout: float = 60, every: float = 0.5):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")

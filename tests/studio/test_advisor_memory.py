@@ -1,0 +1,115 @@
+"""estimate_memory against hand-computed cases (the arithmetic is spelled out in each test)."""
+import pytest
+
+from studio.advisor import estimate_memory
+from studio.advisor.memory import GIB, NF4_BYTES
+
+# hidden 64, MLP 128, 2 layers, 4 heads = 4 KV heads (head_dim 16), vocab 1000, untied head.
+# params: embed 64,000 + 2 × (attention 4·64·64 = 16,384 + MLP 3·64·128 = 24,576 + norms 128)
+#         + final norm 64 + head 64,000 = 210,240
+TINY = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1000, "tie_word_embeddings": False}
+P = 210_240
+CONTEXT = 0.5 * GIB
+
+
+def test_full_bf16_by_hand():
+    e = estimate_memory(TINY, "full", precision="bf16", micro_batch=1, seq_len=10)
+    assert e.total_params == e.trainable_params == P
+    assert e.parts["weights"] == P * 4  # trainable weights kept in fp32 (mixed precision)
+    assert e.parts["trainable_state"] == P * 12  # fp32 grad 4 + AdamW m, v 8
+    # per layer per token: norms 2·(2·64) + attention 2·64 + 2·64 + SwiGLU 3·128 + linear inputs 2·64 + 128
+    per_layer = 256 + 256 + 384 + 256
+    assert e.parts["activations"] == (2 * per_layer + 3 * 64) * 10 * 2
+    assert e.parts["logits"] == 1 * 10 * 1000 * 4 * 2
+    live = P * 16 + (2 * per_layer + 192) * 20 + 80_000
+    assert e.parts["overhead"] == pytest.approx(CONTEXT + 0.05 * live)
+    assert e.total_gb == pytest.approx((live + e.parts["overhead"]) / GIB)
+
+
+def test_lora_with_checkpointing_by_hand():
+    e = estimate_memory(TINY, "lora", micro_batch=2, seq_len=8, grad_ckpt=True, lora_r=4, target="attention")
+    added = 2 * 4 * 4 * (64 + 64)  # layers × modules (q,k,v,o) × r·(in + out)
+    assert e.trainable_params == added == 4096
+    assert e.parts["weights"] == P * 2 + added * 4  # frozen bf16 base + fp32 adapters
+    assert e.parts["trainable_state"] == added * 12
+    # frozen layer keeps 256 + 256 + 384; LoRA adds each wrapped input (dropout copy) + r: 4·(64 + 4)
+    per_layer = 896 + 272
+    # checkpointing: every layer's input (64) + one layer recomputed, + final norm / head input (3·64)
+    assert e.parts["activations"] == (2 * 64 + per_layer + 192) * 16 * 2
+    assert e.parts["logits"] == 2 * 8 * 1000 * 8
+
+
+def test_qlora_weights_by_hand():
+    e = estimate_memory(TINY, "qlora", lora_r=4, target="attention")
+    linears = 2 * (16_384 + 24_576)
+    assert NF4_BYTES == pytest.approx(0.5 + 1 / 64 + 4 / (64 * 256))
+    # NF4 linears; everything else upcast to fp32 by prepare_model_for_kbit_training; fp32 adapters
+    assert e.parts["weights"] == pytest.approx(linears * NF4_BYTES + (P - linears) * 4 + 4096 * 4)
+    assert e.settings["quant"] == "nf4"
+
+
+def test_eight_bit_optimizer_and_sharding():
+    adamw = estimate_memory(TINY, "full")
+    eight = estimate_memory(TINY, "full", optimizer="paged_adamw_8bit")
+    assert adamw.parts["trainable_state"] - eight.parts["trainable_state"] == P * 6
+    sharded = estimate_memory(TINY, "full", shards=4)
+    assert sharded.parts["trainable_state"] == adamw.parts["trainable_state"] / 4
+
+
+def test_freeze_trains_top_layers_only():
+    e = estimate_memory(TINY, "freeze", freeze_layers=1)
+    layer = 16_384 + 24_576 + 128
+    assert e.trainable_params == layer + 64 + 64_000  # top layer + final norm + untied head
+    assert e.parts["weights"] == P * 4  # the worker loads full/freeze models in fp32
+    full = estimate_memory(TINY, "full")
+    assert e.parts["activations"] < full.parts["activations"]
+
+
+def test_prompt_tuning_lengthens_sequence():
+    e = estimate_memory(TINY, "prompt_tuning", seq_len=10, num_virtual_tokens=5)
+    assert e.trainable_params == 5 * 64
+    assert e.parts["logits"] == 15 * 1000 * 8
+
+
+def test_cpu_has_no_cuda_context_and_classifier_no_logits():
+    e = estimate_memory(TINY, "lora", device="cpu", lm_logits=False)
+    assert e.parts["logits"] == 0
+    assert e.parts["overhead"] < CONTEXT + 0.05 * sum(v for k, v in e.parts.items() if k != "overhead") + 1
+
+
+def test_article_003_qlora_7b_weights_about_3_5_gb():
+    llama7b = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+               "num_attention_heads": 32, "vocab_size": 32000}
+    e = estimate_memory(llama7b, "qlora")
+    assert 3.3 < e.parts["weights"] / 1e9 < 4.8  # 003: 7B 28 GB → 3.5 GB (+ fp32 embeddings/head here)
+    assert estimate_memory(llama7b, "lora", precision="fp32").parts["weights"] / 1e9 == pytest.approx(27, abs=0.5)
+
+
+def test_article_004_qlora_65b_fits_one_48gb_gpu():
+    llama65b = {"model_type": "llama", "hidden_size": 8192, "intermediate_size": 22016, "num_hidden_layers": 80,
+                "num_attention_heads": 64, "vocab_size": 32000}
+    e = estimate_memory(llama65b, "qlora", grad_ckpt=True, lora_r=16, seq_len=512)
+    assert e.total_gb < 48
+    assert estimate_memory(llama65b, "lora", grad_ckpt=True).total_gb > 48
+
+
+def test_params_b_works_and_bad_inputs_fail():
+    assert estimate_memory(1.0, "lora").total_params == pytest.approx(1e9, rel=0.05)
+    with pytest.raises(ValueError):
+        estimate_memory(TINY, "full", quant="nf4")
+    with pytest.raises(ValueError):
+        estimate_memory(TINY, "nope")
+    with pytest.raises(ValueError):
+        estimate_memory(TINY, "lora", precision="int3")
+
+
+@pytest.mark.parametrize("method", ["full", "freeze", "lora", "qlora", "adapter", "prompt_tuning",
+                                    "prefix_tuning", "p_tuning", "adalora", "dora", "ia3"])
+def test_every_method_estimates_and_ckpt_helps(method):
+    off = estimate_memory(TINY, method, micro_batch=4, seq_len=256)
+    on = estimate_memory(TINY, method, micro_batch=4, seq_len=256, grad_ckpt=True)
+    assert set(off.parts) == {"weights", "trainable_state", "activations", "logits", "overhead"}
+    if method != "freeze":  # freeze trains one layer here: checkpointing one layer saves nothing
+        assert on.parts["activations"] < off.parts["activations"]
+    assert 0 < off.trainable_params <= off.total_params or method == "full"
