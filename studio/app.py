@@ -15,8 +15,9 @@ TABS = [("datasets", "Datasets", datasets), ("train", "Train", train), ("jobs", 
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="FineTune Studio") as app:
         gr.HTML((STATIC / "header.html").read_text())
+        job_id = gr.State(None)  # outside gr.Tabs: any child of Tabs is taken for a tab
         with gr.Tabs(elem_id="main-tabs") as tabs:
-            shell = Shell(tabs=tabs, job_id=gr.State(None))
+            shell = Shell(tabs=tabs, job_id=job_id)
             tab_objs = {}
             for tab_id, label, module in TABS:
                 with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}") as tab_objs[tab_id]:

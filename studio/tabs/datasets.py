@@ -71,7 +71,7 @@ def register(file_path: str | None, name: str, fmt: str, drop_bad: bool):
                                               name=name or None, format=fmt, drop_bad_rows=drop_bad)
     verb = "Already registered as" if reused else "Registered"
     gr.Info(f"{verb} dataset {ds.id} ({ds.rows} rows)")
-    return f"✅ {verb} data set **#{ds.id} {ds.name}** — {ds.rows} rows ({ds.format}).", datasets_frame()
+    return f"{verb} data set **#{ds.id} {ds.name}** — {ds.rows} rows ({ds.format}).", datasets_frame()
 
 
 def datasets_frame() -> pd.DataFrame:

@@ -22,7 +22,7 @@ MAX_POINTS = 2000  # long curves are thinned for display
 
 def job_label(j: Job) -> str:
     cfg = j.config or {}
-    return f"#{j.id} {cfg.get('method', j.kind)} · {j.state}"
+    return f"#{j.id} {cfg.get('method', j.kind)} · {j.created_at:%b %d %H:%M}"
 
 
 def job_choices() -> list[tuple[str, int]]:
@@ -82,7 +82,8 @@ def status_html(job: Job, points: list[dict]) -> str:
 
 def curve_frame(points: list[dict]) -> pd.DataFrame:
     rows = [{"step": p["step"], "value": p["value"], "series": p["name"]} for p in points if p["name"] in CURVES]
-    df = pd.DataFrame(rows, columns=["step", "value", "series"])
+    # explicit dtypes: an empty or object-typed frame makes the chart treat loss as a category
+    df = pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": "int64", "value": "float64"})
     if len(df) > MAX_POINTS:  # thin evenly but keep the last point of each series
         stride = len(df) // MAX_POINTS + 1
         df = pd.concat([df.iloc[::stride], df.groupby("series").tail(1)]).drop_duplicates()
@@ -113,7 +114,13 @@ def poll(job_id: int | None, cache: dict | None):
                         for m in new]
     if new:
         cache["after"] = new[-1].id
-    return status_html(job, cache["points"]), curve_frame(cache["points"]), log_tail(job_id), cache
+    frame = curve_frame(cache["points"])
+    # redraw only when points arrived, and never send an empty frame (the chart would lose its encoding)
+    fresh = (bool(new) or cache.get("drawn") != job_id) and not frame.empty
+    if fresh:
+        cache["drawn"] = job_id
+    plot = frame if fresh else gr.skip()
+    return status_html(job, cache["points"]), plot, log_tail(job_id), cache
 
 
 @friendly
@@ -139,8 +146,9 @@ def render(shell: Shell) -> None:
         picker = gr.Dropdown(label="Job", elem_id="job-picker", scale=4)
         cancel_btn = gr.Button("Cancel job", variant="stop", elem_id="cancel-job", scale=1)
     status = gr.HTML(elem_id="job-status")
+    # a fixed colour map: the chart's first value is often empty, and an empty colour domain draws no lines
     plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=320, elem_id="loss-curve",
-                       x_title="optimizer step", y_title="loss")
+                       x_title="optimizer step", y_title="loss", color_map={"loss": "#4f46e5", "eval_loss": "#f97316"})
     log = gr.Code(label="Log (last lines)", language=None, lines=12, elem_id="job-log")
     timer = gr.Timer(get_settings().poll_seconds)
     timer.tick(poll, [shell.job_id, cache], [status, plot, log, cache], show_progress="hidden")

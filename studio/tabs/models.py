@@ -65,7 +65,7 @@ def version_details(version_id: int | None):
 {json.dumps(cfg, indent=2, default=str)}
 ```
 </details>
-""" + ("" if mergeable else f"\n⚠️ `{v.method}` cannot be merged into the base weights: download the adapter; "
+""" + ("" if mergeable else f"\n**Note:** `{v.method}` cannot be merged into the base weights: download the adapter; "
                               "its README has the loading code.")
     return text, gr.Button(interactive=mergeable)
 
@@ -87,12 +87,12 @@ def export_status(job_id: int | None):
     if job.state == "succeeded":
         path = get_settings().home_abs / job.result["zip"]
         size = path.stat().st_size / 2**20
-        return (f"✅ Ready: `{path.name}` ({size:.1f} MB)",
+        return (f"Ready: `{path.name}` ({size:.1f} MB)",
                 gr.DownloadButton(f"Download {path.name}", value=str(path), visible=True))
     if job.state in ("failed", "cancelled"):
-        return f"❌ Export {job.state}: {job.error or ''}", gr.DownloadButton(visible=False)
+        return f"Export {job.state}: {job.error or ''}", gr.DownloadButton(visible=False)
     pct = f" ({job.step}/{job.max_steps})" if job.max_steps else ""
-    return f"⏳ {job.state}: {job.message or 'waiting for a worker'}{pct}", gr.DownloadButton(visible=False)
+    return f"{job.state.capitalize()}: {job.message or 'waiting for a worker'}{pct}", gr.DownloadButton(visible=False)
 
 
 def on_open(current):

@@ -31,9 +31,17 @@ def component_for(name: str, kind: type, default, help_: str, *, minimum=None, m
     return gr.Textbox(value="" if default is None else str(default), **common)
 
 
+def human_count(n: int) -> str:
+    """134515008 -> '135M', 44192 -> '44k'."""
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(n)
+
+
 def model_choices() -> list[tuple[str, int]]:
     with session_scope() as db:
-        return [(f"{m.name} ({m.params_total / 1e6:.0f}M)", m.id) for m in q.list_models(db)]
+        return [(f"{m.name} ({human_count(m.params_total)} params)", m.id) for m in q.list_models(db)]
 
 
 def dataset_choices() -> list[tuple[str, int]]:
@@ -58,7 +66,7 @@ def method_defaults(method: str) -> list:
     m = methods.get(method)
     shows = [gr.Group(visible=name == method) for name in methods.names()]
     lr = m.default_training.get("learning_rate", TRAINING["learning_rate"].default)
-    note = m.summary + ("" if m.mergeable else "  \n⚠️ Cannot be merged into the base: exports give the adapter "
+    note = m.summary + ("" if m.mergeable else "  \n**Note:** cannot be merged into the base: exports give the adapter "
                                                 "plus loading code.")
     return [*shows, gr.Number(value=lr), note]
 

@@ -6,7 +6,7 @@ import time
 
 import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, EarlyStoppingCallback,
-                          Trainer, TrainingArguments)
+                          PrinterCallback, Trainer, TrainingArguments)
 
 from models_db import BaseModel, Dataset, session_scope
 from studio.jobspec import TrainSpec
@@ -76,6 +76,7 @@ def train(ctx: JobContext) -> dict:
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=data.IGNORE),
                       callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # StudioCallback prints one readable line per log instead
     resume = latest_complete_checkpoint(ctx.dir / "checkpoints")
     if resume:
         ctx.say(f"resuming from {resume.rsplit('/', 1)[-1]}")

@@ -1,0 +1,75 @@
+"""A person's path in a real browser: upload, train, watch the curve draw, get the version, download."""
+import json
+import re
+import zipfile
+
+from playwright.sync_api import expect
+
+from tests.cli import write_instruction_jsonl
+from tests.e2e.conftest import SHOTS
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_upload_train_watch_download(studio, page, tmp_path):
+    url, cli = studio
+    page.goto(url)
+    page.get_by_text("FineTune Studio").first.wait_for()
+
+    # Datasets: upload, see the report and the preview, register
+    data = tmp_path / "arith.jsonl"
+    write_instruction_jsonl(data, 40)
+    page.locator("#dataset-upload input[type=file]").set_input_files(str(data))
+    page.get_by_text("40 usable").wait_for(timeout=30_000)
+    page.locator("#register-dataset").click()
+    page.get_by_text("Registered data set").wait_for(timeout=30_000)
+    shot(page, "1-datasets")
+
+    # Train: the demo-free tiny model and the data set are preselected; set a short run
+    open_tab(page, "Train")
+    expect(page.locator("#train-dataset input")).to_have_value(re.compile("arith"), timeout=15_000)
+    for key, value in {"max_steps": "30", "learning_rate": "0.005", "per_device_train_batch_size": "8"}.items():
+        field = page.locator(f"#t-{key} input").first
+        field.fill(value)
+        field.press("Tab")
+    shot(page, "2-train")
+    page.locator("#start-training").click()
+
+    # Jobs: the tab opens on the new job; the curve draws while it runs; it succeeds
+    page.locator("#job-status").get_by_text("Job #1").wait_for(timeout=30_000)
+    page.locator("#job-status").get_by_text("running").wait_for(timeout=60_000)
+    # the curve has drawn points while the job runs: its legend names the series once data arrived
+    expect(page.locator("#job-status")).to_contain_text(re.compile(r"step ([5-9]|[12]\d) / 30"), timeout=90_000)
+    expect(page.locator("#loss-curve")).to_contain_text("eval_loss", timeout=30_000)
+    shot(page, "3-job-running")
+    page.locator("#job-status").get_by_text("succeeded").wait_for(timeout=180_000)
+    page.wait_for_timeout(2000)  # one more poll so the last points are drawn
+    shot(page, "4-job-done")
+    job = cli.json("jobs", "show", "1")
+    assert job["state"] == "succeeded" and job["version_id"] == 1
+
+    # Reloading loses nothing: the page shows the job again
+    page.reload()
+    open_tab(page, "Jobs")
+    page.locator("#job-status").get_by_text("succeeded").wait_for(timeout=30_000)
+
+    # Models: the version with its metrics; build and download the merged zip
+    open_tab(page, "Models")
+    page.locator("#version-details").get_by_text("Lineage").wait_for(timeout=30_000)
+    page.locator("#export-merged").click()
+    page.locator("#download-zip").wait_for(state="visible", timeout=180_000)
+    shot(page, "5-models")
+    with page.expect_download() as dl:
+        page.locator("#download-zip").click()
+    path = tmp_path / "merged.zip"
+    dl.value.save_as(path)
+    names = zipfile.ZipFile(path).namelist()
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= set(names)
+    meta = json.loads(zipfile.ZipFile(path).read("studio_version.json"))
+    assert meta["method"] == "lora" and meta["version_id"] == 1
