@@ -44,10 +44,10 @@ def test_upload_train_watch_download(studio, page, tmp_path):
     # Jobs: the tab opens on the new job; the curve draws while it runs; it succeeds
     page.locator("#job-status").get_by_text("Job #1").wait_for(timeout=30_000)
     page.locator("#job-status").get_by_text("running").wait_for(timeout=60_000)
-    # live metrics reach the page while the job runs (step count and a numeric train loss).
-    # Known bug (closing note, issue 2): the chart rescales to the data but draws no line yet.
+    # live metrics reach the page while the job runs, and the chart's legend names both series
     expect(page.locator("#job-status")).to_contain_text(re.compile(r"step ([5-9]|[12]\d) / 30"), timeout=90_000)
     expect(page.locator("#job-status")).to_contain_text(re.compile(r"train loss\s*\d+\.\d{4}", re.I), timeout=30_000)
+    expect(page.locator("#loss-curve")).to_contain_text("eval_loss", timeout=30_000)
     shot(page, "3-job-running")
     page.locator("#job-status").get_by_text("succeeded").wait_for(timeout=180_000)
     page.wait_for_timeout(2000)  # one more poll so the last points are drawn
