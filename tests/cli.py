@@ -32,11 +32,16 @@ class Cli:
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 30) -> None:
+    """Terminate a child the test started, killing it if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def write_instruction_jsonl(path, n: int = 40) -> None:

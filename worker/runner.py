@@ -104,7 +104,6 @@ def _supervise(proc: subprocess.Popen, claim: jobq.Claim) -> str:
 
 def _settle(claim: jobq.Claim, returncode: int, outcome: str) -> str:
     """Record the end. The child records success and handled failures itself; this covers the rest."""
-    s = get_settings()
     with session_scope() as db:
         if outcome == "cancelled":
             jobq.finish(db, claim, JobState.cancelled.value, message="cancelled")

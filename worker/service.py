@@ -63,7 +63,7 @@ def reap_once() -> list[tuple[int, str]]:
     return reaped
 
 
-def _housekeeping(gpus: list[dict]) -> None:
+def _housekeeping() -> None:
     s = get_settings()
     while not _stop.wait(s.heartbeat_seconds):
         try:
@@ -78,7 +78,7 @@ def _housekeeping(gpus: list[dict]) -> None:
 def _on_ready(**_):
     gpus = detect_gpus()
     register(gpus)
-    threading.Thread(target=_housekeeping, args=(gpus,), name="housekeeping", daemon=True).start()
+    threading.Thread(target=_housekeeping, name="housekeeping", daemon=True).start()
     log.info("worker %s ready with %s", WORKER_ID, ", ".join(g["name"] for g in gpus) or "CPU only")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import backend_env
-from tests.cli import Cli, wait_until
+from tests.cli import Cli, stop_process, wait_until
 
 SHOTS = Path(__file__).parent / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -72,11 +72,7 @@ def studio(tmp_path_factory, tiny_llama_dir):
             wait_until(up, timeout=90)
             yield url, cli
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
             log.close()
 
 

@@ -9,10 +9,7 @@ import pytest
 
 from studio.datasets import DatasetError, ingest
 
-try:
-    from .test_datasets_helpers import jsonl, run, write
-except ImportError:
-    from test_datasets_helpers import jsonl, run, write
+from tests.studio.test_datasets_helpers import jsonl, run, write
 
 
 def fails(tmp_path, name, content, **kwargs) -> str:

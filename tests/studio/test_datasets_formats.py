@@ -10,10 +10,7 @@ import pytest
 
 from studio.datasets import FORMATS, ingest
 
-try:
-    from .test_datasets_helpers import canonical, jsonl, run, write
-except ImportError:
-    from test_datasets_helpers import canonical, jsonl, run, write
+from tests.studio.test_datasets_helpers import canonical, jsonl, run
 
 ALPACA = [
     {"instruction": "Add", "input": "2 and 3", "output": "5"},

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import json
 
-try:
-    from .test_datasets_helpers import by_kind, canonical, jsonl, run
-except ImportError:
-    from test_datasets_helpers import by_kind, canonical, jsonl, run
+from tests.studio.test_datasets_helpers import by_kind, canonical, jsonl, run
 
 GOOD = {"instruction": "q", "output": "a"}
 

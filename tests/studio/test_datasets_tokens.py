@@ -7,10 +7,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from studio.datasets import token_lengths, too_long
 
-try:
-    from .test_datasets_helpers import jsonl, run
-except ImportError:
-    from test_datasets_helpers import jsonl, run
+from tests.studio.test_datasets_helpers import jsonl, run
 
 
 def word_tokenizer(tmp_path):
