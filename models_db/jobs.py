@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from models_db.schema import Job, JobState, Metric, utcnow
 
 RUNNING = JobState.running.value
 QUEUED = JobState.queued.value
+FINISHED = sorted(JobState.finished())
 
 
 class StaleFence(RuntimeError):
@@ -43,20 +44,58 @@ def create_job(session: Session, *, kind: str, config: dict, idempotency_key: st
     return job, True
 
 
+def _predecessor_finished():
+    """SQL: the job has no predecessor, or its predecessor has finished (whatever the outcome)."""
+    before = aliased(Job)
+    return or_(Job.after_job_id.is_(None),
+               exists().where(before.id == Job.after_job_id, before.state.in_(FINISHED)))
+
+
 def claim(session: Session, job_id: int, worker_id: str, lease_seconds: float) -> Claim | None:
-    """Take a queued job for this worker. Returns None if someone else has it or it is finished."""
+    """Take a queued job for this worker. Returns None if someone else has it, it is finished or
+    cancelled, or it waits for a predecessor that has not finished (``why_not_claimed`` says which)."""
     now = utcnow()
     res = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == QUEUED, Job.cancel_requested.is_(False))
+        .where(Job.id == job_id, Job.state == QUEUED, Job.cancel_requested.is_(False), _predecessor_finished())
         .values(state=RUNNING, fence=Job.fence + 1, attempt=Job.attempt + 1, worker_id=worker_id,
                 lease_expires_at=now + timedelta(seconds=lease_seconds), started_at=func.coalesce(Job.started_at, now),
-                message="starting", error=None)
+                message="starting", error=None, resume_step=0)
     )
     if res.rowcount != 1:
         return None
     job = session.get(Job, job_id, populate_existing=True)
+    entry = {"attempt": job.attempt, "worker": worker_id, "started_at": now.isoformat(timespec="seconds"),
+             "outcome": "running"}
+    session.execute(update(Job).where(Job.id == job_id, Job.fence == job.fence)
+                    .values(history=[*(job.history or []), entry]))
     return Claim(job_id, job.fence, job.attempt)
+
+
+def why_not_claimed(session: Session, job_id: int) -> str:
+    """Why ``claim`` refused a job, in words (worker logs and tests read it)."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        return "it does not exist"
+    if job.state == RUNNING:
+        return f"it is already running (attempt {job.attempt} on {job.worker_id})"
+    if job.state != QUEUED:
+        return f"it is {job.state}"
+    if job.cancel_requested:
+        return "it was cancelled"
+    before = session.get(Job, job.after_job_id) if job.after_job_id else None
+    if before is not None and before.state not in FINISHED:
+        return f"it waits for job {before.id} ({before.state}) to finish"
+    return "it changed meanwhile"
+
+
+def _close_attempt(job: Job, outcome: str, reason: str | None, now) -> list[dict]:
+    """The job's history with its current attempt closed: outcome, reason, resume point, last step."""
+    history = [dict(h) for h in (job.history or [])]
+    if history and history[-1].get("attempt") == job.attempt:
+        history[-1].update(outcome=outcome, reason=reason, ended_at=now.isoformat(timespec="seconds"),
+                           resumed_from=job.resume_step, reached_step=job.step)
+    return history
 
 
 def _fenced(job_id: int, fence: int):
@@ -86,13 +125,29 @@ def report(session: Session, claim: Claim, *, metrics: list[tuple[int, str, floa
 
 
 def finish(session: Session, claim: Claim, state: str, *, error: str | None = None, **fields) -> bool:
-    """Move a running job to a final state (or back to queued for a retry). Fenced."""
+    """Move a running job to a final state (or back to queued for a retry), closing the attempt in its
+    history. Fenced: returns False, writing nothing, when the claim is no longer current."""
+    job = session.get(Job, claim.job_id, populate_existing=True)
+    if job is None or job.fence != claim.fence or job.state != RUNNING:
+        return False
+    now = utcnow()
+    outcome = "interrupted" if state == QUEUED else state
+    reason = error or (fields.get("message") if state == QUEUED else None)
     res = session.execute(
-        _fenced(claim.job_id, claim.fence).values(state=state, error=error, finished_at=utcnow()
-                                                  if state in JobState.finished() else None,
-                                                  lease_expires_at=None, **fields)
+        _fenced(claim.job_id, claim.fence).values(
+            state=state, error=error, finished_at=now if state in JobState.finished() else None,
+            lease_expires_at=None, history=_close_attempt(job, outcome, reason, now), **fields)
     )
     return res.rowcount == 1
+
+
+def record_pid(session: Session, claim: Claim, pid: int) -> None:
+    """Note the training process of the current attempt in its history entry (for operators and tests)."""
+    job = session.get(Job, claim.job_id, populate_existing=True)
+    history = [dict(h) for h in (job.history or [])]
+    if history and history[-1].get("attempt") == claim.attempt:
+        history[-1]["pid"] = pid
+        report(session, claim, history=history)
 
 
 def request_cancel(session: Session, job_id: int) -> str:
@@ -124,10 +179,40 @@ def reap_expired(session: Session, now: datetime | None = None) -> list[tuple[in
             update(Job).where(Job.id == job.id, Job.fence == job.fence, Job.state == RUNNING)
             .values(state=new, fence=Job.fence + 1, lease_expires_at=None, message=msg,
                     error=msg if new == JobState.failed.value else None,
-                    finished_at=now if new != QUEUED else None)
+                    finished_at=now if new != QUEUED else None, history=_close_attempt(job, "lost", msg, now))
         )
         if res.rowcount == 1:
             out.append((job.id, new))
+    return out
+
+
+def take_resendable(session: Session, *, lost_after: float | None, now: datetime | None = None) -> list[tuple[int, str]]:
+    """Queued jobs whose task message must be sent (again), as (id, kind); each is stamped so that only
+    one worker sends it:
+
+    * released: it waited for a predecessor that has finished since the job was last touched
+      (its earlier message was refused and dropped);
+    * lost: nothing touched it for ``lost_after`` seconds (None: skip this check). A broker restart
+      or a hard kill can lose a message; a duplicate is harmless, as only one claim can win."""
+    now = now or utcnow()
+    before = aliased(Job)
+    rows = session.execute(
+        select(Job.id, Job.kind, Job.updated_at, before.state, before.finished_at)
+        .outerjoin(before, before.id == Job.after_job_id)
+        .where(Job.state == QUEUED, Job.cancel_requested.is_(False)).order_by(Job.id)
+    ).all()
+    out = []
+    for job_id, kind, touched, before_state, before_finished in rows:
+        if before_state is not None and before_state not in FINISHED:
+            continue  # still waiting: sending it now would only be refused
+        released = before_finished is not None and touched < before_finished
+        lost = lost_after is not None and touched < now - timedelta(seconds=lost_after)
+        if not (released or lost):
+            continue
+        res = session.execute(update(Job).where(Job.id == job_id, Job.state == QUEUED, Job.updated_at == touched)
+                              .values(updated_at=now))
+        if res.rowcount == 1:
+            out.append((job_id, kind))
     return out
 
 

@@ -48,3 +48,27 @@ def ancestors(session: Session, version_id: int) -> list[ModelVersion]:
         v = session.get(ModelVersion, v.parent_id)
         out.append(v)
     return out
+
+
+def descendants(session: Session, version_id: int) -> list[ModelVersion]:
+    """Children, grandchildren, ... of a version (breadth first: every parent before its children)."""
+    out, frontier = [], [version_id]
+    while frontier:
+        kids = list(session.scalars(select(ModelVersion).where(ModelVersion.parent_id.in_(frontier))
+                                    .order_by(ModelVersion.id)))
+        out += kids
+        frontier = [k.id for k in kids]
+    return out
+
+
+def queue_positions(session: Session) -> dict[int, int]:
+    """Queued jobs -> their place in line (1 = next), first come first served."""
+    ids = session.scalars(select(Job.id).where(Job.state == "queued").order_by(Job.id))
+    return {job_id: i for i, job_id in enumerate(ids, 1)}
+
+
+def active_jobs(session: Session, limit: int = 200) -> list[Job]:
+    """Running jobs, then queued ones in the order they will start."""
+    running = session.scalars(select(Job).where(Job.state == "running").order_by(Job.started_at, Job.id))
+    queued = session.scalars(select(Job).where(Job.state == "queued").order_by(Job.id).limit(limit))
+    return list(running) + list(queued)

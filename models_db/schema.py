@@ -55,7 +55,7 @@ class BaseModel(Base):
 
 
 class Dataset(Base):
-    """An immutable dataset version, identified by content hash (+ format and mapping)."""
+    """An immutable dataset version, identified by content hash (+ format, mapping and split)."""
 
     __tablename__ = "datasets"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -64,12 +64,21 @@ class Dataset(Base):
     format: Mapped[str] = mapped_column(String(32))
     file_type: Mapped[str] = mapped_column(String(16), default="")
     original_name: Mapped[str] = mapped_column(String(400), default="")
-    path: Mapped[str] = mapped_column(Text)  # canonical JSONL of valid rows
-    rows: Mapped[int] = mapped_column(default=0)
+    path: Mapped[str] = mapped_column(Text)  # canonical JSONL of the training rows
+    rows: Mapped[int] = mapped_column(default=0)  # training rows (in `path`)
     dropped_rows: Mapped[int] = mapped_column(default=0)
     mapping: Mapped[dict] = mapped_column(default=dict)
     stats: Mapped[dict] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the version this one was derived from (same upload, another mapping or split)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    source_digest: Mapped[str] = mapped_column(String(64), default="", server_default="", index=True)
+    source_path: Mapped[str] = mapped_column(Text, default="", server_default="")  # the upload, kept for re-mapping
+    # the stored train/eval split (studio.datasets.split): {} none, {"kind": "ratio"|"file", ...}
+    split: Mapped[dict] = mapped_column(default=dict, server_default="{}")
+    eval_rows: Mapped[int] = mapped_column(default=0, server_default="0")  # rows in eval.jsonl beside `path`
+
+    parent: Mapped[Dataset | None] = relationship(remote_side=[id])
 
 
 class Job(Base):
@@ -93,6 +102,11 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # queue order: a job with a predecessor is claimed only once that job has finished
+    after_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    # attempts: the step the current one resumed from, and one entry per attempt (see models_db.jobs)
+    resume_step: Mapped[int] = mapped_column(default=0, server_default="0")
+    history: Mapped[list] = mapped_column(default=list, server_default="[]")
     # progress, as the browser shows it
     step: Mapped[int] = mapped_column(default=0)
     max_steps: Mapped[int] = mapped_column(default=0)
@@ -129,7 +143,7 @@ class ModelVersion(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"))
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), index=True)
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), unique=True)
     method: Mapped[str] = mapped_column(String(32))
@@ -137,6 +151,7 @@ class ModelVersion(Base):
     metrics: Mapped[dict] = mapped_column(default=dict)
     artifacts: Mapped[dict] = mapped_column(default=dict)  # name -> path under the artifact root
     notes: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list] = mapped_column(default=list, server_default="[]")  # a person's labels: "best", "prod"
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     base_model: Mapped[BaseModel] = relationship()

@@ -6,10 +6,11 @@ from pathlib import Path
 import gradio as gr
 
 from studio.shell import Shell
-from studio.tabs import datasets, jobs, models, train
+from studio.tabs import advisor, datasets, jobs, train, versions
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-TABS = [("datasets", "Datasets", datasets), ("train", "Train", train), ("jobs", "Jobs", jobs), ("models", "Models", models)]
+TABS = [("datasets", "Datasets", datasets), ("advisor", "Advisor", advisor), ("train", "Train", train),
+        ("jobs", "Jobs", jobs), ("versions", "Versions", versions)]
 
 
 def build_app() -> gr.Blocks:

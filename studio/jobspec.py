@@ -5,7 +5,7 @@ Keys are the Hugging Face ``TrainingArguments`` names where one exists, the stud
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from worker import methods
@@ -53,8 +53,12 @@ TRAINING: dict[str, Knob] = {
 }
 STUDIO: dict[str, Knob] = {
     "max_seq_length": Knob(int, 512, "Longest tokenised example; longer ones are truncated and counted.", 8, 131072),
-    "eval_split": Knob(float, 0.1, "Fraction of rows held out for evaluation (0: none).", 0.0, 0.5),
+    "eval_split": Knob(float, 0.1, "Fraction of rows held out for evaluation (0: none). Only for data sets without a "
+                       "stored split: a split stored with the data set wins.", 0.0, 0.5),
     "early_stopping_patience": Knob(int, 0, "Stop after this many evaluations without improvement (0: off).", 0, 1000),
+    "packing": Knob(bool, False, "Pack several examples into each sequence without padding (causal LM). Position ids "
+                    "restart per example, so examples never attend to each other. Not for prompt-learning methods.",
+                    None, None),
 }
 
 
@@ -70,8 +74,11 @@ class TrainSpec:
     max_seq_length: int = 512
     eval_split: float = 0.1
     early_stopping_patience: int = 0
-    task: str = "causal_lm"
+    packing: bool = False
+    task: str | None = None  # causal_lm or seq_cls; None: implied by the data set (services.submit_train)
     parent_version_id: int | None = None
+    # the advisor's estimate at submit (studio.advisor.jobcost.job_estimate), shown beside the measured peak
+    estimate: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -98,7 +105,7 @@ def coerce(key: str, knob: Knob, raw: Any) -> Any:
 
 
 def build_train_spec(*, model_id: int, dataset_id: int, method: str, settings: dict[str, Any],
-                     parent_version_id: int | None = None, task: str = "causal_lm") -> TrainSpec:
+                     parent_version_id: int | None = None, task: str | None = None) -> TrainSpec:
     """Split user settings into training / studio / method keys, fill defaults, and validate all.
 
     Defaults are layered: the studio's, then the method's own (SEEDS.md), then the person's."""
@@ -125,6 +132,33 @@ def build_train_spec(*, model_id: int, dataset_id: int, method: str, settings: d
         raise SpecError(str(e)) from None
     return TrainSpec(model_id=model_id, dataset_id=dataset_id, method=method, method_params=asdict(params),
                      training=training, parent_version_id=parent_version_id, task=task, **studio)
+
+
+def continue_from(spec: TrainSpec, parent_method: str, parent_config: dict) -> TrainSpec:
+    """The spec for training on top of a version. A method that cannot be merged is continued, not
+    stacked: only the same method may follow it, and it keeps the parent's parameters (its adapter's shape)."""
+    try:
+        methods.check_continuation(spec.parent_version_id, parent_method, spec.method)
+    except methods.MethodError as e:
+        raise SpecError(str(e)) from None
+    if methods.get(parent_method).mergeable:
+        return spec
+    return replace(spec, method_params=dict(parent_config.get("method_params", spec.method_params)))
+
+
+def check_against_model(spec: TrainSpec, model_dir: str, stored_config: dict | None = None) -> None:
+    """Model-dependent checks before a job is queued: layer counts from config.json, module names from
+    the safetensors headers (no torch). Without the folder here, the config stored at import is used."""
+    from worker.methods import model_files
+
+    try:
+        config, names = model_files.read_config(model_dir), model_files.module_names(model_dir)
+    except (OSError, ValueError):  # the model store may be mounted on the workers only
+        config, names = stored_config, None
+    try:
+        methods.parse_params(spec.method, spec.method_params, model_config=config, module_names=names)
+    except methods.MethodError as e:
+        raise SpecError(str(e)) from None
 
 
 def parse_set_args(pairs: list[str]) -> dict[str, str]:

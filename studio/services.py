@@ -1,79 +1,130 @@
 """What the CLI and the UI both do: register data sets, submit jobs, describe them. No torch here."""
 from __future__ import annotations
 
-import shutil
-import tempfile
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 from models_db import Dataset, Job, ModelVersion, session_scope
 from models_db import jobs as jobq
 from models_db import queries as q
-from studio.datasets import DatasetError, IntakeReport, ingest
-from studio.jobspec import SpecError, TrainSpec
+from studio.advisor.jobcost import estimate_vs_measured
+from studio.datasets import IntakeReport, versions
+from studio.datasets.split import Split
+from studio.jobspec import SpecError, TrainSpec, check_against_model, continue_from
 from studio.settings import get_settings
 
+log = logging.getLogger("studio")
 
 def add_dataset(src: Path, *, original_name: str | None = None, name: str | None = None, format: str = "auto",
-                drop_bad_rows: bool = False) -> tuple[Dataset, IntakeReport, bool]:
-    """Validate and register an upload as an immutable dataset version.
+                mapping: dict | None = None, drop_bad_rows: bool = False, split: Split | None = None,
+                model: str | int | None = None, max_seq_length: int | None = None) -> tuple[Dataset, IntakeReport, bool]:
+    """Validate and register an upload as an immutable dataset version (see studio.datasets.versions).
 
     Bad rows are never dropped silently: without ``drop_bad_rows`` any bad row refuses the whole
-    file (nothing is registered) and the error lists the problems. Returns (dataset, report, reused)."""
-    s = get_settings()
-    original_name = original_name or Path(src).name
-    work = Path(tempfile.mkdtemp(dir=s.path("tmp")))
-    try:
-        report = ingest(Path(src), original_name=original_name, out_dir=work, format=format,
-                        max_bytes=s.max_upload_mb * 2**20)
-        bad = report.total_rows - report.valid_rows
-        if bad and not drop_bad_rows:
-            raise DatasetError(f"{original_name}: {report.summary()}\nFix these rows in the file, or register the "
-                               f"{report.valid_rows} good rows explicitly (CLI: --drop-bad-rows; UI: tick "
-                               "'Drop the bad rows').")
-        with session_scope() as db:
-            existing = q.dataset_by_hash(db, report.content_hash)
-            if existing:
-                return existing, report, True
-            rel = Path("datasets") / report.content_hash[:16] / "rows.jsonl"
-            (s.home_abs / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(report.canonical_path), s.home_abs / rel)
-            ds = Dataset(name=name or Path(original_name).stem, content_hash=report.content_hash, format=report.format,
-                         file_type=report.file_type, original_name=original_name, path=str(rel),
-                         rows=report.valid_rows, dropped_rows=bad, mapping=report.mapping,
-                         stats={**report.stats, "problem_counts": report.problem_counts,
-                                "preview": report.preview[:5]})
-            db.add(ds)
-            db.flush()
-            return ds, report, False
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    file (nothing is registered) and the error lists the problems. ``split`` stores a train/eval
+    split with the version; ``model`` + ``max_seq_length`` make over-long rows bad rows.
+    Returns (dataset, report, reused)."""
+    return versions.register(Path(src), original_name=original_name, name=name, format=format, mapping=mapping,
+                             drop_bad_rows=drop_bad_rows, split=split, model=model, max_seq_length=max_seq_length)
 
 
-def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None) -> tuple[Job, bool]:
-    """Check the references, write a queued job and enqueue it. Returns (job, created)."""
+TASK_FORMATS = {"causal_lm": ("instruction", "chat", "text"), "seq_cls": ("classification",)}
+
+
+def task_for(ds: Dataset, task: str | None) -> str:
+    """The task a data set trains: the one asked for, which must fit the data set's format, or (None)
+    the one its format implies, so a classification data set trains a classifier from the CLI and the UI."""
+    task = task or ("seq_cls" if ds.format == "classification" else "causal_lm")
+    if task not in TASK_FORMATS:
+        raise SpecError(f"unknown task {task!r}: use one of {', '.join(TASK_FORMATS)}")
+    if ds.format not in TASK_FORMATS[task]:
+        if task == "seq_cls":
+            raise SpecError(f"dataset {ds.id} is {ds.format} data; sequence classification (task seq_cls) takes a "
+                            "classification data set with text and label columns. Train it with task causal_lm, or "
+                            "register a classification data set.")
+        hint = (" Train a classifier on it with task seq_cls (CLI: --task seq_cls, or leave --task out)."
+                if ds.format == "classification" else "")
+        raise SpecError(f"dataset {ds.id} is {ds.format} data; causal-LM training (task causal_lm) takes instruction, "
+                        f"chat or text.{hint}")
+    labels = (ds.stats or {}).get("labels") or {}
+    if task == "seq_cls" and len(labels) < 2:
+        only = f" ({next(iter(labels))!r})" if labels else ""
+        raise SpecError(f"dataset {ds.id} has one label{only} in all its {ds.rows} rows: a classifier needs at least "
+                        "two classes. Add examples of the other classes and register the file again.")
+    return task
+
+
+def _check_parent_task(parent: ModelVersion, task: str, ds: Dataset) -> None:
+    """A version is continued on the same task, and a classifier on the same labels (its head's size)."""
+    parent_task = (parent.config or {}).get("task") or "causal_lm"
+    if parent_task != task:
+        raise SpecError(f"version {parent.id} was trained for {parent_task} and cannot be continued as {task}; "
+                        f"use a {parent_task} data set, or train from the base model.")
+    theirs, ours = sorted(parent.config.get("labels") or []), sorted((ds.stats or {}).get("labels") or {})
+    if task == "seq_cls" and theirs != ours:
+        raise SpecError(f"version {parent.id} classifies {', '.join(theirs)} but dataset {ds.id} has the labels "
+                        f"{', '.join(ours)}; continue it on data with the same labels, or train from the base model.")
+
+
+def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: int | None = None) -> tuple[Job, bool]:
+    """Check the references, write a queued job and enqueue it. Returns (job, created).
+
+    ``after``: the job starts only once that job has finished (succeeded, failed or cancelled)."""
     s = get_settings()
     with session_scope() as db:
-        if q.model_by_ref(db, spec.model_id) is None:
+        if after is not None and db.get(Job, after) is None:
+            raise SpecError(f"job {after} does not exist (studio jobs list): --after takes the id of a job to wait for")
+        base = q.model_by_ref(db, spec.model_id)
+        if base is None:
             raise SpecError(f"model {spec.model_id} does not exist (studio models list)")
         ds = db.get(Dataset, spec.dataset_id)
         if ds is None:
             raise SpecError(f"dataset {spec.dataset_id} does not exist (studio dataset list)")
-        if ds.format not in ("instruction", "chat", "text"):
-            raise SpecError(f"dataset {ds.id} is {ds.format} data; causal-LM training takes instruction, chat or text")
+        spec = replace(spec, task=task_for(ds, spec.task))
         if spec.parent_version_id is not None:
             parent = db.get(ModelVersion, spec.parent_version_id)
             if parent is None:
                 raise SpecError(f"version {spec.parent_version_id} does not exist (studio versions list)")
             if parent.base_model_id != spec.model_id:
                 raise SpecError(f"version {parent.id} was trained from another base model (id {parent.base_model_id})")
+            _check_parent_task(parent, spec.task, ds)
+            spec = continue_from(spec, parent.method, parent.config)
+        check_against_model(spec, base.path, base.config)
+        spec = replace(spec, estimate=train_estimate(db, base, spec))
         job, created = jobq.create_job(db, kind="train", config=spec.to_json(), idempotency_key=idempotency_key,
                                        max_attempts=s.max_attempts, base_model_id=spec.model_id,
-                                       dataset_id=spec.dataset_id, parent_version_id=spec.parent_version_id)
+                                       dataset_id=spec.dataset_id, parent_version_id=spec.parent_version_id,
+                                       after_job_id=after)
     if created:
-        from worker.celery_app import enqueue
-
-        enqueue("train", job.id)
+        send("train", job.id)
     return job, created
+
+
+def train_estimate(db, base, spec: TrainSpec) -> dict:
+    """The advisor's trainable-parameter count and peak-memory estimate for the job, on the workers' GPUs
+    (kept in the job's config to set beside the measured peak); a config it cannot read gives {"error"}."""
+    from studio.advisor import jobcost, sources
+
+    try:
+        return jobcost.job_estimate(sources.model_config(base), spec.to_json(), sources.worker_gpus(db))
+    except (ValueError, KeyError) as e:
+        return {"error": f"no estimate: {e}"}
+
+
+def send(kind: str, job_id: int) -> bool:
+    """Send a job's task. With the broker down the job stays queued in the database, which is the
+    authority, and an idle worker's sweep sends it once the broker is back (docs/reliability.md)."""
+    from kombu.exceptions import OperationalError as BrokerUnreachable
+
+    from worker.celery_app import enqueue
+
+    try:
+        enqueue(kind, job_id)
+        return True
+    except (BrokerUnreachable, OSError) as e:
+        log.warning("job %s is queued but its task could not be sent (%s); a worker will send it later", job_id, e)
+        return False
 
 
 def submit_export(version_id: int, *, merged: bool) -> Job:
@@ -105,24 +156,26 @@ def cancel_job(job_id: int) -> str:
         return jobq.request_cancel(db, job_id)
 
 
-def job_json(job: Job) -> dict:
-    """The job as the CLI's --json shows it."""
+def job_json(job: Job, position: int | None = None) -> dict:
+    """The job as the CLI's --json shows it; ``position`` is its place in the queue (1 = next)."""
     return {
         "id": job.id, "kind": job.kind, "state": job.state, "attempt": job.attempt, "max_attempts": job.max_attempts,
         "step": job.step, "max_steps": job.max_steps, "message": job.message, "error": job.error,
         "version_id": (job.result or {}).get("version_id"), "result": job.result, "config": job.config,
         "worker": job.worker_id, "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
+        "finished_at": _iso(job.finished_at), "position": position, "after": job.after_job_id,
+        "resume_step": job.resume_step, "attempts": job.history or [],
+        "memory": estimate_vs_measured(job.config, job.result) if job.kind == "train" else None,
     }
 
 
-def version_json(v: ModelVersion, ancestors: list[ModelVersion] | None = None) -> dict:
+def version_json(v: ModelVersion, lineage: dict | None = None) -> dict:
+    """The version as the CLI's --json shows it; ``lineage`` (studio.versions.lineage) adds
+    "ancestors" (nearest first) and "descendants" (breadth first)."""
     out = {"id": v.id, "name": v.name, "method": v.method, "base_model_id": v.base_model_id, "parent_id": v.parent_id,
-           "dataset_id": v.dataset_id, "job_id": v.job_id, "metrics": v.metrics, "config": v.config,
-           "artifacts": v.artifacts, "created_at": _iso(v.created_at)}
-    if ancestors is not None:
-        out["ancestors"] = [{"id": a.id, "name": a.name, "method": a.method} for a in ancestors]
-    return out
+           "dataset_id": v.dataset_id, "job_id": v.job_id, "tags": v.tags, "notes": v.notes, "metrics": v.metrics,
+           "config": v.config, "artifacts": v.artifacts, "created_at": _iso(v.created_at)}
+    return {**out, **(lineage or {})}
 
 
 def _iso(t) -> str | None:

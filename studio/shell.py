@@ -12,6 +12,8 @@ class Shell:
     job_id: gr.State  # the job this browser tab watches (per user, never global)
     # tab id -> (handler, inputs, outputs): refreshed when the tab is opened and when the page loads
     on_select: dict = field(default_factory=dict)
+    # name -> gr.State one tab writes and another listens to ("train_settings": the Advisor fills the Train form)
+    handoff: dict = field(default_factory=dict)
 
 
 def friendly(fn):

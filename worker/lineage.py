@@ -1,4 +1,10 @@
-"""Rebuild a version's model from its lineage: the base, each ancestor's weights merged in, then its own."""
+"""Rebuild a version's model from its lineage: the base, each ancestor's weights merged in, then its own.
+
+Continuing from a version works two ways. A mergeable parent (LoRA, full, ...) is merged into the base
+and the child's method starts afresh on top. A non-mergeable parent (soft prompts, bottleneck adapters)
+cannot be folded into the weights, so the child must use the same method and keeps training the
+parent's own adapter: the child's artifact then holds the whole adapter and supersedes the parent's.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +15,8 @@ from models_db import ModelVersion
 from studio.settings import get_settings
 from worker import methods
 from worker.errors import UserFacingError
+
+LAST = ("merge", "inference", "train")
 
 
 def chain(session: Session, version_id: int) -> list[ModelVersion]:
@@ -25,17 +33,31 @@ def artifact(version: ModelVersion, name: str = "adapter") -> Path:
     return get_settings().home_abs / version.artifacts[name]
 
 
-def load_chain(model, versions: list[ModelVersion], *, merge_last: bool):
-    """Apply each version's saved weights onto ``model``; every ancestor must be mergeable
-    (its weights become part of the next one's base)."""
+def continues_adapter(parent_method: str) -> bool:
+    """Does a child of a ``parent_method`` version keep training the parent's adapter (not mergeable)?"""
+    return not methods.get(parent_method).mergeable
+
+
+def load_chain(model, versions: list[ModelVersion], *, last: str):
+    """Rebuild ``versions[-1]`` on ``model`` (the base): ancestors merged in, then the version itself
+    merged (``last="merge"``), loaded for inference, or loaded trainable to continue it (``"train"``)."""
+    if last not in LAST:
+        raise ValueError(f"last must be one of {LAST}, got {last!r}")
     for i, v in enumerate(versions):
         m = methods.get(v.method)
-        model = m.load(model, artifact(v))
-        last = i == len(versions) - 1
-        if not last or merge_last:
+        child = versions[i + 1] if i + 1 < len(versions) else None
+        if child is not None and not m.mergeable:
+            try:
+                methods.check_continuation(v.id, v.method, child.method)
+            except methods.MethodError as e:
+                raise UserFacingError(str(e)) from None
+            continue  # the child kept training this adapter: its own artifact holds it
+        mode = last if child is None else "merge"
+        model = m.load(model, artifact(v), trainable=mode == "train")
+        if mode == "merge":
             if m.merge is None:
                 raise UserFacingError(
-                    f"version {v.id} was trained with {v.method}, which cannot be merged into the base weights, "
-                    "so it cannot be the parent of another version or exported as a merged model.")
+                    f"version {v.id} was trained with {v.method}, which cannot be merged into the base weights; "
+                    "export its adapter instead (not merged).")
             model = m.merge(model)
     return model

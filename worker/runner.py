@@ -23,6 +23,13 @@ from studio.settings import get_settings
 log = logging.getLogger("studio.worker")
 
 WORKER_ID = f"{socket.gethostname()}-{os.getpid()}"
+_idle_since: float | None = time.monotonic()  # None while this worker runs a job
+
+
+def idle_seconds() -> float:
+    """How long this worker has had no job (0 while it runs one); the sweep re-sends lost messages
+    only from idle workers, so duplicates do not pile up while every worker is busy."""
+    return 0.0 if _idle_since is None else time.monotonic() - _idle_since
 
 
 def job_dir(job_id: int) -> Path:
@@ -37,6 +44,7 @@ def child_env() -> dict[str, str]:
         HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
         HF_DATASETS_CACHE=str(s.path("cache", "datasets")), HF_HOME=str(s.path("cache", "hf")),
         TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", STUDIO_HOME=str(s.home_abs),
+        STUDIO_WORKER_PID=str(os.getpid()),  # the child dies with this process (worker.child)
     )
     return env
 
@@ -57,23 +65,37 @@ def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
 
 def run_job(job_id: int, worker_id: str = WORKER_ID) -> str:
     """Claim and run a job to its end. Returns what happened (for logs and tests)."""
+    global _idle_since
     s = get_settings()
     with session_scope() as db:
         claim = jobq.claim(db, job_id, worker_id, s.lease_seconds)
+        why = jobq.why_not_claimed(db, job_id) if claim is None else ""
     if claim is None:
-        log.info("job %s: not claimable (already taken, finished or cancelled); skipping", job_id)
+        # a duplicate or late message, a cancelled job, or one waiting for its predecessor (the
+        # sweep sends that one again once the predecessor finishes): the database says no.
+        log.info("job %s: not claimed: %s", job_id, why)
         return "skipped"
-    log_path = job_dir(job_id) / "log.txt"
-    with open(log_path, "ab") as out:
-        out.write(f"--- attempt {claim.attempt} on {worker_id} ---\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.child", str(job_id), str(claim.fence)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=child_env(),
-        )
-    outcome = _supervise(proc, claim)
-    return _settle(claim, proc.returncode, outcome)
+    _idle_since = None
+    try:
+        log_path = job_dir(job_id) / "log.txt"
+        with open(log_path, "ab") as out:
+            out.write(f"--- attempt {claim.attempt} on {worker_id} ---\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "worker.child", str(job_id), str(claim.fence)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env=child_env(),
+            )
+        log.info("job %s: attempt %s started (training process %s)", job_id, claim.attempt, proc.pid)
+        try:
+            with session_scope() as db:
+                jobq.record_pid(db, claim, proc.pid)
+        except (jobq.StaleFence, OperationalError):
+            pass  # only bookkeeping; the supervisor notices a lost claim on its own
+        outcome = _supervise(proc, claim)
+        return _settle(claim, proc.returncode, outcome)
+    finally:
+        _idle_since = time.monotonic()
 
 
 def _supervise(proc: subprocess.Popen, claim: jobq.Claim) -> str:
@@ -81,7 +103,11 @@ def _supervise(proc: subprocess.Popen, claim: jobq.Claim) -> str:
     s = get_settings()
     last_beat = 0.0
     while proc.poll() is None:
-        time.sleep(1.0)
+        try:
+            proc.wait(1.0)
+            break
+        except subprocess.TimeoutExpired:
+            pass
         try:
             with session_scope() as db:
                 if time.monotonic() - last_beat >= s.heartbeat_seconds:
@@ -90,6 +116,12 @@ def _supervise(proc: subprocess.Popen, claim: jobq.Claim) -> str:
                 else:
                     cancel = bool(db.get(Job, claim.job_id, populate_existing=True).cancel_requested)
         except jobq.StaleFence:
+            if _recorded_its_end(claim):  # the child finished the job and is exiting
+                try:
+                    proc.wait(30)
+                    return "exited"
+                except subprocess.TimeoutExpired:
+                    pass
             log.warning("job %s: our claim was superseded; stopping the training process", claim.job_id)
             _stop(proc)
             return "stale"
@@ -100,6 +132,12 @@ def _supervise(proc: subprocess.Popen, claim: jobq.Claim) -> str:
             _stop(proc)
             return "cancelled"
     return "exited"
+
+
+def _recorded_its_end(claim: jobq.Claim) -> bool:
+    with session_scope() as db:
+        job = db.get(Job, claim.job_id, populate_existing=True)
+        return job.fence == claim.fence and job.state != JobState.running.value
 
 
 def _settle(claim: jobq.Claim, returncode: int, outcome: str) -> str:
@@ -126,6 +164,9 @@ def _settle(claim: jobq.Claim, returncode: int, outcome: str) -> str:
     if retry:
         from worker.celery_app import enqueue
 
-        enqueue(job.kind, claim.job_id)
+        try:
+            enqueue(job.kind, claim.job_id)
+        except Exception:  # noqa: BLE001 - the broker is down: the job is queued, the sweep re-sends it
+            log.exception("job %s: could not send the retry; the sweep will", claim.job_id)
         return "requeued"
     return "failed"

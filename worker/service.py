@@ -1,12 +1,13 @@
-"""The worker process: a Celery solo-pool consumer plus two housekeeping threads: a registration
-heartbeat (so the studio knows the fleet and its GPUs) and the reaper (re-queues jobs whose lease expired)."""
+"""The worker process: a Celery solo-pool consumer plus a housekeeping thread: a registration heartbeat
+(so the studio knows the fleet and its GPUs), the reaper (re-queues jobs whose lease expired) and the
+sweep (sends jobs whose predecessor finished, and re-sends queued jobs whose message was lost)."""
 from __future__ import annotations
 
 import logging
 import os
 import socket
+import sys
 import threading
-from datetime import timedelta
 
 from celery import signals
 from sqlalchemy import select, update
@@ -15,15 +16,19 @@ from models_db import Job, Worker, session_scope
 from models_db import jobs as jobq
 from models_db.schema import utcnow
 from studio.settings import get_settings
+from worker import runner
 from worker.celery_app import app, enqueue
 from worker.runner import WORKER_ID
 
 log = logging.getLogger("studio.worker")
 _stop = threading.Event()
+GPU_DRIVER_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd")
 
 
 def detect_gpus() -> list[dict]:
     """The GPUs this worker may use (honours CUDA_VISIBLE_DEVICES)."""
+    if sys.platform.startswith("linux") and not any(os.path.exists(p) for p in GPU_DRIVER_FILES):
+        return []  # no NVIDIA or ROCm driver: skip importing torch, which takes seconds
     try:
         import torch
     except ImportError:
@@ -42,24 +47,24 @@ def register(gpus: list[dict]) -> None:
         db.add(row)
 
 
+def resend_after_s() -> float:
+    """Seconds a queued job may sit untouched (and this worker idle) before its message counts as lost."""
+    return float(os.environ.get("STUDIO_RESEND_SECONDS", "120"))
+
+
 def reap_once() -> list[tuple[int, str]]:
-    """Re-queue jobs whose worker vanished, and re-send queued jobs whose message may be lost
-    (a duplicate message is harmless: only one claim can win)."""
+    """Re-queue jobs whose worker vanished, send jobs whose predecessor has finished, and, from an
+    idle worker, re-send queued jobs whose message may be lost. Returns the reaped (id, new state)."""
+    idle = runner.idle_seconds() >= resend_after_s()
     with session_scope() as db:
         reaped = jobq.reap_expired(db)
-        stale = utcnow() - timedelta(minutes=10)
-        lost = list(db.scalars(select(Job).where(Job.state == "queued", Job.updated_at < stale)))
-        for job in lost:
-            db.execute(update(Job).where(Job.id == job.id).values(updated_at=utcnow()))
+        due = jobq.take_resendable(db, lost_after=resend_after_s() if idle else None)
+        kinds = dict(db.execute(select(Job.id, Job.kind).where(Job.id.in_([i for i, _ in reaped]))).all())
     for job_id, state in reaped:
         log.warning("job %s: lease expired, now %s", job_id, state)
-    with session_scope() as db:
-        kinds = {j.id: j.kind for j in db.scalars(select(Job).where(Job.id.in_([i for i, s in reaped] + [j.id for j in lost])))}
-    for job_id, state in reaped:
-        if state == "queued":
-            enqueue(kinds[job_id], job_id)
-    for job in lost:
-        enqueue(kinds[job.id], job.id)
+    for job_id, kind in [(i, kinds[i]) for i, state in reaped if state == "queued"] + due:
+        log.info("job %s: sending its task", job_id)
+        enqueue(kind, job_id)
     return reaped
 
 

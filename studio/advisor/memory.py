@@ -134,7 +134,7 @@ def estimate_memory(
     config_or_params, method: str, *, precision: str = "bf16", micro_batch: int = 1, seq_len: int = 512,
     grad_ckpt: bool = False, optimizer: str = "adamw", quant: str | None = None, lora_r: int = 16,
     target: str = "attention_mlp", shards: int = 1, device: str = "cuda", freeze_layers: int | None = None,
-    num_virtual_tokens: int | None = None, lm_logits: bool = True,
+    num_virtual_tokens: int | None = None, lm_logits: bool = True, spec: MethodSpec | None = None,
 ) -> MemoryEstimate:
     """Estimate one device's peak memory for training ``method`` on the model.
 
@@ -142,6 +142,9 @@ def estimate_memory(
     ``shards`` > 1 splits weights and trainable state over that many GPUs (ZeRO-3/FSDP).
     ``device`` is "cuda" or "cpu" (no CUDA context; the CPU runtime instead).
     ``lm_logits`` False for a classification head (no vocabulary-sized logits).
+    ``spec`` describes the method in full (a registry params dict through
+    :func:`studio.advisor.jobcost.spec_from_params`); it replaces ``lora_r``, ``target``,
+    ``freeze_layers`` and ``num_virtual_tokens``.
     """
     if precision not in PRECISION_BYTES:
         raise ValueError(f"precision must be one of {sorted(PRECISION_BYTES)}")
@@ -150,8 +153,11 @@ def estimate_memory(
     if micro_batch < 1 or seq_len < 1 or shards < 1:
         raise ValueError("micro_batch, seq_len and shards must be at least 1")
     shape = resolve_shape(config_or_params)
-    spec = MethodSpec(method, lora_r=lora_r, target=target, freeze_layers=freeze_layers,
-                      virtual_tokens=num_virtual_tokens)
+    if spec is None:
+        spec = MethodSpec(method, lora_r=lora_r, target=target, freeze_layers=freeze_layers,
+                          virtual_tokens=num_virtual_tokens)
+    elif spec.method != method:
+        raise ValueError(f"spec is for {spec.method}, not {method}")
     q = _quant(method, quant)
     trainable = base_trainable_params(shape, spec) + added_params(shape, spec)
     seq = seq_len + virtual_tokens(spec)
@@ -171,8 +177,8 @@ def estimate_memory(
     parts = {"weights": weights, "trainable_state": state, "activations": acts, "logits": logits,
              "overhead": overhead}
     settings = {"method": method, "precision": precision, "micro_batch": micro_batch, "seq_len": seq_len,
-                "grad_ckpt": grad_ckpt, "optimizer": optimizer, "quant": q, "lora_r": lora_r, "target": target,
-                "shards": shards, "device": device}
+                "grad_ckpt": grad_ckpt, "optimizer": optimizer, "quant": q, "lora_r": spec.lora_r,
+                "target": spec.target, "shards": shards, "device": device}
     return MemoryEstimate(parts=parts, total_gb=sum(parts.values()) / GIB, trainable_params=trainable,
                           total_params=shape.total(), settings=settings)
 

@@ -16,8 +16,22 @@ EXAMPLES_PER_KIND = 5
 WARNING_KINDS = frozenset({"rare_label"})
 
 
+@dataclass
+class Found:
+    """What the intake had learnt about a file when it stopped: its columns and, once detected, the
+    format and mapping — so that a person can be offered the columns to map by hand."""
+
+    columns: list[str] | None = None
+    format: str | None = None
+    mapping: dict[str, str] | None = None
+
+
 class DatasetError(ValueError):
-    """A problem with the whole file; the message names the file and says what to do."""
+    """A problem with the whole file; the message names the file and says what to do.
+
+    ``found`` is set by :func:`~studio.datasets.ingest` (see :class:`Found`)."""
+
+    found: Found | None = None
 
 
 @dataclass

@@ -76,6 +76,20 @@ def match_columns(fmt: str, columns: list[str]) -> dict[str, str]:
     return mapping
 
 
+def parse_mapping(pairs: list[str]) -> dict[str, str]:
+    """``["instruction=question", "output=answer"]`` -> ``{"instruction": "question", ...}``."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise DatasetError(f"--map {pair!r}: expected FIELD=COLUMN, e.g. --map instruction=question; "
+                               f"fields per format: {_fields_per_format()}.")
+        if field.strip() in out:
+            raise DatasetError(f"--map names the field {field.strip()!r} twice; give one column per field.")
+        out[field.strip()] = column.strip()
+    return out
+
+
 def _missing(fmt: str, mapping: dict[str, str]) -> list[Field]:
     return [f for f in FIELDS[fmt] if f.required and f.name not in mapping]
 

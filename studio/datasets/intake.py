@@ -5,8 +5,9 @@ Passes over the upload, each in bounded memory:
 1. :func:`.source.scan` — sizes, gzip bomb guard, binary/UTF-8 check, digest of the bytes;
 2. read + detect + normalise — the first records are buffered to detect the format, then every
    record is checked and its canonical form written to a work file with its row number;
-3. finalise — rows with a minority label type are dropped, duplicates found, stats counted, and
-   the valid rows written to ``<content_hash>.jsonl`` in ``out_dir`` (atomically renamed last).
+3. finalise — rows with a minority label type are dropped, duplicates found, rows too long for
+   the chosen model found (with a :class:`.tokens.LengthLimit`), stats counted, and the valid rows
+   written to ``<content_hash>.jsonl`` in ``out_dir`` (atomically renamed last).
 
 All work files live in a temporary folder inside ``out_dir`` that is always removed; if ingest
 raises, ``out_dir`` is left as it was (and removed if ingest created it).
@@ -24,7 +25,7 @@ from itertools import chain
 from pathlib import Path
 
 from .dedup import SeenRows
-from .errors import DatasetError, Problem, ProblemLog
+from .errors import DatasetError, Found, Problem, ProblemLog
 from .formats import FORMATS, detect, is_field_name
 from .names import check_name
 from .normalize import Normalizer
@@ -32,6 +33,7 @@ from .readers import Reader, open_reader
 from .report import IntakeReport, no_valid_rows_message, problem_groups
 from .source import Source, scan
 from .stats import Stats
+from .tokens import LengthLimit
 
 SAMPLE_RECORDS = 200
 SAMPLE_ITEMS = 20_000
@@ -46,11 +48,12 @@ _LABEL_TYPE_NAMES = {"str": ("text", "text"), "int": ("a whole number", "whole n
 
 def ingest(src: Path, *, original_name: str, out_dir: Path, format: str = "auto",
            mapping: dict | None = None, max_bytes: int = 2_000_000_000,
-           max_decompressed_bytes: int | None = None) -> IntakeReport:
+           max_decompressed_bytes: int | None = None, length_limit: LengthLimit | None = None) -> IntakeReport:
     """Validate the upload at ``src`` and write its valid canonical rows into ``out_dir``.
 
     ``original_name`` is only read for its extension and shown in messages (a name with a path
-    in it is rejected). ``max_decompressed_bytes`` defaults to ``max_bytes``. Raises
+    in it is rejected). ``max_decompressed_bytes`` defaults to ``max_bytes``. With ``length_limit``,
+    rows longer than its ``max_tokens`` for its model are ``too_long`` problems. Raises
     :class:`DatasetError` for whole-file problems; row problems are in the returned report.
     """
     name = check_name(original_name)
@@ -61,9 +64,12 @@ def ingest(src: Path, *, original_name: str, out_dir: Path, format: str = "auto"
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".intake-", dir=out_dir))
+    found = Found()
     try:
-        return _ingest(source, work, out_dir, format, mapping)
-    except BaseException:
+        return _ingest(source, work, out_dir, format, mapping, length_limit, found)
+    except BaseException as exc:
+        if isinstance(exc, DatasetError) and exc.found is None:
+            exc.found = found
         shutil.rmtree(work, ignore_errors=True)  # before removing out_dir if ingest created it
         if created:
             _remove_if_empty(out_dir)
@@ -79,20 +85,26 @@ def _remove_if_empty(path: Path) -> None:
         pass
 
 
-def content_hash(source: Source, fmt: str, mapping: dict[str, str]) -> str:
-    """SHA-256 over the decompressed bytes' digest, the file type, the format and the mapping."""
+def content_hash(source: Source, fmt: str, mapping: dict[str, str], length_limit: LengthLimit | None = None) -> str:
+    """SHA-256 over the decompressed bytes' digest, the file type, the format and the mapping (and
+    the length check, which decides which rows are kept)."""
     parts = [HASH_VERSION, source.digest, source.file_type, fmt, json.dumps(mapping, sort_keys=True)]
+    if length_limit is not None:
+        parts.append(f"max_tokens={length_limit.key}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _ingest(source: Source, work: Path, out_dir: Path, fmt: str, mapping: dict | None) -> IntakeReport:
+def _ingest(source: Source, work: Path, out_dir: Path, fmt: str, mapping: dict | None,
+            length_limit: LengthLimit | None, found: Found) -> IntakeReport:
     log = ProblemLog()
     reader = open_reader(source, is_field_name)
     try:
         sample, columns = _sample(reader)
         if not columns:
             _no_columns(source.name, sample, log, reader.row_word)
+        found.columns = columns
         fmt, mapping = detect(source.name, columns, fmt, mapping)
+        found.format, found.mapping = fmt, mapping
         normalizer = Normalizer(fmt, mapping, reader.typed, reader.row_word)
         candidates = work / "candidates.tsv"
         total, label_types = _normalise_all(chain(sample, reader.items), normalizer, candidates, log)
@@ -100,9 +112,9 @@ def _ingest(source: Source, work: Path, out_dir: Path, fmt: str, mapping: dict |
         reader.items.close()
     if total == 0:
         raise DatasetError(f"{source.name} contains no records; upload a file with data rows.")
-    digest = content_hash(source, fmt, mapping)
+    digest = content_hash(source, fmt, mapping, length_limit)
     final = work / "canonical.jsonl"
-    where = _Where(source.name, reader.row_word, mapping.get("label", "label"))
+    where = _Where(source.name, reader.row_word, mapping.get("label", "label"), length_limit)
     stats, preview = _finalise(candidates, final, work, fmt, label_types, log, where)
     if stats.rows == 0:
         raise DatasetError(no_valid_rows_message(source.name, total, log))
@@ -113,7 +125,7 @@ def _ingest(source: Source, work: Path, out_dir: Path, fmt: str, mapping: dict |
         original_name=source.name, file_type=reader.file_type, format=fmt, mapping=mapping,
         total_rows=total, valid_rows=stats.rows, problem_counts=dict(log.counts),
         problems=log.sorted_examples(), preview=preview, stats=stats.to_json(), content_hash=digest,
-        canonical_path=target, problem_groups=problem_groups(log),
+        canonical_path=target, problem_groups=problem_groups(log), source_digest=source.digest, columns=columns,
     )
 
 
@@ -170,16 +182,17 @@ def _normalise_all(items, normalizer: Normalizer, path: Path, log: ProblemLog) -
 
 @dataclass
 class _Where:
-    """How to name things in messages: the file, the row word, the label column."""
+    """How to name things in messages: the file, the row word, the label column; the length check."""
 
     name: str
     row_word: str
     label: str
+    length_limit: LengthLimit | None = None
 
 
 def _finalise(candidates: Path, final: Path, work: Path, fmt: str, label_types: Counter,
               log: ProblemLog, where: _Where) -> tuple[Stats, list[dict]]:
-    """Drop minority label types and duplicates; count stats; write the valid rows."""
+    """Drop minority label types, duplicates and rows too long; count stats; write the valid rows."""
     majority = label_types.most_common(1)[0][0] if len(label_types) > 1 else ""
     seen = SeenRows(work / "seen.sqlite")
     stats, preview = Stats(fmt), []
@@ -195,6 +208,8 @@ def _finalise(candidates: Path, final: Path, work: Path, fmt: str, label_types: 
                 if first is not None:
                     log.add(Problem("duplicate", row, None, f"{where.row_word} {row} repeats {where.row_word} {first}"))
                     continue
+                if where.length_limit and _too_long(row, data, where, log):
+                    continue
                 label = json.loads(data)["label"] if fmt == "classification" else None
                 stats.add(row, int(chars), int(turns), system == b"1", label)
                 if len(stats.labels) > MAX_LABELS:
@@ -206,6 +221,15 @@ def _finalise(candidates: Path, final: Path, work: Path, fmt: str, label_types: 
     finally:
         seen.close()
     return stats, preview
+
+
+def _too_long(row: int, data: bytes, where: _Where, log: ProblemLog) -> bool:
+    limit = where.length_limit
+    [tokens] = limit.model.lengths([json.loads(data)])
+    if tokens <= limit.max_tokens:
+        return False
+    log.add(Problem("too_long", row, None, limit.problem_text(f"{where.row_word} {row}", tokens)))
+    return True
 
 
 def _inconsistent_label(row: int, where: _Where, data: bytes, ltype: str, majority: str, types: Counter) -> Problem:

@@ -22,6 +22,7 @@ KIND_TEXT = {
     "duplicate": ("duplicate", "are duplicates"),
     "inconsistent_label": ("inconsistent label", "have inconsistent labels"),
     "rare_label": ("rare label", "have a rare label"),
+    "too_long": ("longer than max_seq_length", "are longer than max_seq_length for the chosen model"),
 }
 _BY_FIELD = {"missing_field", "empty_field", "wrong_type"}
 _LINE_KINDS = {"bad_json", "ragged_row"}
@@ -82,6 +83,8 @@ class IntakeReport:
     content_hash: str
     canonical_path: Path
     problem_groups: list[tuple[str, str | None, int, list[int]]] = field(default_factory=list)
+    source_digest: str = ""  # SHA-256 of the uploaded (decompressed) bytes: versions of one upload share it
+    columns: list[str] = field(default_factory=list)  # the file's columns, for mapping by hand
 
     def to_json(self) -> dict:
         """A JSON-serialisable dict of the whole report."""
@@ -90,7 +93,8 @@ class IntakeReport:
             "mapping": dict(self.mapping), "total_rows": self.total_rows, "valid_rows": self.valid_rows,
             "problem_counts": dict(self.problem_counts), "problems": [p.to_json() for p in self.problems],
             "preview": list(self.preview), "stats": self.stats, "content_hash": self.content_hash,
-            "canonical_path": str(self.canonical_path), "summary": self.summary(),
+            "canonical_path": str(self.canonical_path), "source_digest": self.source_digest,
+            "columns": list(self.columns), "summary": self.summary(),
         }
 
     def summary(self) -> str:

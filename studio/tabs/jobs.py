@@ -1,4 +1,6 @@
-"""Jobs tab: watch a job live (state, progress and ETA, loss curves, throughput, log tail) and cancel it.
+"""Jobs tab: watch a job live (state, progress and ETA, loss curves, throughput, log tail), see its
+attempts (where each resumed, how each ended) and the queue (running jobs, then queued ones in order),
+and cancel a queued or running job.
 
 A gr.Timer polls the database; each poll reads only metric points newer than the last one seen,
 kept per browser tab in gr.State. Reloading the page loses nothing: the job lives in the database."""
@@ -13,11 +15,14 @@ from models_db import Job, session_scope
 from models_db import jobs as jobq
 from models_db import queries as q
 from studio import services
+from studio.advisor.jobcost import describe_memory, estimate_vs_measured
 from studio.settings import get_settings
 from studio.shell import Shell, friendly
 
 CURVES = ("loss", "eval_loss")
 MAX_POINTS = 2000  # long curves are thinned for display
+ATTEMPT_COLUMNS = ["#", "worker", "started", "resumed at", "reached", "outcome", "reason"]
+QUEUE_COLUMNS = ["place", "job", "method", "state", "waits for job", "step", "submitted"]
 
 
 def job_label(j: Job) -> str:
@@ -66,7 +71,8 @@ def status_html(job: Job, points: list[dict]) -> str:
              ("train loss", f"{latest['loss']:.4f}" if "loss" in latest else "—"),
              ("eval loss", f"{latest['eval_loss']:.4f}" if "eval_loss" in latest else "—"),
              ("attempt", f"{job.attempt} of {job.max_attempts}"),
-             ("ETA", _fmt_secs(eta) if job.state == "running" else "—")]
+             ("ETA", _fmt_secs(eta) if job.state == "running" else "—"),
+             ("peak memory", describe_memory(estimate_vs_measured(job.config, job.result)))]
     cards = "".join(f'<div class="stat"><div class="k">{k}</div><div class="v">{v}</div></div>' for k, v in stats)
     err = f'<div class="job-error">{html.escape(job.error)}</div>' if job.error else ""
     version = (job.result or {}).get("version_id")
@@ -76,12 +82,46 @@ def status_html(job: Job, points: list[dict]) -> str:
     <span class="job-title">Job #{job.id} · {html.escape(str((job.config or {}).get('method', job.kind)))}</span>
     <span class="job-msg">{html.escape(job.message or '')}</span></div>
   <div class="bar"><div class="fill" style="width:{100 * frac:.1f}%"></div></div>
-  <div class="bar-label">step {job.step} / {job.max_steps or '?'} ({100 * frac:.0f}%)</div>
+  <div class="bar-label">step {job.step} / {job.max_steps or '?'} ({100 * frac:.0f}%){_resumed(job)}</div>
   <div class="stats">{cards}</div>{err}{done}</div>"""
 
 
+def _resumed(job: Job) -> str:
+    return f" · attempt {job.attempt} resumed from step {job.resume_step}" if job.resume_step else ""
+
+
+def attempt_rows(job: Job) -> list[list]:
+    """One row per attempt: where it ran, the step it resumed from and reached, how it ended and why."""
+    rows = []
+    for a in job.history or []:
+        current = a.get("attempt") == job.attempt and a.get("outcome") == "running"
+        resumed = job.resume_step if current else a.get("resumed_from", 0)
+        reached = job.step if current else a.get("reached_step", "")
+        rows.append([a.get("attempt"), a.get("worker", ""), (a.get("started_at") or "").replace("T", " "),
+                     resumed or "start", reached, a.get("outcome", ""), a.get("reason") or ""])
+    return rows
+
+
+def queue_rows() -> list[list]:
+    """Running jobs, then queued ones in the order they will start, with what each waits for."""
+    with session_scope() as db:
+        places = q.queue_positions(db)
+        active = q.active_jobs(db)
+        return [[places.get(j.id, "running"), j.id, (j.config or {}).get("method", j.kind), j.state,
+                 j.after_job_id or "", f"{j.step} / {j.max_steps or '?'}", f"{j.created_at:%b %d %H:%M}"]
+                for j in active]
+
+
 def curve_frame(points: list[dict]) -> pd.DataFrame:
-    rows = [{"step": p["step"], "value": p["value"], "series": p["name"]} for p in points if p["name"] in CURVES]
+    # a retry resumes at its checkpoint and logs those steps again: the newest attempt's point wins
+    newest: dict[tuple[str, int], dict] = {}
+    for p in points:
+        if p["name"] in CURVES:
+            key = (p["name"], p["step"])
+            if key not in newest or p["attempt"] >= newest[key]["attempt"]:
+                newest[key] = p
+    rows = [{"step": p["step"], "value": p["value"], "series": p["name"]}
+            for p in sorted(newest.values(), key=lambda p: p["step"])]
     # explicit dtypes: an empty or object-typed frame makes the chart treat loss as a category
     df = pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": "int64", "value": "float64"})
     if len(df) > MAX_POINTS:  # thin evenly but keep the last point of each series
@@ -100,15 +140,26 @@ def log_tail(job_id: int, lines: int = 40) -> str:
         return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
 
 
+def _changed(cache: dict, key: str, rows: list[list]):
+    """``rows`` as a table when they differ from what this browser tab shows, else gr.skip()."""
+    if cache.get(key) == rows:
+        return gr.skip()
+    cache[key] = rows
+    return rows
+
+
 def poll(job_id: int | None, cache: dict | None):
-    """One timer tick: read the job and only the metric points newer than the cached ones."""
+    """One timer tick: read the job and only the metric points newer than the cached ones, its attempts
+    and the queue. Returns (status, curve, log, attempts, queue, cache)."""
     if not job_id:
-        return "<div class='job-status empty'>No job selected. Start one on the Train tab.</div>", None, "", cache
+        cache = cache or {}
+        return ("<div class='job-status empty'>No job selected. Start one on the Train tab.</div>", None, "",
+                gr.skip(), _changed(cache, "queue", queue_rows()), cache)
     cache = cache if cache and cache.get("job") == job_id else {"job": job_id, "after": 0, "points": []}
     with session_scope() as db:
         job = db.get(Job, job_id)
         if job is None:
-            return f"Job {job_id} does not exist.", None, "", cache
+            return f"Job {job_id} does not exist.", None, "", gr.skip(), gr.skip(), cache
         new = jobq.metrics_since(db, job_id, cache["after"])
     cache["points"] += [{"step": m.step, "name": m.name, "value": m.value, "time": m.time, "attempt": m.attempt}
                         for m in new]
@@ -120,7 +171,8 @@ def poll(job_id: int | None, cache: dict | None):
     if fresh:
         cache["drawn"] = job_id
     plot = frame if fresh else gr.skip()
-    return status_html(job, cache["points"]), plot, log_tail(job_id), cache
+    return (status_html(job, cache["points"]), plot, log_tail(job_id), _changed(cache, "attempts", attempt_rows(job)),
+            _changed(cache, "queue", queue_rows()), cache)
 
 
 @friendly
@@ -133,6 +185,13 @@ def cancel(job_id: int | None) -> None:
 
 def select_job(job_id):
     return job_id, None  # reset the cache so the new job's curve is read from its start
+
+
+def pick_from_queue(rows, evt: gr.SelectData):
+    """Clicking a queue row watches that job (and the Cancel button then acts on it)."""
+    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    job_id = int(rows.iloc[row]["job"]) if hasattr(rows, "iloc") else int(rows[row][1])
+    return job_id, None
 
 
 def on_open(job_id):
@@ -149,10 +208,17 @@ def render(shell: Shell) -> None:
     # a fixed colour map: the chart's first value is often empty, and an empty colour domain draws no lines
     plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=320, elem_id="loss-curve",
                        x_title="optimizer step", y_title="loss", color_map={"loss": "#4f46e5", "eval_loss": "#f97316"})
+    attempts = gr.Dataframe(headers=ATTEMPT_COLUMNS, label="Attempts (a retry resumes at the step of the last "
+                            "complete checkpoint)", interactive=False, wrap=True, elem_id="job-attempts",
+                            column_widths=["5%", "14%", "17%", "9%", "8%", "10%", "37%"])
+    queue = gr.Dataframe(headers=QUEUE_COLUMNS, label="Queue: running, then queued in the order they start "
+                         "(click a row to watch it; Cancel works on queued jobs too)", interactive=False,
+                         elem_id="job-queue")
     log = gr.Code(label="Log (last lines)", language=None, lines=12, elem_id="job-log")
     timer = gr.Timer(get_settings().poll_seconds)
-    timer.tick(poll, [shell.job_id, cache], [status, plot, log, cache], show_progress="hidden")
+    timer.tick(poll, [shell.job_id, cache], [status, plot, log, attempts, queue, cache], show_progress="hidden")
     picker.input(select_job, picker, [shell.job_id, cache])
+    queue.select(pick_from_queue, queue, [shell.job_id, cache])
     shell.job_id.change(lambda j: gr.Dropdown(choices=job_choices(), value=j), shell.job_id, picker)
     cancel_btn.click(cancel, shell.job_id, None)
     shell.on_select["jobs"] = (on_open, [shell.job_id], [picker, shell.job_id])

@@ -1,20 +1,38 @@
-"""Train tab: pick a base model, a data set and a method; the form is generated from the method
-registry and the training knobs, so adding a method touches no UI code."""
+"""Train tab: pick a base model, a data set and a method; see what it costs; launch.
+
+The form is generated from the method registry and the training knobs, so adding a method or a knob
+touches no UI code: method parameters show their first few fields with the rest under "More options";
+training knobs are grouped by :data:`LAYOUT`, and a knob it does not name lands in the Advanced section.
+Whenever the model, the method or a setting changes, the cost line shows trainable / total parameters
+and the estimated peak memory (torch-free, from the model's config.json)."""
 from __future__ import annotations
 
 import uuid
 
 import gradio as gr
 
-from models_db import session_scope
+from models_db import Dataset, session_scope
 from models_db import queries as q
 from studio import services
+from studio.advisor import jobcost
+from studio.advisor.sources import find_model, model_config, worker_gpus
 from studio.jobspec import STUDIO, TRAINING, Knob, build_train_spec
 from studio.shell import Shell, friendly
 from worker import methods
 
-MAIN_KEYS = ["num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
-             "gradient_accumulation_steps", "max_seq_length", "eval_split", "seed"]
+# Training knobs in readable groups: (title, the knobs always shown, the knobs under Advanced).
+LAYOUT = [
+    ("Schedule", ["num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type"],
+     ["warmup_ratio", "warmup_steps", "weight_decay", "max_grad_norm"]),
+    ("Batch and memory", ["per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length",
+                          "gradient_checkpointing"],
+     ["bf16", "fp16", "optim", "per_device_eval_batch_size", "packing"]),
+    ("Evaluation and checkpoints", ["eval_split", "eval_steps", "early_stopping_patience"],
+     ["save_steps", "save_total_limit", "logging_steps", "seed"]),
+]
+METHOD_MAIN = 4  # a method's first fields are shown; the rest wait under "More options"
+PER_ROW = 4
+SETTINGS = "train_settings"  # the shell.handoff key the Advisor writes
 
 
 def component_for(name: str, kind: type, default, help_: str, *, minimum=None, maximum=None, choices=None,
@@ -31,12 +49,7 @@ def component_for(name: str, kind: type, default, help_: str, *, minimum=None, m
     return gr.Textbox(value="" if default is None else str(default), **common)
 
 
-def human_count(n: int) -> str:
-    """134515008 -> '135M', 44192 -> '44k'."""
-    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= div:
-            return f"{n / div:.3g}{unit}"
-    return str(n)
+human_count = jobcost.human
 
 
 def model_choices() -> list[tuple[str, int]]:
@@ -54,36 +67,31 @@ def version_choices() -> list[tuple[str, int | None]]:
         return [("— start from the base model —", None)] + [(f"#{v.id} {v.name}", v.id) for v in q.list_versions(db)]
 
 
-def refresh_choices():
-    models, data = model_choices(), dataset_choices()
-    return (gr.Dropdown(choices=models, value=models[0][1] if models else None),
-            gr.Dropdown(choices=data, value=data[0][1] if data else None),
-            gr.Dropdown(choices=version_choices(), value=None))
+def _keep(current, choices):
+    """The current pick when it is still offered, else the first choice."""
+    values = [v for _, v in choices]
+    return current if current in values else (values[0] if values else None)
+
+
+def refresh_choices(model_id=None, dataset_id=None, parent_id=None):
+    """Fresh lists when the tab opens, keeping what is already picked (e.g. by the Advisor)."""
+    models, data, parents = model_choices(), dataset_choices(), version_choices()
+    return (gr.Dropdown(choices=models, value=_keep(model_id, models)),
+            gr.Dropdown(choices=data, value=_keep(dataset_id, data)),
+            gr.Dropdown(choices=parents, value=parent_id if parent_id in [v for _, v in parents] else None))
+
+
+def _note(m) -> str:
+    return m.summary + ("" if m.mergeable else "  \n**Note:** cannot be merged into the base: exports give the "
+                                               "adapter plus loading code.")
 
 
 def method_defaults(method: str) -> list:
-    """When the method changes: show its parameter group and apply its training defaults."""
+    """When the person picks a method: show its parameter group and apply its training defaults."""
     m = methods.get(method)
     shows = [gr.Group(visible=name == method) for name in methods.names()]
     lr = m.default_training.get("learning_rate", TRAINING["learning_rate"].default)
-    note = m.summary + ("" if m.mergeable else "  \n**Note:** cannot be merged into the base: exports give the adapter "
-                                                "plus loading code.")
-    return [*shows, gr.Number(value=lr), note]
-
-
-@friendly
-def start(model_id, dataset_id, method, parent_id, nonce, *values):
-    """Validate everything, queue the job, and switch to the Jobs tab to watch it."""
-    if model_id is None:
-        raise gr.Error("Pick a base model (import one with `studio models import`).")
-    if dataset_id is None:
-        raise gr.Error("Pick a data set (register one on the Datasets tab).")
-    settings = _collect(method, values)
-    spec = build_train_spec(model_id=int(model_id), dataset_id=int(dataset_id), method=method, settings=settings,
-                            parent_version_id=int(parent_id) if parent_id else None)
-    job, _ = services.submit_train(spec, idempotency_key=nonce)  # a double click submits the same nonce
-    gr.Info(f"Job {job.id} queued")
-    return job.id, gr.Tabs(selected="jobs"), uuid.uuid4().hex
+    return [*shows, gr.Number(value=lr), _note(m)]
 
 
 def _param_specs() -> list[tuple[str, str, Knob]]:
@@ -109,6 +117,114 @@ def _collect(method: str, values) -> dict:
     return out
 
 
+def form_values(method: str, settings: dict) -> list:
+    """Every form field's value for ``method`` with ``settings`` over the defaults (the studio's, then the
+    method's own, as build_train_spec layers them); other methods' fields are left as they are."""
+    m = methods.get(method)
+    out = []
+    for owner, key, knob in SPECS:
+        if owner == "training":
+            out.append(settings.get(key, m.default_training.get(key, knob.default)))
+        elif owner == method:
+            out.append(settings.get(key, knob.default))
+        else:
+            out.append(gr.skip())
+    return out
+
+
+def apply_suggestion(suggestion: dict | None):
+    """The Advisor's "Use these settings": pick its model, data set and method and fill the form."""
+    if not suggestion:
+        n = 4 + len(methods.names()) + len(SPECS)
+        return [gr.skip()] * n
+    method = suggestion["method"]
+    model_id, dataset_id = suggestion.get("model_id"), suggestion.get("dataset_id")
+    shows = [gr.Group(visible=name == method) for name in methods.names()]
+    gr.Info(f"Filled the form with the Advisor's {method} settings; check them and start training.")
+    return [gr.skip() if model_id is None else model_id, gr.skip() if dataset_id is None else dataset_id,
+            method, _note(methods.get(method)), *shows, *form_values(method, suggestion.get("settings", {}))]
+
+
+def _task(db, dataset_id) -> str | None:
+    ds = db.get(Dataset, int(dataset_id)) if dataset_id else None
+    return "seq_cls" if ds is not None and ds.format == "classification" else None
+
+
+def cost(model_id, dataset_id, method, *values) -> str:
+    """Trainable / total parameters and the estimated peak memory for the form as it stands (no torch)."""
+    if model_id is None or not method:
+        return "Pick a base model to see what this run trains and how much memory it needs."
+    try:
+        spec = build_train_spec(model_id=int(model_id), dataset_id=int(dataset_id or 0), method=method,
+                                settings=_collect(method, values))
+        with session_scope() as db:
+            config, gpus, task = model_config(find_model(db, model_id)), worker_gpus(db), _task(db, dataset_id)
+        est = jobcost.job_estimate(config, {**spec.to_json(), "task": task}, gpus)
+    except ValueError as e:  # a setting out of range, an unreadable config: say so where the cost would be
+        return f"Cannot estimate yet: {e}"
+    parts = " · ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in est["parts"].items())
+    return f"{jobcost.describe_cost(est, est)}  \n<small>GB per part: {parts}</small>"
+
+
+@friendly
+def start(model_id, dataset_id, method, parent_id, nonce, *values):
+    """Validate everything, queue the job, and switch to the Jobs tab to watch it."""
+    if model_id is None:
+        raise gr.Error("Pick a base model (import one with `studio models import`).")
+    if dataset_id is None:
+        raise gr.Error("Pick a data set (register one on the Datasets tab).")
+    settings = _collect(method, values)
+    spec = build_train_spec(model_id=int(model_id), dataset_id=int(dataset_id), method=method, settings=settings,
+                            parent_version_id=int(parent_id) if parent_id else None)
+    job, _ = services.submit_train(spec, idempotency_key=nonce)  # a double click submits the same nonce
+    gr.Info(f"Job {job.id} queued")
+    return job.id, gr.Tabs(selected="jobs"), uuid.uuid4().hex
+
+
+def _field(owner: str, key: str, knob: Knob):
+    prefix = "t" if owner == "training" else f"p-{owner}"
+    return component_for(key, knob.type, knob.default, knob.help, minimum=knob.min, maximum=knob.max,
+                         choices=knob.choices, elem_id=f"{prefix}-{key}")
+
+
+def _grid(fields: list[tuple[str, str, Knob]], inputs: dict) -> None:
+    """Fields in rows of PER_ROW, each with room for its help text."""
+    for i in range(0, len(fields), PER_ROW):
+        with gr.Row():
+            for owner, key, knob in fields[i:i + PER_ROW]:
+                inputs[(owner, key)] = _field(owner, key, knob)
+
+
+def _method_groups(inputs: dict, selected: str) -> dict:
+    groups = {}
+    for name in methods.names():
+        fields = [s for s in SPECS if s[0] == name]
+        with gr.Group(visible=name == selected, elem_classes=["form-section"]) as groups[name]:
+            gr.Markdown(f"#### {name} parameters" if fields else f"#### {name} has no parameters of its own")
+            _grid(fields[:METHOD_MAIN], inputs)
+            if fields[METHOD_MAIN:]:
+                with gr.Accordion(f"More {name} options", open=False):
+                    _grid(fields[METHOD_MAIN:], inputs)
+    return groups
+
+
+def _training_sections(inputs: dict) -> None:
+    knobs = {k: s for s in SPECS if s[0] == "training" for k in [s[1]]}
+    placed = {k for _, main, more in LAYOUT for k in main + more}
+    for title, main, _ in LAYOUT:
+        with gr.Group(elem_classes=["form-section"]):
+            gr.Markdown(f"#### {title}")
+            _grid([knobs[k] for k in main if k in knobs], inputs)
+    with gr.Accordion("Advanced training settings", open=False, elem_id="train-advanced"):
+        for title, _, more in LAYOUT:
+            gr.Markdown(f"#### {title}")
+            _grid([knobs[k] for k in more if k in knobs], inputs)
+        others = [s for k, s in knobs.items() if k not in placed]
+        if others:
+            gr.Markdown("#### Other")
+            _grid(others, inputs)
+
+
 def render(shell: Shell) -> None:
     nonce = gr.State(lambda: uuid.uuid4().hex)
     with gr.Row():
@@ -116,31 +232,19 @@ def render(shell: Shell) -> None:
         dataset = gr.Dropdown(label="Data set", elem_id="train-dataset")
         method = gr.Dropdown(methods.names(), value="lora", label="Method", elem_id="train-method")
         parent = gr.Dropdown(label="Continue from version", elem_id="train-parent")
-    note = gr.Markdown(methods.get("lora").summary)
-    inputs, groups = {}, {}
-    with gr.Accordion("Method parameters", open=True):
-        for name in methods.names():
-            with gr.Group(visible=name == "lora") as groups[name]:
-                with gr.Row():
-                    for owner, key, knob in SPECS:
-                        if owner == name:
-                            inputs[(owner, key)] = component_for(
-                                key, knob.type, knob.default, knob.help, minimum=knob.min, maximum=knob.max,
-                                choices=knob.choices, elem_id=f"p-{name}-{key}")
-    with gr.Accordion("Training", open=True):
-        with gr.Row():
-            for key in MAIN_KEYS:
-                k = {**TRAINING, **STUDIO}[key]
-                inputs[("training", key)] = component_for(key, k.type, k.default, k.help, minimum=k.min,
-                                                          maximum=k.max, choices=k.choices, elem_id=f"t-{key}")
-    with gr.Accordion("Advanced training settings", open=False):
-        with gr.Row():
-            for owner, key, k in SPECS:
-                if owner == "training" and key not in MAIN_KEYS:
-                    inputs[(owner, key)] = component_for(key, k.type, k.default, k.help, minimum=k.min,
-                                                         maximum=k.max, choices=k.choices, elem_id=f"t-{key}")
+    note = gr.Markdown(_note(methods.get("lora")))
+    cost_line = gr.Markdown(elem_id="train-cost", elem_classes=["train-cost"])
+    inputs: dict = {}
+    groups = _method_groups(inputs, "lora")
+    _training_sections(inputs)
     start_btn = gr.Button("Start training", variant="primary", elem_id="start-training")
     ordered = [inputs[(o, k)] for o, k, _ in SPECS]
-    method.change(method_defaults, method, [*groups.values(), inputs[("training", "learning_rate")], note])
+    lr = inputs[("training", "learning_rate")]
+    # .input, not .change: a method set by the Advisor must keep the Advisor's learning rate
+    method.input(method_defaults, method, [*groups.values(), lr, note])
     start_btn.click(start, [model, dataset, method, parent, nonce, *ordered], [shell.job_id, shell.tabs, nonce])
-    shell.on_select["train"] = (refresh_choices, [], [model, dataset, parent])
+    gr.on([model.change, dataset.change, method.change, *(c.change for c in ordered)], cost,
+          [model, dataset, method, *ordered], cost_line, trigger_mode="always_last", show_progress="hidden")
+    suggested = shell.handoff.setdefault(SETTINGS, gr.State(None))
+    suggested.change(apply_suggestion, suggested, [model, dataset, method, note, *groups.values(), *ordered])
+    shell.on_select["train"] = (refresh_choices, [model, dataset, parent], [model, dataset, parent])

@@ -60,8 +60,8 @@ def test_upload_train_watch_download(studio, page, tmp_path):
     open_tab(page, "Jobs")
     page.locator("#job-status").get_by_text("succeeded").wait_for(timeout=30_000)
 
-    # Models: the version with its metrics; build and download the merged zip
-    open_tab(page, "Models")
+    # Versions: the version with its metrics; build and download the merged zip
+    open_tab(page, "Versions")
     page.locator("#version-details").get_by_text("Lineage").wait_for(timeout=30_000)
     page.locator("#export-merged").click()
     page.locator("#download-zip").wait_for(state="visible", timeout=180_000)

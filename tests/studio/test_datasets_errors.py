@@ -71,6 +71,16 @@ def test_unrecognised_columns_lists_found_and_accepted(tmp_path):
     assert "label|labels|class|category" in msg and "preference: prompt" in msg
 
 
+def test_the_error_says_what_was_found(tmp_path):
+    with pytest.raises(DatasetError) as info:
+        run(tmp_path, "odd.csv", "foo,bar\n1,2\n")
+    assert (info.value.found.columns, info.value.found.format) == (["foo", "bar"], None)
+    with pytest.raises(DatasetError) as info:
+        run(tmp_path, "e.jsonl", jsonl([{"q": "x", "a": ""}]), mapping={"instruction": "q", "output": "a"})
+    found = info.value.found
+    assert (found.columns, found.format, found.mapping) == (["q", "a"], "instruction", {"instruction": "q", "output": "a"})
+
+
 def test_explicit_format_missing_columns(tmp_path):
     msg = fails(tmp_path, "t.jsonl", jsonl([{"text": "x"}]), format="classification")
     assert "do not match the classification format" in msg and "Columns found: 'text'" in msg
@@ -125,3 +135,60 @@ def test_failure_leaves_an_existing_out_dir_as_it_was(tmp_path):
     with pytest.raises(DatasetError):
         ingest(path, original_name="e.jsonl", out_dir=out)
     assert os.listdir(out) == ["keep.txt"]
+
+
+# -- every bad input of issue 6 through registration: a specific message, nothing registered ----
+
+def _chat(*turns) -> dict:
+    return {"messages": [{"role": r} | ({} if c is None else {"content": c}) for r, c in turns]}
+
+
+BAD_UPLOADS = {
+    "empty file": ("e.jsonl", b"", {}, r"e.jsonl is empty \(0 bytes\)"),
+    "binary garbage": ("g.jsonl", bytes(range(256)) * 8, {}, r"g.jsonl contains binary data \(at byte 0\)"),
+    "json mixed types per column": (
+        "mixed.json", json.dumps([{"instruction": "q", "output": "a"}, {"instruction": "q", "output": 42}]), {},
+        r"mixed.json: 2 rows, 1 bad: 1 wrong type in output \(row 2\)"),
+    "csv ragged row": ("r.csv", "instruction,output\nq,a\nq,a,extra\n", {},
+                       r"r.csv: 2 rows, 1 bad: 1 ragged row \(line 3\)"),
+    "messages with a tool role": (
+        "tool.jsonl", jsonl([_chat(("user", "hi"), ("assistant", "yo")), _chat(("user", "x"), ("tool", "{}"))]), {},
+        r"1 unknown role \(row 2\)"),
+    "messages missing content": (
+        "mc.jsonl", jsonl([_chat(("user", "hi"), ("assistant", "yo")), _chat(("user", "x"), ("assistant", None))]), {},
+        r"1 missing content \(row 2\)"),
+    "every row too long": ("long.jsonl", jsonl([{"text": "The quick brown fox " * 5}, {"text": "hello " * 40}]),
+                           {"model": "tok", "max_seq_length": 8},
+                           r"long.jsonl has no usable rows: all 2 rows are longer than max_seq_length"),
+    "labels not consistent": ("l.csv", "text,label\na,1\nb,2\nc,1\nd,positive\n", {},
+                              r"l.csv: 4 rows, 1 bad: 1 inconsistent label \(row 5\)"),
+    "over the size limit": ("big.jsonl", jsonl([{"text": "x" * 1000}] * 1100), {},
+                            r"big.jsonl is 1.1 MB, over the 1.0 MB upload limit"),
+    "zip bomb in gzip": ("bomb.jsonl.gz", gzip.compress(b" " * (8 << 20)), {},
+                         r"bomb.jsonl.gz decompresses to more than 1.0 MB .* gzip bomb"),
+    "../ in the file name": ("../../x.jsonl", jsonl([{"text": "x"}]), {}, r"'../../x.jsonl' is rejected: it contains a path"),
+    "absolute file name": ("/etc/x.jsonl", jsonl([{"text": "x"}]), {}, r"'/etc/x.jsonl' is rejected: it contains a path"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_UPLOADS))
+def test_bad_upload_is_refused_and_nothing_is_registered(backend, tmp_path, monkeypatch, case):
+    from models_db import BaseModel, Dataset, session_scope
+    from studio import services
+
+    from tests.tiny import build_tiny_tokenizer
+
+    name, content, kwargs, message = BAD_UPLOADS[case]
+    monkeypatch.setattr(backend, "max_upload_mb", 1)
+    if "model" in kwargs:
+        build_tiny_tokenizer(tmp_path / "tok")
+        with session_scope() as db:
+            db.add(BaseModel(name="tok", path=str(tmp_path / "tok"), source="test"))
+    path = write(tmp_path, "upload.bin", content)
+    with pytest.raises(DatasetError, match=message):
+        services.add_dataset(path, original_name=name, **kwargs)
+    with session_scope() as db:
+        assert db.query(Dataset).count() == 0
+    for folder in ("datasets", "tmp"):
+        left = backend.home_abs / folder
+        assert not left.exists() or not any(left.rglob("*")), f"{case} left files in {folder}"

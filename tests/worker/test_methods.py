@@ -308,3 +308,21 @@ def test_estimate_lora_ratio_below_full(tiny_llama_dir):
     assert full["ratio"] == 1.0 and 0 < lora["ratio"] < full["ratio"]
     with pytest.raises(MethodError, match="not found"):
         estimate_trainable(config, "lora", methods.parse_params("lora", {"target_modules": "nope"}), "causal_lm")
+
+
+def test_module_names_are_read_from_the_weights_without_torch(tiny_llama_dir):
+    from worker.methods.model_files import layer_module_names, module_names
+
+    names = module_names(tiny_llama_dir)
+    assert {"model.layers.1.self_attn.q_proj", "model.layers.1.self_attn", "model.layers", "lm_head"} <= set(names)
+    assert "q_proj" in layer_module_names(names) and "lm_head" not in layer_module_names(names)
+    for method, raw in [("lora", {"target_modules": "q_proj,v_proj", "modules_to_save": "lm_head"}),
+                        ("ia3", {"target_modules": "auto"}), ("freeze", {"trainable_modules": "self_attn"}),
+                        ("adalora", {"target_modules": "all_linear"})]:
+        methods.parse_params(method, raw, module_names=names)
+    with pytest.raises(MethodError, match=r"adalora: target_modules names query, which the model does not have\. "
+                                          r"Its blocks contain: .*o_proj.*Set --set target_modules= to one of "
+                                          r"attention, attention_mlp, all_linear or a comma list"):
+        methods.parse_params("adalora", {"target_modules": "query,v_proj"}, module_names=names)
+    with pytest.raises(MethodError, match=r"freeze: trainable_modules names attention"):
+        methods.parse_params("freeze", {"trainable_modules": "attention,mlp"}, module_names=names)

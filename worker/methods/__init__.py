@@ -8,6 +8,7 @@ from .base import (
     TASKS,
     Method,
     MethodError,
+    check_continuation,
     describe_all,
     get,
     names,
@@ -30,4 +31,4 @@ from . import dora  # noqa: E402,F401  isort: skip
 from . import ia3  # noqa: E402,F401  isort: skip
 
 __all__ = ["Method", "REGISTRY", "TASKS", "register", "get", "names", "describe_all", "parse_params",
-           "with_context", "MethodError"]
+           "with_context", "MethodError", "check_continuation"]

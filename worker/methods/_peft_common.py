@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from . import _arch
-from .base import MethodError, check_task
+from .base import MethodError, check_task, split_list
 
 TARGET_PRESETS = ("attention", "attention_mlp", "all_linear")
+# A field naming modules (checked against the model's weights before a job is queued).
+TARGETS_META = {"modules": TARGET_PRESETS}
+SAVE_META = {"modules": ()}
 TARGET_HELP = (
     "Which linear layers get adapters: attention (q/k/v/o projections), attention_mlp (plus the MLP), "
     "all_linear (every linear layer in the blocks), or a comma list of module names such as q_proj,v_proj."
@@ -17,11 +20,6 @@ def peft_task_type(method: str, task: str):
 
     check_task(method, task)
     return TaskType.CAUSAL_LM if task == "causal_lm" else TaskType.SEQ_CLS
-
-
-def split_list(text: str) -> list[str]:
-    """'a, b,,c' -> ['a', 'b', 'c']."""
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
 def parse_int_map(method: str, key: str, text: str) -> dict[str, int]:

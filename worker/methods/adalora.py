@@ -23,7 +23,7 @@ class AdaLoraParams:
     lora_alpha: int = field(default=32, metadata={"help": "Update scale, as in LoRA.", "min": 1, "max": 4096})
     lora_dropout: float = field(default=0.05, metadata={
         "help": "Dropout on the adapter input.", "min": 0.0, "max": 0.9})
-    target_modules: str = field(default="attention_mlp", metadata={"help": common.TARGET_HELP})
+    target_modules: str = field(default="attention_mlp", metadata={"help": common.TARGET_HELP, **common.TARGETS_META})
     tinit: int = field(default=0, metadata={
         "help": "Warm-up steps at full rank before pruning starts.", "min": 0})
     tfinal: int = field(default=0, metadata={
@@ -35,7 +35,7 @@ class AdaLoraParams:
     total_step: int = field(default=0, metadata={
         "help": "Total optimizer steps of the run; 0 = taken from the training settings.",
         "min": 0, "context": "total_steps"})
-    modules_to_save: str = field(default="", metadata={
+    modules_to_save: str = field(default="", metadata={**common.SAVE_META,
         "help": "Comma list of modules trained in full beside the adapters. The classification head "
                 "is added automatically."})
 

@@ -104,6 +104,19 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
+def check_continuation(parent_id: int, parent_method: str, method: str) -> None:
+    """Refuse training ``method`` on a version trained with a method that cannot be merged, unless it is
+    the same method (which then keeps training the parent's adapter)."""
+    parent = get(parent_method)
+    if not parent.mergeable and method != parent_method:
+        mergeable = ", ".join(m.name for m in REGISTRY.values() if m.mergeable)
+        raise MethodError(
+            f"version {parent_id} was trained with {parent_method}, which cannot be merged into the base weights, "
+            f"so {method} cannot be trained on top of it. Continue it with method {parent_method} (its "
+            f"{parent_method} weights keep training), or start {method} from the base model or from a version "
+            f"trained with a mergeable method ({mergeable}).")
+
+
 def check_task(method: str, task: str) -> None:
     """Refuse a task the studio does not know."""
     if task not in TASKS:
@@ -180,12 +193,35 @@ def _check_range(method: str, key: str, value, meta) -> None:
         raise MethodError(f"{method}: {key} must be one of {options} (got {value!r}). Set --set {key}={choices[0]}.")
 
 
-def parse_params(name: str, raw: dict[str, object] | None = None, model_config: dict | None = None):
+def split_list(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _check_modules(method: str, key: str, value, meta, module_names: list[str] | None) -> None:
+    """A field declared with ``metadata={"modules": presets}`` names modules of the model (or a preset)."""
+    from .model_files import layer_module_names
+
+    presets = meta.get("modules")
+    if presets is None or module_names is None or not isinstance(value, str) or value in presets:
+        return
+    missing = [w for w in split_list(value) if not any(n == w or n.endswith("." + w) for n in module_names)]
+    if missing:
+        options = f"one of {', '.join(presets)} or " if presets else ""
+        raise MethodError(
+            f"{method}: {key} names {', '.join(missing)}, which the model does not have. Its blocks contain: "
+            f"{', '.join(layer_module_names(module_names))}. Set --set {key}= to {options}a comma list of these names."
+        )
+
+
+def parse_params(name: str, raw: dict[str, object] | None = None, model_config: dict | None = None,
+                 module_names: list[str] | None = None):
     """Build the params instance of method ``name`` from CLI strings or typed UI values.
 
     Unknown keys, wrong types and out-of-range values raise MethodError saying what to change.
     When ``model_config`` (the base's config.json as a dict) is given, model-dependent checks run
-    too (e.g. freezing more layers than the model has).
+    too (e.g. freezing more layers than the model has); with ``module_names``
+    (``model_files.module_names(dir)``) fields that name modules are checked against the model.
     """
     method = get(name)
     fields = {f.name: f for f in dataclasses.fields(method.params)}
@@ -200,6 +236,7 @@ def parse_params(name: str, raw: dict[str, object] | None = None, model_config: 
         if isinstance(coerced, str) and meta.get("choices"):
             coerced = coerced.lower()  # choices are lower-case; accept "PiSSA", "Both"
         _check_range(name, key, coerced, meta)
+        _check_modules(name, key, coerced, meta, module_names)
         values[key] = coerced
     params = method.params(**values)
     method.check(params, model_config)

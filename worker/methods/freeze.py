@@ -16,7 +16,7 @@ class FreezeParams:
 
     num_trainable_layers: int = field(default=2, metadata={
         "help": "How many of the top transformer blocks train; the rest stay frozen.", "min": 1, "max": 1024})
-    trainable_modules: str = field(default="all", metadata={
+    trainable_modules: str = field(default="all", metadata={"modules": PART_PRESETS,
         "help": "Which parts of those blocks train: all, attention, mlp, or a comma list of sub-module "
                 "names such as self_attn,post_attention_layernorm."})
     train_head_side: bool = field(default=True, metadata={

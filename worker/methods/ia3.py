@@ -12,10 +12,10 @@ from .base import Method, register
 class IA3Params:
     """peft IA3Config options."""
 
-    target_modules: str = field(default="auto", metadata={
+    target_modules: str = field(default="auto", metadata={"modules": ("auto", *common.TARGET_PRESETS),
         "help": "auto (peft's choice for the architecture: keys, values, MLP down-projection), "
                 "or as in LoRA: attention, attention_mlp, all_linear, or a comma list."})
-    modules_to_save: str = field(default="", metadata={
+    modules_to_save: str = field(default="", metadata={**common.SAVE_META,
         "help": "Comma list of modules trained in full beside IA3. The classification head is added automatically."})
 
 

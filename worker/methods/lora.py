@@ -23,7 +23,7 @@ class LoraParams:
         "help": "Scale of the update (alpha/r). About 2*r; raise it if updates vanish.", "min": 1, "max": 4096})
     lora_dropout: float = field(default=0.05, metadata={
         "help": "Dropout on the LoRA input; 0.05-0.1 fights overfitting on small data.", "min": 0.0, "max": 0.9})
-    target_modules: str = field(default="attention", metadata={"help": common.TARGET_HELP})
+    target_modules: str = field(default="attention", metadata={"help": common.TARGET_HELP, **common.TARGETS_META})
     bias: str = field(default="none", metadata={
         "help": "Which biases train: none, all, or lora_only.", "choices": ["none", "all", "lora_only"]})
     use_rslora: bool = field(default=False, metadata={
@@ -37,7 +37,7 @@ class LoraParams:
                 "layer-wise ranks). Empty: r everywhere."})
     alpha_pattern: str = field(default="", metadata={
         "help": "Per-module alphas as regex=int pairs, e.g. down_proj=8. Empty: lora_alpha everywhere."})
-    modules_to_save: str = field(default="", metadata={
+    modules_to_save: str = field(default="", metadata={**common.SAVE_META,
         "help": "Comma list of modules trained in full beside LoRA (the hybrid of article 002), "
                 "e.g. lm_head. The classification head is added automatically."})
     layers_to_transform: str = field(default="", metadata={

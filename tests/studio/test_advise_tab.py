@@ -1,0 +1,110 @@
+"""The Advisor tab's handlers, called directly: pre-filling from the studio, advising, laying the advice
+out (summary, tree, branches, memory table, settings) and handing the settings to the Train form."""
+import gradio as gr
+import pytest
+
+from studio.advisor.methods import METHODS
+from studio.tabs import advisor as tab
+from studio.tabs import train
+from tests.studio import test_advise_cli as cli_tests
+
+studio = cli_tests.studio  # the same fixture: a studio with models, a data set and no workers
+add_worker = cli_tests.add_worker
+
+ANSWERS = dict(task="instruction", complexity=0.5, quality="medium", deploy="server", latency_ok=True, seq_len=None,
+               batch_size=None)
+
+
+def run(model=None, params_b=None, dataset=None, examples=None, p95=None, gpus="", cpu_only=False, ram=None,
+        **answers):
+    a = {**ANSWERS, **answers}
+    return tab.run(model, params_b, dataset, examples, p95, gpus, cpu_only, ram, a["task"], a["complexity"],
+                   a["quality"], a["deploy"], a["latency_ok"], a["seq_len"], a["batch_size"])
+
+
+@pytest.mark.parametrize("text,gpus", [("24", [24.0]), ("24, 80", [24.0, 80.0]), ("2x24", [24.0, 24.0]),
+                                       ("16 GB; 2 x 40", [16.0, 40.0, 40.0]), ("", [])])
+def test_parse_gpus(text, gpus):
+    assert tab.parse_gpus(text) == gpus
+
+
+@pytest.mark.parametrize("text", ["lots", "0", "0x24"])
+def test_parse_gpus_refuses_nonsense(text):
+    with pytest.raises(gr.Error):
+        tab.parse_gpus(text)
+
+
+def test_open_prefills_models_data_and_worker_gpus(studio):
+    model, data, gpus, cpu = tab.on_open(None, None, "")
+    assert model.value == studio["tiny-llama"] and data.value == studio["dataset"]
+    assert gpus == "" and cpu is True  # no worker with a GPU: CPU
+    add_worker([24.0, 80.0])
+    model, data, gpus, cpu = tab.on_open(studio["smollm2"], None, "")
+    assert model.value == studio["smollm2"] and gpus == "24, 80" and cpu is False
+    assert tab.on_open(None, None, "40")[2] == gr.skip()  # a machine typed in is kept, not overwritten
+
+
+def test_model_and_dataset_facts(studio):
+    note = tab.describe_model(studio["smollm2"])
+    assert "30 layers" in note and "135M parameters" in note and "tied" in note
+    examples, p95, how = tab.fill_from_dataset(studio["dataset"], studio["tiny-llama"])
+    assert examples == 40 and 8 < p95 < 64 and "tiny-llama's tokenizer" in how
+
+
+def test_run_lays_out_the_whole_advice(studio):
+    summary, tree, path, memory, hyper, kept, use = run(studio["smollm2"], gpus="8", deploy="edge",
+                                                        dataset=studio["dataset"], examples=40, p95=30)
+    assert kept["method"] == "lora" and use.interactive is True
+    assert "Recommended: **lora**" in summary and "runner-up" in summary and "000 §6.1.2" in summary
+    assert tree.startswith("```mermaid") and "class leaf_lora chosen" in tree
+    # every branch: question, answer, the numbers, rule, article
+    assert list(path.columns) == ["#", "question", "answer", "the numbers", "rule", "article"]
+    assert path.iloc[-1]["answer"] == "lora" and (path["rule"] != "").all()
+    assert "deploy to edge" in set(path["the numbers"])
+    # a memory row for every method, split into parts, with where it fits and what makes it fit
+    assert sorted(memory["method"]) == sorted(METHODS)
+    lora = memory.set_index("method").loc["lora"]
+    parts = ["weights GB", "trainable state GB", "activations GB", "logits/loss GB", "overhead GB"]
+    assert float(lora["total GB"]) == pytest.approx(sum(float(lora[p]) for p in parts), abs=0.02)
+    assert lora["fits"].startswith("yes: GPU 0 (8 GB)")
+    full = memory.set_index("method").loc["full"]
+    assert full["fits"].startswith("no") or full["fits"].startswith("yes")
+    assert dict(hyper.values)["max_seq_length"] == "64" and dict(hyper.values)["r"] == "32"
+
+
+def test_nothing_fits_disables_use(studio):
+    summary, *_, kept, use = run(params_b=70, gpus="4")
+    assert kept["method"] is None and use.interactive is False and "Nothing fits" in summary
+    with pytest.raises(gr.Error, match="Nothing fits"):
+        tab.use_settings(kept)
+    with pytest.raises(gr.Error, match="Ask for advice first"):
+        tab.use_settings(None)
+
+
+def test_cpu_only_and_bad_answers(studio):
+    *_, kept, _ = run(studio["smollm2"], cpu_only=True, ram=32, task="generation")
+    assert kept["method"] == "prompt_tuning" and kept["model"]["hardware"] == "CPU only, 32 GB RAM"
+    with pytest.raises(gr.Error, match="give a model"):
+        run(gpus="24")
+
+
+def test_use_these_settings_fills_the_train_form(studio):
+    *_, kept, _ = run(studio["tiny-llama"], gpus="24", dataset=studio["dataset"], examples=40, p95=30, task="style")
+    handoff, tabs = tab.use_settings(kept)
+    assert tabs.selected == "train" and handoff["method"] == kept["method"] == "lora"
+    out = train.apply_suggestion(handoff)
+    model, dataset, method, _note = out[:4]
+    assert (model, dataset, method) == (studio["tiny-llama"], studio["dataset"], "lora")
+    groups, values = out[4:4 + len(train.methods.names())], out[4 + len(train.methods.names()):]
+    assert [g.visible for g in groups] == [n == "lora" for n in train.methods.names()]
+    form = {(o, k): v for (o, k, _), v in zip(train.SPECS, values)}
+    hp = kept["hyperparameters"]
+    assert form[("lora", "r")] == hp["r"] == 8  # 001: narrow adaptation (style) -> r <= 8
+    assert form[("lora", "target_modules")] == "attention"
+    assert form[("training", "learning_rate")] == hp["learning_rate"]
+    assert form[("training", "max_seq_length")] == hp["max_seq_length"]
+    assert form[("training", "max_steps")] == -1  # not suggested: back to the default (train by epochs)
+    # the filled form is one the studio accepts as a job
+    spec = train.build_train_spec(model_id=model, dataset_id=dataset, method=method,
+                                  settings=train._collect(method, values))
+    assert spec.method_params["r"] == 8 and spec.training["learning_rate"] == hp["learning_rate"]

@@ -1,0 +1,120 @@
+"""The Datasets tab's handlers, as the browser calls them: correct the mapping, see token lengths and
+the rows as the model reads them, register with a split, browse versions, derive a corrected one."""
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+import pytest
+
+from models_db import BaseModel, Dataset, session_scope
+from studio.tabs import datasets as tab
+
+from tests.studio.test_datasets_helpers import jsonl, write
+
+QA = [{"q": f"What is {i} plus one?", "a": f"The answer is {i + 1}.", "id": i} for i in range(12)]
+DROPDOWNS = slice(1, 1 + len(tab.FIELD_NAMES))
+pytestmark = pytest.mark.parametrize("backend", ["embedded"], indirect=True)  # the handlers, not the database
+
+
+@pytest.fixture
+def model_id(backend, tmp_path):
+    """A base model row whose folder holds the tiny ChatML tokenizer (all the tab reads)."""
+    from tests.tiny import build_tiny_tokenizer
+
+    build_tiny_tokenizer(tmp_path / "tiny")
+    with session_scope() as db:
+        m = BaseModel(name="tiny", path=str(tmp_path / "tiny"), source="test")
+        db.add(m)
+        db.flush()
+        return m.id
+
+
+def field(outputs, name):
+    """The dropdown update for one canonical field."""
+    return outputs[DROPDOWNS][tab.FIELD_NAMES.index(name)]
+
+
+def values(outputs) -> list:
+    return [d.value for d in outputs[DROPDOWNS]]
+
+
+def test_unknown_columns_are_offered_for_a_mapping_by_hand(backend, tmp_path, model_id):
+    path = write(tmp_path, "qa.jsonl", jsonl(QA))
+    source, note, *out = tab.on_upload(str(path), model_id, 512)
+    assert source == {"path": str(path), "name": "qa.jsonl", "parent": None} and note == ""
+    assert out[-5].startswith("**Cannot use this file.** qa.jsonl: the columns do not match any known format")
+    out = tab.on_format(source, "instruction", model_id, 512)
+    assert "Choose the format and the columns below" in out[-5]
+    instr = field(out, "instruction")
+    assert instr.visible and [c[0] for c in instr.choices] == ["— none —", "q", "a", "id"]
+    assert not field(out, "text").visible
+    picks = dict.fromkeys(tab.FIELD_NAMES, "") | {"instruction": "q", "output": "a"}
+    out = tab.on_mapping(source, "instruction", model_id, 512, *picks.values())
+    report, preview, hist, labels, rendered = out[-5:]
+    assert out[0].value == "instruction" and "**12** rows, **12** usable. No problems found." in report
+    assert "`instruction` ← `q`" in report and list(preview.columns) == ["user", "assistant"]
+    assert field(out, "instruction").value == "q" and field(out, "output").value == "a"
+    # the histogram: the tiny model's token counts, every bin fitting in 512
+    assert hist.visible and hist.value["data"] and all(row[2] == "fits" for row in hist.value["data"])
+    assert not labels.visible
+    # the rows as the model reads them: ChatML markers, the reply and its end marker highlighted
+    assert "As tiny reads them, chat template applied." in rendered
+    assert ('&lt;|im_start|&gt;user\nWhat is 0 plus one?&lt;|im_end|&gt;\n&lt;|im_start|&gt;assistant\n'
+            '<mark class="trained">The answer is 1.&lt;|im_end|&gt;\n</mark>') in rendered
+
+
+def test_a_short_max_seq_length_reports_rows_too_long(backend, tmp_path, model_id):
+    path = write(tmp_path, "qa.jsonl", jsonl([{"instruction": r["q"], "output": r["a"]} for r in QA]))
+    out = tab.on_upload(str(path), model_id, 512)[2:]
+    out = tab.on_mapping({"path": str(path), "name": "qa.jsonl"}, "instruction", model_id, 10, *values(out))
+    assert "Cannot use this file" in out[-5] and "all 12 rows are longer than max_seq_length" in out[-5]
+    assert field(out, "output").visible and field(out, "output").value == "output"  # still there to correct
+    out = tab.on_mapping({"path": str(path), "name": "qa.jsonl"}, "instruction", model_id, 80, *values(out))
+    assert "**12** usable" in out[-5] and sum(row[1] for row in out[-3].value["data"]) == 12
+    assert out[-3].value["data"][-1][2] == "fits"
+
+
+def test_classification_shows_the_label_distribution(backend, tmp_path):
+    path = write(tmp_path, "cls.csv", "text,label\ngood,pos\nbad,neg\nfine,pos\n")
+    out = tab.on_upload(str(path), "", 512)[2:]
+    hist, labels = out[-3:-1]
+    assert out[0].value == "classification" and labels.visible
+    assert labels.value["data"] == [["pos", 2], ["neg", 1]]
+    assert not hist.visible and "No model picked" in out[-1]  # no histogram without a model
+
+
+def test_register_with_a_split_then_correct_the_mapping(backend, tmp_path, model_id):
+    path = write(tmp_path, "qa.jsonl", jsonl([r | {"instruction": r["q"], "output": r["a"]} for r in QA]))
+    source, _, *out = tab.on_upload(str(path), model_id, 512)
+    status, table, picker, details = tab.register(source, "arith", "instruction", model_id, 512, 0.25, 3, None, False,
+                                                  *values(out))
+    assert status == "Registered data set **#1 arith** — 9 rows, 3 eval rows (instruction)."
+    assert table.to_dict("records")[0] | {"created": None} == {
+        "id": 1, "name": "arith", "format": "instruction", "rows": 9, "eval": 3, "dropped": 0, "parent": "",
+        "file": "qa.jsonl", "created": None}
+    assert picker.value == 1 and "3 eval rows, stored split: 25% held out by seed 3" in details
+    assert "- jobs: none yet" in details and "`instruction` ← `instruction`" in details
+    # correct the mapping of version 1: the kept upload is checked again, registering derives version 2
+    path.unlink()
+    source, note, *out = tab.edit_version(1, model_id, 512)
+    assert source["parent"] == 1 and "Correcting the mapping of **#1 arith**" in note
+    assert field(out, "instruction").value == "instruction"
+    picks = dict(zip(tab.FIELD_NAMES, values(out))) | {"instruction": "q", "output": "a"}
+    out = tab.on_mapping(source, "instruction", model_id, 512, *picks.values())
+    assert "`instruction` ← `q`" in out[-5]
+    status, table, picker, details = tab.register(source, "", "instruction", model_id, 512, 0, 0, None, False,
+                                                  *picks.values())
+    assert status == "Registered data set **#2 arith** — 9 rows, 3 eval rows (instruction, a new version of #1)."
+    assert "- derived from: #1 arith" in details and "`instruction` ← `q`" in details
+    assert "- newer versions: #2" in tab.details_markdown(1)
+    with session_scope() as db:
+        assert json.loads((backend.home_abs / db.get(Dataset, 2).path).read_text().splitlines()[0])
+
+
+def test_errors_reach_the_person_as_messages(backend):
+    with pytest.raises(gr.Error, match="Upload a file first"):
+        tab.register(None, "", "auto", "", 512, 0, 42, None, False, *[""] * len(tab.FIELD_NAMES))
+    with pytest.raises(gr.Error, match="Pick a registered data set first"):
+        tab.edit_version(None, "", 512)
+    assert tab.on_upload(None, "", 512)[0] is None

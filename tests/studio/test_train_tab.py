@@ -1,0 +1,158 @@
+"""Before launch: trainable parameters from config.json alone match peft on the meta device for every
+registered method; the Train tab shows them with the estimated peak memory; the form is laid out in
+groups generated from the registry; the estimate is kept with the job and set beside the measured peak.
+
+Tolerance of the count test: the torch-free count equals the meta-device count exactly for every case
+below (all registry defaults and the options that change the count). The 0.5 % allowance is for what
+the torch-free side reads from names alone and is documented as approximate in
+studio/advisor/methods.py: custom freeze part lists (sized by the words in them), rank_pattern regexes
+matched against "layers.{i}.{module}" rather than the full module path, LayerNorm biases under
+bias=all, and modules_to_save names it does not know (counted as 0). None of those is hit here.
+"""
+import json
+
+import gradio as gr
+import pytest
+
+from models_db import Job, Worker, session_scope
+from studio import cli, services
+from studio.advisor.jobcost import count_trainable, estimate_vs_measured
+from studio.jobspec import TrainSpec, build_train_spec
+from studio.shell import Shell
+from studio.tabs import jobs, train
+from tests.studio import test_advise_cli as cli_tests
+from worker import methods
+
+studio = cli_tests.studio  # the same fixture: a studio with models, a data set and no workers
+TOLERANCE = 0.005
+VARIANTS = [
+    ("lora", {"target_modules": "attention_mlp", "r": 8}), ("lora", {"target_modules": "q_proj,v_proj"}),
+    ("lora", {"target_modules": "all_linear", "rank_pattern": "q_proj=4,down_proj=2"}),
+    ("lora", {"layers_to_transform": "1"}), ("lora", {"modules_to_save": "lm_head"}),
+    ("dora", {"target_modules": "attention_mlp"}), ("qlora", {"r": 4}),
+    ("adalora", {"init_r": 6, "target_r": 4, "target_modules": "attention"}),
+    ("freeze", {"num_trainable_layers": 1}), ("freeze", {"num_trainable_layers": 1, "trainable_modules": "attention"}),
+    ("freeze", {"trainable_modules": "mlp", "train_head_side": False}),
+    ("adapter", {"placement": "attn", "bottleneck_size": 4}), ("adapter", {"reduction": 4}),
+    ("prompt_tuning", {"num_virtual_tokens": 7}), ("prefix_tuning", {"prefix_projection": True}),
+    ("p_tuning", {"encoder_type": "lstm"}), ("p_tuning", {"encoder_hidden_size": 8}),
+    ("ia3", {"target_modules": "attention_mlp"}),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tiny_llama_dir):
+    return json.loads((tiny_llama_dir / "config.json").read_text())
+
+
+@pytest.mark.parametrize("method,raw", [(m, {}) for m in methods.names()] + VARIANTS,
+                         ids=lambda x: x if isinstance(x, str) else ",".join(f"{k}={v}" for k, v in x.items()))
+def test_torch_free_count_matches_the_meta_device(tiny_config, method, raw):
+    from worker.methods.counting import estimate_trainable
+
+    meta = estimate_trainable(tiny_config, method, methods.parse_params(method, raw), "causal_lm")
+    ours = count_trainable(tiny_config, method, raw)
+    assert ours["trainable"] == pytest.approx(meta["trainable"], rel=TOLERANCE)
+    assert ours["total"] == pytest.approx(meta["total"], rel=TOLERANCE)
+    assert ours["ratio"] == pytest.approx(meta["ratio"], rel=2 * TOLERANCE)
+
+
+def defaults(**changes) -> list:
+    """The form's values as rendered (every knob's default), with ``changes`` by key."""
+    return [changes.get(key, knob.default) for _, key, knob in train.SPECS]
+
+
+def test_cost_line_follows_model_method_and_params(studio):
+    line = train.cost(studio["tiny-llama"], studio["dataset"], "lora", *defaults())
+    assert "**7.17k** of 51.4k parameters train (**14 %**)" in line  # q,k,v,o at r=16 on the tiny Llama
+    assert "estimated peak memory" in line and "training on the CPU" in line
+    wider = train.cost(studio["tiny-llama"], None, "lora", *defaults(target_modules="attention_mlp", r=8))
+    assert "**8.19k** of 52.4k" in wider
+    assert "**44.2k** of 44.2k parameters train (**100 %**)" in train.cost(studio["tiny-llama"], None, "full",
+                                                                             *defaults())
+    smol = train.cost(studio["smollm2"], None, "freeze", *defaults(num_trainable_layers=30))
+    assert "**135M** of 135M" in smol  # every layer and the tied head (= the embeddings): everything
+    assert "Pick a base model" in train.cost(None, None, "lora", *defaults())
+    assert train.cost(studio["tiny-llama"], None, "lora", *defaults(r=0)).startswith("Cannot estimate yet: lora: r")
+
+
+def test_cost_line_says_where_it_fits(studio):
+    with session_scope() as db:
+        db.add(Worker(id="w", host="h", gpus=[{"index": 0, "name": "T4", "memory_gb": 16.0}]))
+    assert "fits GPU 0 (16 GB)" in train.cost(studio["tiny-llama"], None, "lora", *defaults())
+    line = train.cost(studio["smollm2"], None, "full", *defaults(per_device_train_batch_size=64,
+                                                                 max_seq_length=8192))
+    assert "does not fit the largest GPU (16 GB)" in line
+
+
+def build_tab():
+    with gr.Blocks() as demo:
+        with gr.Tabs() as tabs:
+            shell = Shell(tabs=tabs, job_id=gr.State(None))
+            with gr.Tab("Train"):
+                train.render(shell)
+    return demo, shell
+
+
+def inputs_in(block) -> list:
+    """The input components inside a layout block (Gradio wraps them in Form blocks)."""
+    out = []
+    for child in getattr(block, "children", []):
+        out += inputs_in(child) if isinstance(child, gr.blocks.BlockContext) else [child]
+    return out
+
+
+def test_form_groups_every_field_once_in_short_rows():
+    demo, shell = build_tab()
+    blocks = list(demo.blocks.values())
+    ids = [b.elem_id for b in blocks if b.elem_id]
+    for owner, key, _ in train.SPECS:
+        elem = f"t-{key}" if owner == "training" else f"p-{owner}-{key}"
+        assert ids.count(elem) == 1, elem
+    rows = [inputs_in(b) for b in blocks if isinstance(b, gr.Row)]
+    assert max(len(r) for r in rows) <= 4  # the top row: model, data set, method, parent
+    fields = [r for r in rows if all((c.elem_id or "").startswith(("t-", "p-")) for c in r)]
+    assert len(fields) >= 10 and max(len(r) for r in fields) <= train.PER_ROW
+    advanced = next(b for b in blocks if b.elem_id == "train-advanced")
+    inside = {c.elem_id for c in inputs_in(advanced)}
+    assert {"t-warmup_ratio", "t-optim", "t-seed"} <= inside and "t-learning_rate" not in inside
+    assert "train_settings" in shell.handoff  # the Advisor's settings arrive through here
+
+
+def test_method_change_shows_its_group_and_defaults():
+    out = train.method_defaults("full")
+    shows, lr, note = out[:-2], out[-2], out[-1]
+    assert [g.visible for g in shows] == [n == "full" for n in methods.names()]
+    assert lr.value == 2e-5 and "every weight" in note.lower()
+
+
+def test_submit_keeps_the_estimate_and_the_job_shows_it_beside_the_measured_peak(studio, capsys):
+    spec = build_train_spec(model_id=studio["tiny-llama"], dataset_id=studio["dataset"], method="lora",
+                            settings={"max_steps": 2})
+    job, _ = services.submit_train(spec)
+    estimate = job.config["estimate"]
+    assert estimate["trainable"] == 7168 and estimate["total"] == 51360 and estimate["device"] == "cpu"
+    assert TrainSpec(**job.config).estimate == estimate  # the worker rebuilds its spec from this config
+    assert estimate["total_gb"] > estimate["live_gb"] > 0
+    assert services.job_json(job)["memory"]["measured_gb"] is None
+    assert "est. " in jobs.status_html(job, [])
+
+    measured = {"metrics": {"peak_memory_gb": 2 * estimate["total_gb"], "peak_memory_kind": "cpu_rss"}}
+    with session_scope() as db:
+        db.get(Job, job.id).result = measured
+    vs = estimate_vs_measured(job.config, measured)
+    assert vs["compared"] == "total_gb" and vs["error_pct"] == pytest.approx(-50, abs=0.1)
+    cli.main(["jobs", "show", str(job.id), "--json"])
+    shown = json.loads(capsys.readouterr().out)["memory"]
+    assert shown["error_pct"] == pytest.approx(-50, abs=0.1) and shown["estimated_gb"] == estimate["total_gb"]
+    with session_scope() as db:
+        assert "(-50 %)" in jobs.status_html(db.get(Job, job.id), [])
+    cuda = estimate_vs_measured(job.config, {"metrics": {"peak_memory_gb": estimate["live_gb"],
+                                                         "peak_memory_kind": "cuda_allocated"}})
+    assert cuda["compared"] == "live_gb" and cuda["error_pct"] == 0  # CUDA measures tensors, not the context
+
+
+def test_cli_train_prints_the_cost_before_it_waits(studio, capsys):
+    cli.main(["train", "--model", "tiny-llama", "--dataset", str(studio["dataset"]), "--method", "ia3"])
+    err = capsys.readouterr().err
+    assert "ia3: 192 of 44.4k parameters train" in err and "estimated peak memory" in err
