@@ -11,7 +11,7 @@ import html
 import gradio as gr
 import pandas as pd
 
-from models_db import Job, session_scope
+from models_db import Dataset, Job, session_scope
 from models_db import jobs as jobq
 from models_db import queries as q
 from studio import services
@@ -112,7 +112,10 @@ def queue_rows() -> list[list]:
                 for j in active]
 
 
-def curve_frame(points: list[dict]) -> pd.DataFrame:
+def curve_frame(points: list[dict], series: tuple[str, ...] = ("loss",)) -> pd.DataFrame:
+    """The chart's rows. Every name in ``series`` gets at least a blank (NaN) row once any point exists:
+    the chart fixes its legend's domain from the first frame it draws, so an eval curve that starts
+    later would otherwise never be drawn."""
     # a retry resumes at its checkpoint and logs those steps again: the newest attempt's point wins
     newest: dict[tuple[str, int], dict] = {}
     for p in points:
@@ -123,6 +126,10 @@ def curve_frame(points: list[dict]) -> pd.DataFrame:
     rows = [{"step": p["step"], "value": p["value"], "series": p["name"]}
             for p in sorted(newest.values(), key=lambda p: p["step"])]
     # explicit dtypes: an empty or object-typed frame makes the chart treat loss as a category
+    if rows:
+        present = {r["series"] for r in rows}
+        rows += [{"step": rows[0]["step"], "value": float("nan"), "series": name} for name in series
+                 if name not in present]
     df = pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": "int64", "value": "float64"})
     if len(df) > MAX_POINTS:  # thin evenly but keep the last point of each series
         stride = len(df) // MAX_POINTS + 1
@@ -148,6 +155,17 @@ def _changed(cache: dict, key: str, rows: list[list]):
     return rows
 
 
+def _evaluates(job: Job) -> bool:
+    """Whether the job will log eval_loss: its eval_split, or its data set's stored split."""
+    if job.kind != "train":
+        return False
+    if (job.config or {}).get("eval_split", 0) > 0:
+        return True
+    with session_scope() as db:
+        ds = db.get(Dataset, job.dataset_id) if job.dataset_id else None
+        return bool(ds and ds.eval_rows)
+
+
 def poll(job_id: int | None, cache: dict | None):
     """One timer tick: read the job and only the metric points newer than the cached ones, its attempts
     and the queue. Returns (status, curve, log, attempts, queue, cache)."""
@@ -165,7 +183,9 @@ def poll(job_id: int | None, cache: dict | None):
                         for m in new]
     if new:
         cache["after"] = new[-1].id
-    frame = curve_frame(cache["points"])
+    if "series" not in cache:  # read once per job, not on every tick
+        cache["series"] = list(CURVES if _evaluates(job) else ("loss",))
+    frame = curve_frame(cache["points"], tuple(cache["series"]))
     # redraw only when points arrived, and never send an empty frame (the chart would lose its encoding)
     fresh = (bool(new) or cache.get("drawn") != job_id) and not frame.empty
     if fresh:

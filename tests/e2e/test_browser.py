@@ -31,10 +31,25 @@ def test_upload_train_watch_download(studio, page, tmp_path):
     page.locator("#dataset-status").get_by_text("Registered data set").wait_for(timeout=30_000)
     shot(page, "1-datasets")
 
-    # Train: the demo-free tiny model and the data set are preselected; set a short run
+    # Advisor: the tree is drawn with the path taken, every method's memory is estimated, and its
+    # settings fill the Train form
+    open_tab(page, "Advisor")
+    page.locator("#adv-run").click()
+    expect(page.locator("#adv-summary h3").first).to_contain_text("Recommended", timeout=30_000)
+    expect(page.locator("#adv-tree svg .chosen").first).to_be_attached(timeout=30_000)
+    expect(page.locator("#adv-memory")).to_contain_text("lora", timeout=10_000)
+    shot(page, "1b-advisor")
+    page.locator("#adv-use").click()
+    expect(page.locator("#train-cost")).to_contain_text("parameters train", timeout=30_000)
+
+    # Train: the tiny model and the data set are preselected; LoRA with a short run
     open_tab(page, "Train")
+    page.locator("#train-method input").click()
+    page.get_by_role("option", name="lora", exact=True).click()
+    expect(page.locator("#train-method input")).to_have_value("lora")
     expect(page.locator("#train-dataset input")).to_have_value(re.compile("arith"), timeout=15_000)
-    for key, value in {"max_steps": "30", "learning_rate": "0.005", "per_device_train_batch_size": "8"}.items():
+    for key, value in {"max_steps": "30", "learning_rate": "0.005", "per_device_train_batch_size": "8",
+                       "eval_split": "0.1", "eval_steps": "5", "max_seq_length": "64"}.items():
         field = page.locator(f"#t-{key} input").first
         field.fill(value)
         field.press("Tab")
