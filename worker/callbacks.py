@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 from worker import checkpoints
 from worker.context import JobContext
 
-LOGGED = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch")
+LOGGED = ("loss", "eval_loss", "eval_accuracy", "eval_f1", "learning_rate", "grad_norm", "epoch")
 
 
 class StudioCallback(TrainerCallback):
