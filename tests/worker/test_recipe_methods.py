@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sqlalchemy import select
-from transformers import AutoModelForCausalLM, Trainer
+from transformers import AutoModelForCausalLM
 
 from models_db import BaseModel, Job, Metric, ModelVersion, session_scope
 from models_db import jobs as jobq
@@ -57,20 +57,6 @@ def studio(tmp_path_factory, tiny_llama_dir):
         dataset, _, _ = services.add_dataset(root / "pairs.jsonl")
         yield Studio(model_id, dataset.id, fields["path"])
 
-
-@pytest.fixture
-def trained_models(monkeypatch):
-    """The model each Trainer.train call leaves in memory, in order (the recipe runs unchanged)."""
-    models = []
-    real = Trainer.train
-
-    def train(self, *args, **kwargs):
-        out = real(self, *args, **kwargs)
-        models.append(self.model)
-        return out
-
-    monkeypatch.setattr(Trainer, "train", train)
-    return models
 
 
 def run_train(studio: Studio, method: str, parent: int | None = None, **settings) -> ModelVersion:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from sqlalchemy import func, select
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from models_db import BaseModel, Job, Metric, ModelVersion, session_scope
 from models_db import jobs as jobq
@@ -86,20 +86,6 @@ def studio(tmp_path_factory, tiny_bert_dir, tiny_llama_dir):
         yield Studio(root, models, cls.id, pairs.id)
     torch.set_num_threads(threads)
 
-
-@pytest.fixture
-def trained_models(monkeypatch):
-    """The model each Trainer.train call leaves in memory (the recipe runs unchanged)."""
-    models = []
-    real = Trainer.train
-
-    def train(self, *args, **kwargs):
-        out = real(self, *args, **kwargs)
-        models.append(self.model)
-        return out
-
-    monkeypatch.setattr(Trainer, "train", train)
-    return models
 
 
 def submit(studio: Studio, model: str, method: str, dataset: int | None = None, task: str | None = None,
