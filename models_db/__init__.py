@@ -1,8 +1,11 @@
 """The studio's database: typed SQLAlchemy 2.0 schema, engine/session factory, queries, migrations."""
 from models_db.engine import get_engine, session_scope, reset_engine
-from models_db.schema import Base, BaseModel, Dataset, Job, JobState, Metric, ModelVersion, Worker
+from models_db.schema import (
+    Base, BaseModel, Dataset, Evaluation, Generation, Job, JobState, Metric, ModelVersion, User, VersionParent, Worker,
+)
 
 __all__ = [
-    "Base", "BaseModel", "Dataset", "Job", "JobState", "Metric", "ModelVersion", "Worker",
+    "Base", "BaseModel", "Dataset", "Evaluation", "Generation", "Job", "JobState", "Metric", "ModelVersion", "User",
+    "VersionParent", "Worker",
     "get_engine", "session_scope", "reset_engine",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text, func
+from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Stable constraint names from the first migration on, so later migrations can alter them (Alembic).
@@ -52,6 +52,8 @@ class BaseModel(Base):
     config: Mapped[dict] = mapped_column(default=dict)
     trust_remote_code: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # None: the embedded single user
+    shared: Mapped[bool] = mapped_column(default=True, server_default="1")  # visible to the owner's team
 
 
 class Dataset(Base):
@@ -77,6 +79,8 @@ class Dataset(Base):
     # the stored train/eval split (studio.datasets.split): {} none, {"kind": "ratio"|"file", ...}
     split: Mapped[dict] = mapped_column(default=dict, server_default="{}")
     eval_rows: Mapped[int] = mapped_column(default=0, server_default="0")  # rows in eval.jsonl beside `path`
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    shared: Mapped[bool] = mapped_column(default=False, server_default="0")
 
     parent: Mapped[Dataset | None] = relationship(remote_side=[id])
 
@@ -113,6 +117,10 @@ class Job(Base):
     message: Mapped[str] = mapped_column(Text, default="")  # what it is doing now
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict] = mapped_column(default=dict)
+    # routing: the broker queue its task goes to (re-sends use it too); None: the default queue
+    queue: Mapped[str | None] = mapped_column(String(100))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    shared: Mapped[bool] = mapped_column(default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -153,6 +161,8 @@ class ModelVersion(Base):
     notes: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[list] = mapped_column(default=list, server_default="[]")  # a person's labels: "best", "prod"
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    shared: Mapped[bool] = mapped_column(default=False, server_default="0")
 
     base_model: Mapped[BaseModel] = relationship()
     dataset: Mapped[Dataset | None] = relationship()
@@ -170,3 +180,66 @@ class Worker(Base):
     current_job_id: Mapped[int | None] = mapped_column()
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class User(Base):
+    """An account (production mode). Embedded mode on 127.0.0.1 runs without accounts."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(16), default="member")  # admin | member
+    team: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    disabled: Mapped[bool] = mapped_column(default=False, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VersionParent(Base):
+    """Every parent of a version with its weight: one row for a continued version, several for a
+    combined one (peft's weighted adapter combination). ``ModelVersion.parent_id`` stays the first."""
+
+    __tablename__ = "version_parents"
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), primary_key=True, index=True)
+    weight: Mapped[float] = mapped_column(default=1.0)
+
+
+class Evaluation(Base):
+    """A version evaluated on a dataset version's eval split (or its training rows when it has none)."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("version_id", "dataset_id", name="uq_evaluations_version_dataset"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))  # the evaluate job that produced it
+    split: Mapped[str] = mapped_column(String(16), default="eval")  # eval | train (no eval split)
+    rows: Mapped[int] = mapped_column(default=0)
+    metrics: Mapped[dict] = mapped_column(default=dict)  # eval_loss, perplexity | accuracy, f1
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Generation(Base):
+    """One prompt run through a version (or the base model: ``version_id`` None) with given settings.
+
+    The playground and the side-by-side compare both go through here: ``cache_key`` (a hash of model,
+    prompt and settings) makes the same request reuse its output, and ``output`` grows while the
+    interactive worker streams tokens into it."""
+
+    __tablename__ = "generations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cache_key: Mapped[str] = mapped_column(String(64), unique=True)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"))
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
+    prompt: Mapped[str] = mapped_column(Text)  # the user turn, or a JSON list of chat messages
+    settings: Mapped[dict] = mapped_column(default=dict)  # max_new_tokens, temperature, top_p, seed, ...
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | done | failed
+    output: Mapped[str] = mapped_column(Text, default="")
+    new_tokens: Mapped[int] = mapped_column(default=0)
+    ms_per_token: Mapped[float | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
