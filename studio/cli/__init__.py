@@ -1,0 +1,50 @@
+"""The `studio` command. Every command with --json prints one JSON object on stdout; errors go to
+stderr with a non-zero exit; progress bars go to stderr so --json stays clean.
+
+One module per area; each has ``register(sub, add, group)`` that adds its subcommands."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from studio.cli import advise, datasets, jobs, system, versions
+from studio.cli.common import CliError
+from studio.datasets import DatasetError
+from studio.jobspec import SpecError
+
+AREAS = (system, advise, datasets, jobs, versions)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p = argparse.ArgumentParser(prog="studio", description="FineTune Studio", parents=[common])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def add(parent, name, fn, help_):
+        sp = parent.add_parser(name, help=help_, parents=[common])
+        sp.set_defaults(fn=fn)
+        return sp
+
+    def group(name, help_):
+        return sub.add_parser(name, help=help_).add_subparsers(dest="sub", required=True)
+
+    for area in AREAS:
+        area.register(sub, add, group)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (CliError, SpecError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - user-facing worker errors raised in-process (import, export)
+        from worker.errors import UserFacingError
+
+        if isinstance(e, UserFacingError):
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        raise

@@ -1,0 +1,91 @@
+"""`studio db`, `serve`, `worker`, `models`, `methods`: the install and its building blocks."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from models_db import session_scope
+from models_db import queries as q
+from studio.cli.common import CliError, emit
+
+
+def cmd_db_upgrade(args):
+    from models_db.migrate import upgrade
+
+    upgrade()
+    emit(args, {"ok": True}, "database is up to date")
+
+
+def cmd_serve(args):
+    from studio.server import serve
+
+    serve(host=args.host, port=args.port, worker=not args.no_worker)
+
+
+def cmd_worker(args):
+    from worker.service import main
+
+    main(queues=args.queues, gpus=args.gpus)
+
+
+def cmd_models_import(args):
+    from models_db import BaseModel
+    from worker.importer import DEMO_ENCODER_NAME, DEMO_NAME, demo_encoder_dir, demo_gguf, import_model
+
+    demo = args.demo or args.demo_encoder
+    if [bool(args.path), args.demo, args.demo_encoder].count(True) != 1:
+        raise CliError("give one of: a PATH (HF model folder or .gguf file), --demo (the SmolLM2 chat model) or "
+                       "--demo-encoder (the MiniLM encoder for classification)")
+    if args.demo:
+        src, name = demo_gguf(), args.name or DEMO_NAME
+    elif args.demo_encoder:
+        src, name = demo_encoder_dir(), args.name or DEMO_ENCODER_NAME
+    else:
+        src, name = Path(args.path), args.name
+    with session_scope() as db:
+        existing = q.model_by_ref(db, name) if name else None
+        if existing and demo:
+            return emit(args, {"model": _model_json(existing), "imported": False}, f"{existing.name} is already imported")
+    print(f"importing {src} ...", file=sys.stderr)
+    fields = import_model(src, name)
+    with session_scope() as db:
+        row = q.model_by_ref(db, fields["name"]) or BaseModel(**fields)
+        for k, v in fields.items():
+            setattr(row, k, v)
+        db.add(row)
+        db.flush()
+        emit(args, {"model": _model_json(row), "imported": True}, f"imported model {row.id}: {row.name}")
+
+
+def _model_json(m) -> dict:
+    return {"id": m.id, "name": m.name, "path": m.path, "architecture": m.architecture, "params_total": m.params_total}
+
+
+def cmd_models_list(args):
+    with session_scope() as db:
+        rows = [_model_json(m) for m in q.list_models(db)]
+    emit(args, {"models": rows}, "\n".join(f"{m['id']:>4}  {m['name']}  {m['params_total'] / 1e6:.1f}M" for m in rows)
+         or "no models yet: studio models import --demo")
+
+
+def cmd_methods_list(args):
+    from worker import methods
+
+    rows = methods.describe_all()
+    emit(args, {"methods": rows}, "\n".join(f"{m['name']:<15} {m['summary']}" for m in rows))
+
+
+def register(sub, add, group) -> None:
+    sp = add(sub, "serve", cmd_serve, "start the web studio (and, embedded, a worker)")
+    sp.add_argument("--host"), sp.add_argument("--port", type=int)
+    sp.add_argument("--no-worker", action="store_true", help="do not start a worker beside the UI")
+    sp = add(sub, "worker", cmd_worker, "run a training worker")
+    sp.add_argument("--gpus", help="e.g. 0,1 (sets CUDA_VISIBLE_DEVICES)"), sp.add_argument("--queues")
+
+    g = group("models", "base models")
+    sp = add(g, "import", cmd_models_import, "import a HF model folder or a GGUF file")
+    sp.add_argument("path", nargs="?"), sp.add_argument("--name"), sp.add_argument("--demo", action="store_true")
+    sp.add_argument("--demo-encoder", action="store_true", help="the MiniLM encoder, for classification")
+    add(g, "list", cmd_models_list, "list base models")
+    add(group("methods", "fine-tuning methods"), "list", cmd_methods_list, "the method registry")
+    add(group("db", "database"), "upgrade", cmd_db_upgrade, "apply migrations")
