@@ -177,8 +177,8 @@ def freeze_layer_params(shape: ModelShape, spec: MethodSpec) -> int:
     parts = spec.freeze_parts
     if parts == "all":
         return shape.layer_params()
-    if parts == "attention":  # the registry's "attention" is every child named *attn*/*attention*:
-        return attention + (shape.hidden if shape.gated_mlp else 0)  # Llama's post_attention_layernorm too
+    if parts == "attention":  # the attention sub-module only, never a norm (post_attention_layernorm)
+        return attention
     if parts == "mlp":
         return mlp
     total = 0

@@ -176,6 +176,13 @@ def test_freeze_trains_only_top_layers_and_head(tiny_llama_dir):
     assert {"lm_head.weight", "model.norm.weight"} <= trainable
 
 
+def test_freeze_attention_preset_trains_attention_but_no_norm(tiny_llama_dir):
+    params = methods.parse_params("freeze", {"num_trainable_layers": 1, "trainable_modules": "attention"})
+    model = methods.get("freeze").apply(load_base(tiny_llama_dir), params, "causal_lm")
+    top = {n for n, p in model.named_parameters() if p.requires_grad and n.startswith("model.layers.1.")}
+    assert top and all(n.startswith("model.layers.1.self_attn.") for n in top), top
+
+
 def test_lora_presets_map_to_the_models_linear_names(tiny_llama_dir, tiny_bert_dir):
     from worker.methods._peft_common import resolve_targets
 

@@ -41,11 +41,12 @@ def _wanted(child_name: str, spec: str) -> bool:
     """Does the block child ``child_name`` belong to the requested part?"""
     if spec == "all":
         return True
-    is_attn = _arch.is_attention(child_name)
+    is_norm = "norm" in child_name.lower()  # Llama's post_attention_layernorm says "attention" but is a norm
+    is_attn = _arch.is_attention(child_name) and not is_norm
     if spec == "attention":
         return is_attn
     if spec == "mlp":
-        return not is_attn and "norm" not in child_name.lower()
+        return not is_attn and not is_norm
     return child_name in split_list(spec)
 
 
