@@ -1,5 +1,6 @@
 """The studio's database: typed SQLAlchemy 2.0 schema, engine/session factory, queries, migrations."""
 from models_db.engine import get_engine, session_scope, reset_engine
+from models_db import access  # noqa: F401 - registers the owner filter on every Session
 from models_db.schema import (
     Base, BaseModel, Dataset, Evaluation, Generation, Job, JobState, Metric, ModelVersion, User, VersionParent, Worker,
 )

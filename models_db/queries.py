@@ -1,10 +1,11 @@
-"""Plain read queries; each takes a Session."""
+"""Plain read queries; each takes a Session. Every query here is filtered by the acting user's
+ownership (models_db.access), so members get only their own and their team's shared rows."""
 from __future__ import annotations
 
 from sqlalchemy import desc, select
 from sqlalchemy.orm import Session
 
-from models_db.schema import BaseModel, Dataset, Job, ModelVersion, Worker
+from models_db.schema import BaseModel, Dataset, Job, ModelVersion, VersionParent, Worker
 
 
 def list_models(session: Session) -> list[BaseModel]:
@@ -41,29 +42,59 @@ def list_workers(session: Session) -> list[Worker]:
     return list(session.scalars(select(Worker).order_by(Worker.id)))
 
 
-def ancestors(session: Session, version_id: int) -> list[ModelVersion]:
-    """Parent, grandparent, ... of a version (nearest first)."""
-    out, v = [], session.get(ModelVersion, version_id)
-    while v is not None and v.parent_id is not None:
-        v = session.get(ModelVersion, v.parent_id)
-        out.append(v)
+def parents(session: Session, version_id: int) -> list[tuple[ModelVersion, float]]:
+    """A version's parents with their weights (VersionParent rows: several for a combined version),
+    first parent first; a version registered before those rows existed falls back to ``parent_id``."""
+    rows = session.execute(select(ModelVersion, VersionParent.weight)
+                           .join(VersionParent, VersionParent.parent_id == ModelVersion.id)
+                           .where(VersionParent.version_id == version_id)).all()
+    v = session.get(ModelVersion, version_id)
+    first = v.parent_id if v is not None else None
+    out = sorted(((p, w) for p, w in rows), key=lambda pw: (pw[0].id != first, pw[0].id))
+    if not out and first is not None:
+        parent = session.get(ModelVersion, first)
+        out = [(parent, 1.0)] if parent is not None else []
     return out
+
+
+def children(session: Session, version_ids: list[int]) -> list[ModelVersion]:
+    """Versions with one of ``version_ids`` among their parents (VersionParent rows or ``parent_id``)."""
+    via_rows = select(VersionParent.version_id).where(VersionParent.parent_id.in_(version_ids))
+    return list(session.scalars(select(ModelVersion).where(
+        ModelVersion.parent_id.in_(version_ids) | ModelVersion.id.in_(via_rows)).order_by(ModelVersion.id)))
+
+
+def ancestors(session: Session, version_id: int) -> list[ModelVersion]:
+    """Parents, grandparents, ... of a version (nearest first; every parent of a combined version)."""
+    out: dict[int, ModelVersion] = {}
+    frontier = [version_id]
+    while frontier:
+        found = [p for vid in frontier for p, _ in parents(session, vid) if p.id not in out]
+        for p in found:
+            out.setdefault(p.id, p)
+        frontier = list(dict.fromkeys(p.id for p in found))
+    return list(out.values())
 
 
 def descendants(session: Session, version_id: int) -> list[ModelVersion]:
-    """Children, grandchildren, ... of a version (breadth first: every parent before its children)."""
-    out, frontier = [], [version_id]
+    """Children, grandchildren, ... of a version, combined children included, every parent before its
+    children (a version reached again further down moves there: the order stays topological)."""
+    out: dict[int, ModelVersion] = {}
+    frontier = [version_id]
     while frontier:
-        kids = list(session.scalars(select(ModelVersion).where(ModelVersion.parent_id.in_(frontier))
-                                    .order_by(ModelVersion.id)))
-        out += kids
+        kids = children(session, frontier)
+        for k in kids:
+            out.pop(k.id, None)
+            out[k.id] = k
         frontier = [k.id for k in kids]
-    return out
+    return list(out.values())
 
 
 def queue_positions(session: Session) -> dict[int, int]:
     """Queued jobs -> their place in line (1 = next), first come first served."""
-    ids = session.scalars(select(Job.id).where(Job.state == "queued").order_by(Job.id))
+    # everyone's queued jobs count for the place in line, whoever may see them (models_db.access)
+    ids = session.scalars(select(Job.id).where(Job.state == "queued").order_by(Job.id)
+                          .execution_options(studio_unfiltered=True))
     return {job_id: i for i, job_id in enumerate(ids, 1)}
 
 

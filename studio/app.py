@@ -6,11 +6,12 @@ from pathlib import Path
 import gradio as gr
 
 from studio.shell import Shell
-from studio.tabs import advisor, datasets, jobs, train, versions
+from studio.tabs import advisor, datasets, fleet, jobs, playground, train, versions
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 TABS = [("datasets", "Datasets", datasets), ("advisor", "Advisor", advisor), ("train", "Train", train),
-        ("jobs", "Jobs", jobs), ("versions", "Versions", versions)]
+        ("jobs", "Jobs", jobs), ("fleet", "Fleet", fleet), ("versions", "Versions", versions),
+        ("playground", "Playground", playground)]
 
 
 def build_app() -> gr.Blocks:

@@ -45,6 +45,11 @@ TRAINING: dict[str, Knob] = {
     "bf16": Knob(bool, False, "bfloat16 mixed precision (GPUs that support it).", None, None),
     "fp16": Knob(bool, False, "float16 mixed precision.", None, None),
     "optim": Knob(str, "adamw_torch", "Optimizer (8-bit and paged ones need bitsandbytes).", choices=OPTIMIZERS),
+    "torch_compile": Knob(bool, False, "Compile the model with torch.compile (GPU): faster steps after a "
+                          "compile of a minute or more; helps long runs with fixed shapes.", None, None),
+    "use_liger_kernel": Knob(bool, False, "Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear "
+                             "cross-entropy) on CUDA: less memory, faster steps. Needs the studio's [fast] extra "
+                             "(liger-kernel) on the worker.", None, None),
     "logging_steps": Knob(float, 1, "Log metrics every N steps.", 0.0001, 100000),
     "eval_steps": Knob(float, 0.1, "Evaluate every N steps (below 1: fraction of the run).", 0.0001, 100000),
     "save_steps": Knob(float, 0.25, "Checkpoint every N steps (below 1: fraction of the run).", 0.0001, 100000),
@@ -56,9 +61,14 @@ STUDIO: dict[str, Knob] = {
     "eval_split": Knob(float, 0.1, "Fraction of rows held out for evaluation (0: none). Only for data sets without a "
                        "stored split: a split stored with the data set wins.", 0.0, 0.5),
     "early_stopping_patience": Knob(int, 0, "Stop after this many evaluations without improvement (0: off).", 0, 1000),
-    "packing": Knob(bool, False, "Pack several examples into each sequence without padding (causal LM). Position ids "
-                    "restart per example, so examples never attend to each other. Not for prompt-learning methods.",
-                    None, None),
+    "packing": Knob(bool, True, "Pack several examples into each sequence without padding (causal LM): no compute "
+                    "is spent on padding. Position ids restart per example, so examples never attend to each other. "
+                    "On by default; always off for prompt-learning methods and classification.", None, None),
+    "gpus": Knob(int, 1, "GPUs on one machine for this job; above 1 the worker holding them launches it with "
+                 "accelerate (DDP, or FSDP when the job does not fit one GPU).", 1, 64),
+    "distributed": Knob(str, "auto", "How several GPUs share the job: auto (DDP when it fits one GPU, else FSDP), "
+                        "ddp (a replica per GPU) or fsdp (weights and optimizer state sharded).",
+                        choices=("auto", "ddp", "fsdp")),
 }
 
 
@@ -74,7 +84,9 @@ class TrainSpec:
     max_seq_length: int = 512
     eval_split: float = 0.1
     early_stopping_patience: int = 0
-    packing: bool = False
+    packing: bool = True  # padding-free; build_train_spec and services.submit_train switch it off where wrong
+    gpus: int = 1  # GPUs on one machine (worker/launch.py); above 1: accelerate launch
+    distributed: str = "auto"  # auto | ddp | fsdp (studio/advisor/parallel.py)
     task: str | None = None  # causal_lm or seq_cls; None: implied by the data set (services.submit_train)
     parent_version_id: int | None = None
     # the advisor's estimate at submit (studio.advisor.jobcost.job_estimate), shown beside the measured peak
@@ -126,6 +138,8 @@ def build_train_spec(*, model_id: int, dataset_id: int, method: str, settings: d
     if training["bf16"] and training["fp16"]:
         raise SpecError("bf16 and fp16 are both on: choose one precision")
     studio = {k: coerce(k, knob, settings.get(k, knob.default)) for k, knob in STUDIO.items()}
+    if not m.packable:  # prompt learning: packed examples would share the virtual tokens (worker/data.py)
+        studio["packing"] = False
     try:
         params = methods.parse_params(method, {k: v for k, v in settings.items() if k in method_keys})
     except methods.MethodError as e:

@@ -7,6 +7,7 @@ import sys
 
 from models_db.migrate import upgrade
 from studio.app import STATIC, build_app, theme
+from studio.auth import launch_options, redact_url
 from studio.settings import get_settings
 
 log = logging.getLogger("studio")
@@ -14,20 +15,27 @@ log = logging.getLogger("studio")
 
 def serve(host: str | None = None, port: int | None = None, worker: bool = True) -> None:
     s = get_settings()
+    host = host or s.host
+    # the database and broker as a log may show them: never their passwords (docs/security.md)
+    print(f"studio: database {redact_url(s.db_url)}, broker {redact_url(s.broker)}", file=sys.stderr)
     upgrade()  # migrations run once here, never concurrently from workers
-    proc = None
+    secure = launch_options(host)  # login, upload limit, file guard; refuses a public host without an admin
+    procs = []
     if worker:
         # A separate process: the UI stays free of torch, and the worker's training children are its own.
-        proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "worker"])
-        log.info("embedded worker started (pid %s)", proc.pid)
+        # A second one serves generations (playground, side by side): a chat never waits behind training.
+        for queues in ([], ["--queues", s.interactive_queue]):
+            procs.append(subprocess.Popen([sys.executable, "-m", "studio.cli", "worker", *queues]))
+            log.info("embedded worker %s started (pid %s)", " ".join(queues) or "(training)", procs[-1].pid)
     try:
         build_app().queue(default_concurrency_limit=8).launch(
-            server_name=host or s.host, server_port=port or s.port, allowed_paths=[str(s.path("exports"))],
+            server_name=host, server_port=port or s.port, allowed_paths=[str(s.path("exports"))], **secure,
             theme=theme(), css_paths=[str(STATIC / "style.css")], favicon_path=str(STATIC / "favicon.svg"),
             show_error=True, footer_links=[])
     finally:
-        if proc is not None:
+        for proc in procs:
             proc.terminate()
+        for proc in procs:
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:

@@ -8,6 +8,8 @@ from pathlib import Path
 from models_db import Dataset, Job, ModelVersion, session_scope
 from models_db import jobs as jobq
 from models_db import queries as q
+from models_db.access import hidden_reason
+from studio import routing, store
 from studio.advisor.jobcost import estimate_vs_measured
 from studio.datasets import IntakeReport, versions
 from studio.datasets.split import Split
@@ -82,6 +84,7 @@ def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: 
         if ds is None:
             raise SpecError(f"dataset {spec.dataset_id} does not exist (studio dataset list)")
         spec = replace(spec, task=task_for(ds, spec.task))
+        spec = replace(spec, packing=spec.packing and spec.task == "causal_lm")  # packing is for causal LM only
         if spec.parent_version_id is not None:
             parent = db.get(ModelVersion, spec.parent_version_id)
             if parent is None:
@@ -92,12 +95,13 @@ def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: 
             spec = continue_from(spec, parent.method, parent.config)
         check_against_model(spec, base.path, base.config)
         spec = replace(spec, estimate=train_estimate(db, base, spec))
+        placed = routing.place(spec.to_json(), routing.alive_fleet(db))  # the queue of its memory tier
         job, created = jobq.create_job(db, kind="train", config=spec.to_json(), idempotency_key=idempotency_key,
                                        max_attempts=s.max_attempts, base_model_id=spec.model_id,
                                        dataset_id=spec.dataset_id, parent_version_id=spec.parent_version_id,
-                                       after_job_id=after)
+                                       after_job_id=after, queue=placed.queue, message=placed.waiting)
     if created:
-        send("train", job.id)
+        send("train", job.id, job.queue)
     return job, created
 
 
@@ -112,47 +116,52 @@ def train_estimate(db, base, spec: TrainSpec) -> dict:
         return {"error": f"no estimate: {e}"}
 
 
-def send(kind: str, job_id: int) -> bool:
-    """Send a job's task. With the broker down the job stays queued in the database, which is the
-    authority, and an idle worker's sweep sends it once the broker is back (docs/reliability.md)."""
+def send(kind: str, job_id: int, queue: str | None = None) -> bool:
+    """Send a job's task to its queue (``Job.queue``; None: the default one). With the broker down the job
+    stays queued in the database, which is the authority, and an idle worker's sweep sends it once the
+    broker is back (docs/reliability.md)."""
     from kombu.exceptions import OperationalError as BrokerUnreachable
 
     from worker.celery_app import enqueue
 
     try:
-        enqueue(kind, job_id)
+        enqueue(kind, job_id, queue)
         return True
     except (BrokerUnreachable, OSError) as e:
         log.warning("job %s is queued but its task could not be sent (%s); a worker will send it later", job_id, e)
         return False
 
 
-def submit_export(version_id: int, *, merged: bool) -> Job:
-    """Queue a background export (zip) of a version; one queued, running or already built is reused."""
-    config = {"version_id": version_id, "merged": merged}
+def submit_export(version_id: int, *, merged: bool | None = None, format: str | None = None) -> Job:
+    """Queue a background export (zip) of a version in ``format`` (studio.exports.FORMATS; ``merged``: the
+    older flag for merged/adapter); one queued, running or already built is reused. Refused here, before
+    anything is queued, when the method cannot merge or the merge needs more memory than this machine has."""
+    from studio import exports
+
     with session_scope() as db:
-        if db.get(ModelVersion, version_id) is None:
-            raise SpecError(f"version {version_id} does not exist (studio versions list)")
+        if db.get(ModelVersion, version_id) is None:  # missing, or someone else's (models_db.access)
+            raise SpecError(hidden_reason(db, ModelVersion, version_id)
+                            or f"version {version_id} does not exist (studio versions list)")
+        fmt = exports.check_export(db, version_id, format or ("merged" if merged else "adapter"))
+        config = {"version_id": version_id, "format": fmt.name, "merged": fmt.merged}
         for old in q.list_jobs(db, kind="export", limit=100):
             if old.config == config and (old.state in ("queued", "running") or
                                          (old.state == "succeeded" and _zip_exists(old))):
                 return old
-        job, _ = jobq.create_job(db, kind="export", config=config)
-    from worker.celery_app import enqueue
-
-    enqueue("export", job.id)
+        job, _ = jobq.create_job(db, kind="export", config=config, queue=routing.default_queue())
+    send("export", job.id, job.queue)  # a broker outage leaves it queued; the sweep sends it later
     return job
 
 
 def _zip_exists(job: Job) -> bool:
     z = (job.result or {}).get("zip")
-    return bool(z) and (get_settings().home_abs / z).exists()
+    return bool(z) and store.exists(z)  # here, or in the shared store (studio/store.py)
 
 
 def cancel_job(job_id: int) -> str:
     with session_scope() as db:
-        if db.get(Job, job_id) is None:
-            raise SpecError(f"job {job_id} does not exist (studio jobs list)")
+        if db.get(Job, job_id) is None:  # missing, or someone else's (models_db.access)
+            raise SpecError(hidden_reason(db, Job, job_id) or f"job {job_id} does not exist (studio jobs list)")
         return jobq.request_cancel(db, job_id)
 
 
@@ -163,7 +172,7 @@ def job_json(job: Job, position: int | None = None) -> dict:
         "step": job.step, "max_steps": job.max_steps, "message": job.message, "error": job.error,
         "version_id": (job.result or {}).get("version_id"), "result": job.result, "config": job.config,
         "worker": job.worker_id, "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at), "position": position, "after": job.after_job_id,
+        "finished_at": _iso(job.finished_at), "position": position, "after": job.after_job_id, "queue": job.queue,
         "resume_step": job.resume_step, "attempts": job.history or [],
         "memory": estimate_vs_measured(job.config, job.result) if job.kind == "train" else None,
     }

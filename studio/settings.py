@@ -22,7 +22,24 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 5.0
     max_attempts: int = 3
     poll_seconds: float = 1.5  # how often the browser refreshes a running job
-    worker_queues: str = "gpu"
+    worker_queues: str = "gpu"  # the first is the default queue; GPU workers add memory tiers (studio/routing.py)
+    # the queue of playground / side-by-side generations (worker/generate.py): its own worker, so a chat
+    # never waits behind a training job; a generation untouched this long counts as lost
+    interactive_queue: str = "interactive"
+    generation_stale_seconds: float = 60
+    resend_seconds: float = 120  # a queued job untouched this long (and a worker idle) counts its message lost
+    # kombu's Redis transport options as JSON, e.g. {"visibility_timeout": 2} in the fault tests
+    broker_transport_options: dict = {}
+    # A worker without GPUs that stands in N CPU processes (gloo) for a job's GPUs: tests the multi-GPU
+    # launch on a CPU machine (worker/launch.py). 0: off, a worker offers the GPUs it has.
+    cpu_processes: int = 0
+    # how long a starting worker waits for the studio to migrate the database (models_db/schema_wait.py)
+    schema_wait_seconds: float = 300
+    # The shared artifact store (studio/store.py): an fsspec URL such as s3://bucket/prefix (keys from the
+    # standard AWS_* variables) or file:///mnt/shared; unset, STUDIO_HOME itself is the store.
+    store_url: str | None = None
+    # The memory a merged export may use (GB); unset: the machine's available RAM (studio/exports.py).
+    export_memory_gb: float | None = None
 
     @property
     def home_abs(self) -> Path:

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
-from models_db import Dataset, Job, JobState, Metric, ModelVersion, session_scope
+from models_db import Dataset, Evaluation, Job, JobState, Metric, ModelVersion, VersionParent, session_scope
 from models_db import queries as q
+from models_db.access import hidden_reason
+from studio import evaluations, generations
 from studio.advisor.mermaid import _text as mermaid_text
 from studio.jobspec import SpecError
 from studio.settings import get_settings
@@ -29,8 +32,9 @@ class VersionError(SpecError):
 
 def get(db: Session, version_id: int) -> ModelVersion:
     v = db.get(ModelVersion, int(version_id))
-    if v is None:
-        raise VersionError(f"version {version_id} does not exist (studio versions list)")
+    if v is None:  # missing, or someone else's (models_db.access filters every query by owner)
+        raise VersionError(hidden_reason(db, ModelVersion, int(version_id))
+                           or f"version {version_id} does not exist (studio versions list)")
     return v
 
 
@@ -50,6 +54,7 @@ STATS = (
     Stat("eval_f1", "F1", "higher"), Stat("trainable_pct", "trainable %", None, 3),
     Stat("peak_memory_gb", "peak memory (GB)", "lower", 2), Stat("train_seconds", "training time (s)", "lower", 1),
     Stat("tokens_per_s", "tokens/s", "higher", 0), Stat("size_mb", "size (MB)", "lower", 2),
+    Stat("ms_per_token", "latency (ms/token)", "lower", 2),  # median of its generations (studio.generations)
 )
 
 
@@ -71,6 +76,7 @@ def stats(v: ModelVersion) -> dict:
     out = {s.key: num.get(s.key) for s in STATS}
     out["trainable_pct"] = 100 * ratio if ratio is not None else None
     out["size_mb"] = artifact_bytes(v) / 2**20 if v.artifacts else None
+    out["ms_per_token"] = generations.median_ms_per_token(object_session(v), v.id) if object_session(v) else None
     return out
 
 
@@ -149,7 +155,8 @@ def plan_delete(version_id: int, *, cascade: bool = False) -> DeletePlan:
         ids = {d.id for d in doomed}
         for job in db.scalars(select(Job).where(Job.state.not_in(JobState.finished()))):
             cfg = job.config or {}
-            used = {job.parent_version_id, cfg.get("version_id"), cfg.get("parent_version_id")} & ids
+            used = {job.parent_version_id, cfg.get("version_id"), cfg.get("parent_version_id"),
+                    *(cfg.get("parents") or [])} & ids  # a combine job reads every parent
             if used:
                 raise VersionError(
                     f"version {min(used)} is in use by job {job.id} ({job.kind}, {job.state}); wait for it to "
@@ -174,6 +181,10 @@ def delete(version_id: int, *, cascade: bool = False) -> DeletePlan:
     with session_scope() as db:
         for job in db.scalars(select(Job).where(Job.parent_version_id.in_(plan.ids))):
             job.parent_version_id = None
+        # its lineage rows (as child or parent: a combined child is among the descendants) and evaluations
+        db.execute(sa_delete(VersionParent).where(VersionParent.version_id.in_(plan.ids)
+                                                  | VersionParent.parent_id.in_(plan.ids)))
+        db.execute(sa_delete(Evaluation).where(Evaluation.version_id.in_(plan.ids)))
         for vid in plan.ids:
             db.delete(db.get(ModelVersion, vid))
             db.flush()
@@ -190,13 +201,17 @@ def delete(version_id: int, *, cascade: bool = False) -> DeletePlan:
 # --- lineage -----------------------------------------------------------------------------------------
 
 def _node(v: ModelVersion) -> dict:
-    return {"id": v.id, "name": v.name, "method": v.method, "parent_id": v.parent_id, "dataset_id": v.dataset_id}
+    db = object_session(v)
+    return {"id": v.id, "name": v.name, "method": v.method, "parent_id": v.parent_id, "dataset_id": v.dataset_id,
+            "parents": [{"id": p.id, "weight": w} for p, w in q.parents(db, v.id)] if db else []}
 
 
 def lineage(db: Session, version_id: int) -> dict:
-    """The version's ancestors (nearest first) and descendants (breadth first)."""
+    """The version's parents with their weights (several for a combined version), its ancestors
+    (nearest first) and descendants (every parent before its children)."""
     v = get(db, version_id)
-    return {"ancestors": [_node(a) for a in q.ancestors(db, v.id)],
+    return {"parents": [{"id": p.id, "name": p.name, "method": p.method, "weight": w} for p, w in q.parents(db, v.id)],
+            "ancestors": [_node(a) for a in q.ancestors(db, v.id)],
             "descendants": [_node(d) for d in q.descendants(db, v.id)]}
 
 
@@ -210,16 +225,19 @@ NODE_STYLES = {
 
 def lineage_mermaid(version_id: int) -> str:
     """A fenced Mermaid flowchart: base model -> ancestors -> the version -> its descendants, with the
-    data set that fed each version on a dotted edge. Every node names its id."""
+    data set that fed each version on a dotted edge. Every node names its id. A combined version has an
+    edge from each of its parents, labelled with its weight (its other parents are drawn too)."""
     with session_scope() as db:
         v = get(db, version_id)
         family = [*reversed(q.ancestors(db, v.id)), v, *q.descendants(db, v.id)]
+        edges = {f.id: q.parents(db, f.id) for f in family}
+        family += list({p.id: p for ps in edges.values() for p, _ in ps if p.id not in {f.id for f in family}}.values())
         base = v.base_model
         datasets = {d.id: d for d in (db.get(Dataset, f.dataset_id) for f in family if f.dataset_id) if d}
         lines = ["```mermaid", "flowchart LR", f'  B{base.id}(["{mermaid_text(f"base #{base.id} · {base.name}")}"])']
         lines += [f'  D{d.id}[("{mermaid_text(f"data set #{d.id} · {d.name}")}")]' for d in datasets.values()]
         lines += [f'  V{f.id}["{mermaid_text(f"#{f.id} · {f.name} · {f.method}")}"]' for f in family]
-        lines += [f"  {f'V{f.parent_id}' if f.parent_id else f'B{base.id}'} --> V{f.id}" for f in family]
+        lines += [_edges(f, edges.get(f.id) if f.id in edges else q.parents(db, f.id), base.id) for f in family]
         lines += [f"  D{f.dataset_id} -.-> V{f.id}" for f in family if f.dataset_id in datasets]
     lines += [f"  classDef {name} {style}" for name, style in NODE_STYLES.items()]
     lines += [f"  class B{base.id} base"]
@@ -230,6 +248,15 @@ def lineage_mermaid(version_id: int) -> str:
         lines.append(f"  class {','.join(others)} ver")
     lines += [f"  class V{v.id} focus", "```"]
     return "\n".join(lines)
+
+
+def _edges(v: ModelVersion, parents: list[tuple[ModelVersion, float]], base_id: int) -> str:
+    """Mermaid edges into ``v``: from the base, its parent, or each parent of a combined version with its weight."""
+    if not parents:
+        return f"  B{base_id} --> V{v.id}"
+    if len(parents) == 1 and parents[0][1] == 1.0:
+        return f"  V{parents[0][0].id} --> V{v.id}"
+    return "\n".join(f'  V{p.id} -- "{mermaid_text(f"x {w:g}")}" --> V{v.id}' for p, w in parents)
 
 
 # --- comparison ----------------------------------------------------------------------------------------
@@ -256,9 +283,10 @@ def curves(db: Session, job_id: int | None, max_points: int = MAX_POINTS) -> dic
     xs, ys = [0] + [s for s, _ in tok], [0.0] + [val for _, val in tok]
     out = {}
     for c in CURVES:
-        pts = sorted((s, val) for (name, s), val in by_key.items() if name == c)
-        if pts:
-            out[c] = thin([[s, float(np.interp(s, xs, ys)) if tok else None, val] for s, val in pts], max_points)
+        pts = thin(sorted((s, val) for (name, s), val in by_key.items() if name == c), max_points)
+        if pts:  # thinned first, then interpolated in one call: a long run has tens of thousands of points
+            tokens = np.interp([s for s, _ in pts], xs, ys).tolist() if tok else [None] * len(pts)
+            out[c] = [[s, t, val] for (s, val), t in zip(pts, tokens)]
     return out
 
 
@@ -325,4 +353,5 @@ def compare(version_ids: list[int], max_points: int = MAX_POINTS) -> dict:
             "peak_memory_kinds": sorted(kinds),
             "config_diff": config_diff([flat_config(v) for v in vs]),
             "curves": {str(v.id): curves(db, v.job_id, max_points) for v in vs},
+            "evaluations": evaluations.table(db, ids),  # version x data set (studio.evaluations)
         }

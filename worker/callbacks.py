@@ -22,7 +22,6 @@ class StudioCallback(TrainerCallback):
     def __init__(self, ctx: JobContext):
         self.ctx = ctx
         self._last_progress = 0.0
-        self._tok_t0: tuple[float, int] | None = None
         self.keep_last = 2
 
     def on_init_end(self, args, state, control, **kw):
@@ -39,7 +38,6 @@ class StudioCallback(TrainerCallback):
             self._check_disk(out, model, args.optim)
         self.ctx.writer.put(step=state.global_step, max_steps=state.max_steps, resume_step=state.global_step,
                             message="training")
-        self._tok_t0 = (time.monotonic(), state.num_input_tokens_seen)
 
     def _check_disk(self, out: Path, model, optim) -> None:
         params = list(model.parameters())
@@ -67,17 +65,11 @@ class StudioCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
         step = state.global_step
+        # throughput (tokens/s, samples/s, step time, memory, MFU) is worker/perf.py's PerfCallback's
         points = [(step, k, float(logs[k])) for k in LOGGED if isinstance(logs.get(k), (int, float))]
-        if self._tok_t0 and state.num_input_tokens_seen:
-            t0, n0 = self._tok_t0
-            now = time.monotonic()
-            if now > t0 and state.num_input_tokens_seen > n0:
-                points.append((step, "tokens_per_s", (state.num_input_tokens_seen - n0) / (now - t0)))
-                points.append((step, "tokens_seen", float(state.num_input_tokens_seen)))
-                self._tok_t0 = (now, state.num_input_tokens_seen)
         if points:
             self.ctx.writer.put(points)
-            shown = " ".join(f"{n}={v:.4g}" for _, n, v in points if n != "tokens_seen")
+            shown = " ".join(f"{n}={v:.4g}" for _, n, v in points)
             print(f"step {step}/{state.max_steps} {shown}", flush=True)
         loss = logs.get("loss")
         if isinstance(loss, float) and not math.isfinite(loss):
@@ -93,6 +85,8 @@ class StudioCallback(TrainerCallback):
             "Lower learning_rate, keep max_grad_norm at 1.0, or use bf16 instead of fp16.")
 
     def on_save(self, args, state, control, **kw):
+        if not state.is_world_process_zero:  # several training processes: rank 0 owns the checkpoint folder
+            return
         out = Path(args.output_dir)
         ckpt = out / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():

@@ -1,8 +1,6 @@
 """The Celery app. Thin tasks take ids; the database is the authority on job state."""
 from __future__ import annotations
 
-import json
-import os
 from functools import lru_cache
 
 from celery import Celery
@@ -20,7 +18,7 @@ def _transport_options(broker: str) -> dict:
         return {"connect_args": {"timeout": 30}}
     # STUDIO_BROKER_TRANSPORT_OPTIONS (JSON) overrides kombu's Redis options, e.g. the fault tests'
     # {"visibility_timeout": 2, "unacked_restore_interval": 1, "unacked_restore_throttle": 1}.
-    return {"visibility_timeout": VISIBILITY_TIMEOUT_S, **json.loads(os.environ.get("STUDIO_BROKER_TRANSPORT_OPTIONS", "{}"))}
+    return {"visibility_timeout": VISIBILITY_TIMEOUT_S, **get_settings().broker_transport_options}
 
 
 def make_app(broker: str | None = None) -> Celery:

@@ -10,10 +10,13 @@ import traceback
 
 from models_db import Job, JobState, session_scope
 from models_db import jobs as jobq
+from studio import evaluations
+from worker import distributed
 from worker.context import JobContext
 from worker.errors import UserFacingError, humanize
 
 RECIPES = {"causal_lm": "worker.recipes.sft", "seq_cls": "worker.recipes.seq_cls"}  # task -> module with train(ctx)
+JOB_KINDS = {"evaluate": "worker.evaluate:run_evaluate_job", "combine": "worker.combine:run_combine_job"}
 
 
 def _recipe(job: Job):
@@ -25,6 +28,9 @@ def _recipe(job: Job):
     if job.kind == "export":
         from worker.export import run_export_job
         return run_export_job
+    if job.kind in JOB_KINDS:  # other kinds: "module:function" taking the JobContext
+        module, _, fn = JOB_KINDS[job.kind].partition(":")
+        return getattr(importlib.import_module(module), fn)
     raise UserFacingError(f"unknown job kind {job.kind!r}")
 
 
@@ -38,6 +44,8 @@ def die_with_worker() -> None:
     import signal
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if distributed.world_size() > 1:
+        return  # a rank's parent is the accelerate launcher, which dies with the worker (worker/launch.py)
     if os.getppid() != worker:  # the worker died before the line above
         os._exit(4)
 
@@ -57,14 +65,19 @@ def main(job_id: int, fence: int) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a message on the job page
         traceback.print_exc()
         ctx.writer.close()
-        with session_scope() as db:
-            jobq.finish(db, claim, JobState.failed.value, error=humanize(exc, job), message="failed")
+        if distributed.is_main():  # another rank's failure ends the launch; the runner records it
+            with session_scope() as db:
+                jobq.finish(db, claim, JobState.failed.value, error=humanize(exc, job), message="failed")
         return 1
     ctx.writer.close()
+    if not distributed.is_main():
+        return 0  # rank 0 records the job's end and its version
     result = dict(result or {})
     version = result.pop("version", None)
     with session_scope() as db:
-        jobq.succeed(db, claim, result=result, version=version)
+        version_id = jobq.succeed(db, claim, result=result, version=version)
+        evaluations.record_results(db, job.id, version_id, result)  # fenced with the success above
+    evaluations.follow_up(job.kind, version_id, (version or {}).get("dataset_id"), result)
     return 0
 
 

@@ -10,15 +10,18 @@ from pathlib import Path
 from models_db import Job, session_scope
 from models_db import jobs as jobq
 from studio.settings import get_settings
+from worker.tboard import TensorBoardSink
 
 
 class MetricsWriter:
     """Collects progress and metric points from the training thread and writes them in one fenced
-    transaction about twice a second, on its own thread, so training never waits on the database."""
+    transaction about twice a second, on its own thread, so training never waits on the database.
+    ``sinks`` (e.g. worker/tboard.py's TensorBoard files) get the same points on the same thread."""
 
-    def __init__(self, claim: jobq.Claim, interval: float = 0.5):
+    def __init__(self, claim: jobq.Claim, interval: float = 0.5, sinks: tuple = ()):
         self.claim = claim
         self.interval = interval
+        self.sinks = sinks
         self._q: queue.Queue = queue.Queue()
         self.stale = threading.Event()
         self._stop = threading.Event()
@@ -39,6 +42,11 @@ class MetricsWriter:
             fields.update(f)  # later progress wins
         if not metrics and not fields:
             return
+        for sink in self.sinks:
+            try:
+                sink.write(metrics)
+            except Exception as exc:  # noqa: BLE001 - a side copy of the metrics must never stop training
+                print(f"metrics sink {type(sink).__name__} failed: {exc}", flush=True)
         try:
             with session_scope() as db:
                 jobq.report(db, self.claim, metrics=metrics, **fields)
@@ -55,6 +63,8 @@ class MetricsWriter:
         self._stop.set()
         self._thread.join()
         self._drain()
+        for sink in self.sinks:
+            sink.close()
 
 
 @dataclass
@@ -64,7 +74,11 @@ class JobContext:
     writer: MetricsWriter = field(init=False)
 
     def __post_init__(self):
-        self.writer = MetricsWriter(self.claim)
+        from worker import distributed
+
+        # one writer per job: with several training processes, rank 0's (worker/distributed.py)
+        self.writer = (MetricsWriter(self.claim, sinks=(TensorBoardSink(self.dir / "tensorboard"),))
+                       if distributed.is_main() else distributed.NullWriter())
 
     @property
     def dir(self) -> Path:

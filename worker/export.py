@@ -1,41 +1,72 @@
-"""Exports of a model version: a merged standalone model, or the trained part alone, with a model card."""
+"""Exports of a model version: a merged standalone model (float32/16, bfloat16, 8- or 4-bit bitsandbytes,
+ONNX) or the trained part alone, with a model card; the Versions tab's downloads and `studio versions export`.
+
+Every merged format starts the same way: the base reloaded in float32 and the lineage merged onto it
+(merging into quantized weights would re-quantize and lose the update); the format's writer then saves it.
+After writing, the export is reloaded and a few greedy tokens are timed (``export_ms_per_token_<format>``
+in the version's metrics), which also proves the files load.
+
+ONNX goes through ``torch.onnx.export`` (its dynamo exporter) and is checked with onnxruntime. optimum's
+exporter would be the usual road, but optimum-onnx (0.1.0, the newest) pins transformers<4.58 and fails to
+import with transformers 5 (``get_parameter_dtype`` is gone); torch's own exporter follows torch.
+"""
 from __future__ import annotations
 
+import gc
 import json
 import shutil
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from models_db import BaseModel, ModelVersion, session_scope
+from studio import exports, store
 from studio.settings import get_settings
 from worker import lineage, methods
 from worker.context import JobContext
 from worker.errors import UserFacingError
 
-MERGE_REFUSED = ("{method} cannot be merged into the base model (its weights are not a change to the base's); "
-                 "export the adapter instead (--merged off): you get the adapter, the base it needs and a loading snippet.")
+LATENCY_TOKENS = 8  # greedy tokens timed after an export: cheap, and enough to average out the first one
+ONNX_TOLERANCE = 1e-3  # max |logit difference| between the ONNX model and PyTorch on a check batch
+NEEDS_ONNX = ("the onnx export needs the onnx extra: pip install 'finetune-studio[onnx]' "
+              "(onnx, onnxscript, onnxruntime) on the worker, or export merged safetensors instead")
 
 
 def auto_class(version: ModelVersion) -> tuple[str, str]:
     """The transformers class that loads the version, and the ``from_pretrained`` arguments its base
-    needs (a classifier's base gets a head for the version's labels)."""
+    needs: a classifier's base gets a head for the version's labels and the tokenizer's pad token (a
+    decoder's head reads the last token before the padding; many decoders' configs name no pad token)."""
     if version.config.get("task") == "seq_cls":
-        return "AutoModelForSequenceClassification", f", id2label={dict(enumerate(version.config['labels']))!r}"
+        return ("AutoModelForSequenceClassification",
+                f", id2label={dict(enumerate(version.config['labels']))!r}, pad_token_id=tokenizer.pad_token_id")
     return "AutoModelForCausalLM", ""
 
 
-def loading_snippet(version: ModelVersion, base: BaseModel, versions: list[ModelVersion], merged: bool) -> str:
+def loading_snippet(version: ModelVersion, base: BaseModel, versions: list[ModelVersion], fmt: exports.ExportFormat) -> str:
     """How to load the export: a standalone model, or the base plus the adapter (peft's or the studio's)."""
     folder = lineage.artifact(version)
     cls, base_args = auto_class(version)
-    if merged or not (folder / "adapter_config.json").exists():  # merged, or full/freeze: a whole model
-        where = "." if merged else "./adapter"
+    if fmt.kind == "onnx":
+        return ("```python\nimport numpy as np, onnxruntime as ort\nfrom transformers import AutoTokenizer\n"
+                "tokenizer = AutoTokenizer.from_pretrained('.')\n"
+                "session = ort.InferenceSession('model.onnx')\n"
+                "batch = tokenizer(['Hello'], return_tensors='np')\n"
+                "logits = session.run(['logits'], {'input_ids': batch['input_ids'].astype(np.int64),\n"
+                "                                  'attention_mask': batch['attention_mask'].astype(np.int64)})[0]\n```\n\n"
+                "The graph takes the whole sequence and returns logits for every position (no KV cache).")
+    if fmt.merged or not (folder / "adapter_config.json").exists():  # merged, or full/freeze: a whole model
+        where = "." if fmt.merged else "./adapter"
+        extra = ", device_map='auto'" if fmt.kind == "bnb" else ""
+        needs = ("\n\nNeeds bitsandbytes (CUDA, or its CPU backend); the quantization settings are in config.json."
+                 if fmt.kind == "bnb" else "")
         return (f"```python\nfrom transformers import {cls}, AutoTokenizer\n"
-                f"model = {cls}.from_pretrained('{where}')\n"
-                f"tokenizer = AutoTokenizer.from_pretrained('{where}')\n```")
+                f"model = {cls}.from_pretrained('{where}'{extra})\n"
+                f"tokenizer = AutoTokenizer.from_pretrained('{where}')\n```{needs}")
     below = [v for v in versions[:-1] if methods.get(v.method).mergeable]
     if below:  # the adapter was trained on the base with these versions merged in
         base_line = (f"BASE = 'merged-v{below[-1].id}'  # `studio versions export {below[-1].id} --out merged-v{below[-1].id}"
-                     f" --merged`: {base.name} with the versions this one was trained on merged in")
+                     f" --format merged`: {base.name} with the versions this one was trained on merged in")
     else:
         base_line = f"BASE = {base.path!r}  # the studio's copy of {base.name}, imported from {base.source}"
     adapter_config = json.loads((folder / "adapter_config.json").read_text())
@@ -43,35 +74,45 @@ def loading_snippet(version: ModelVersion, base: BaseModel, versions: list[Model
         load = "from peft import PeftModel\nmodel = PeftModel.from_pretrained(base, './adapter')"
     else:  # the studio's own bottleneck adapter: its loader ships with FineTune Studio (pip install finetune-studio)
         load = f"from worker.methods import get\nmodel = get({version.method!r}).load(base, './adapter')"
-    what = (f"This is the `{version.method}` adapter alone (export with --merged for a standalone model)"
+    what = (f"This is the `{version.method}` adapter alone (export with --format merged for a standalone model)"
             if methods.get(version.method).mergeable else
             f"This `{version.method}` version cannot be merged into the base weights")
     return (f"{what}. Load the base, then the adapter:\n\n"
             f"```python\nfrom transformers import {cls}, AutoTokenizer\n"
-            f"{base_line}\nbase = {cls}.from_pretrained(BASE{base_args})\n"
-            f"tokenizer = AutoTokenizer.from_pretrained('./adapter')\n{load}\n```")
+            f"{base_line}\ntokenizer = AutoTokenizer.from_pretrained('./adapter')\n"
+            f"base = {cls}.from_pretrained(BASE{base_args})\n{load}\n```")
 
 
-def model_card(version: ModelVersion, base: BaseModel, merged: bool, versions: list[ModelVersion]) -> str:
-    """A README naming base, data set, method, hyperparameters, metrics and lineage."""
+def _lineage_line(base: BaseModel, versions: list[ModelVersion]) -> str:
+    steps = [f"#{v.id} {v.name} ({v.method}, data set {v.dataset_id})" for v in versions]
+    return " → ".join([f"{base.name}", *steps])
+
+
+def model_card(version: ModelVersion, base: BaseModel, fmt: exports.ExportFormat, versions: list[ModelVersion],
+               latency: float | None = None) -> str:
+    """A README naming base, lineage, data set, method, hyperparameters, metrics, format and how to load it."""
     cfg, m = version.config, version.metrics
     keep = ("train_loss", "eval_loss", "perplexity", "eval_accuracy", "eval_f1", "train_seconds", "steps",
             "tokens_per_s", "peak_memory_gb", "trainable_params", "total_params", "trainable_ratio")
     metric_rows = "\n".join(f"| {k} | {m[k]:.6g} |" if isinstance(m.get(k), float) else f"| {k} | {m.get(k)} |"
                             for k in keep if m.get(k) is not None)
+    if latency is not None:
+        metric_rows += f"\n| export_ms_per_token_{fmt.name} | {latency:.3g} |"
     hp = {**cfg.get("method_params", {}), **cfg.get("training", {}),
           "max_seq_length": cfg.get("max_seq_length"), "eval_split": cfg.get("eval_split")}
     hp_rows = "\n".join(f"| {k} | {v} |" for k, v in hp.items())
-    usage = loading_snippet(version, base, versions, merged)
+    usage = loading_snippet(version, base, versions, fmt)
     return f"""# {version.name}
 
 Fine-tuned with FineTune Studio.
 
 - **Base model**: {base.name} (imported from `{base.source}`)
+- **Lineage**: {_lineage_line(base, versions)}
 - **Parent version**: {version.parent_id or "none (trained from the base)"}
 - **Data set**: {cfg.get("dataset")} (id {version.dataset_id})
 - **Method**: {version.method}
-- **Contents**: {"merged standalone model (safetensors)" if merged else "the trained part only (safetensors)"}
+- **Task**: {cfg.get("task") or "causal_lm"}
+- **Contents**: {fmt.label} (format `{fmt.name}`)
 
 ## Metrics
 | metric | value |
@@ -88,57 +129,284 @@ Fine-tuned with FineTune Studio.
 """
 
 
-def export_version(version_id: int, out_dir: Path, *, merged: bool, say=print) -> Path:
-    """Write the export to ``out_dir``. Merged: base + lineage merged, saved as safetensors with
-    config, tokenizer and generation config. Otherwise: the adapter folder and a loading snippet."""
+# --- the merge and the writers --------------------------------------------------------------------------
+
+def merged_model(version: ModelVersion, base: BaseModel, versions: list[ModelVersion], tokenizer, say):
+    """The base reloaded in float32 with the whole lineage merged in: a plain transformers model."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    say(f"loading {base.name} in float32 to merge onto full-precision weights")
+    if version.config.get("task") == "seq_cls":  # a classifier: the base gets a head for the version's labels
+        from worker.recipes.seq_cls import load_classifier
+
+        model = load_classifier(base.path, version.config["labels"], tokenizer, dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    say("merging the lineage into the base")
+    return lineage.load_chain(model, versions, last="merge")
+
+
+def save_safetensors(model, tokenizer, out: Path, fmt: exports.ExportFormat, say) -> dict:
+    """config, generation config, tokenizer and the weights at the format's dtype."""
+    import torch
+
+    if fmt.dtype != "float32":
+        model = model.to(getattr(torch, fmt.dtype))
+    say(f"saving merged weights ({fmt.dtype})")
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return {}
+
+
+def bnb_device(bits: int) -> str:
+    """Where bitsandbytes can quantize: the CPU (its CPU backend, so the memory check is the RAM's), else a
+    CUDA GPU; a clear refusal when neither can."""
+    import torch
+
+    from worker.methods.qlora import probe_backend
+
+    try:
+        probe_backend(bits, "cpu")
+        return "cpu"
+    except methods.MethodError as cpu_error:
+        if torch.cuda.is_available():
+            return "cuda:0"
+        raise UserFacingError(
+            f"the bnb-{bits}bit export cannot quantize on this worker: {cpu_error} It needs a CUDA GPU (or "
+            "bitsandbytes' CPU backend): run it on a GPU worker, or export merged safetensors instead.") from None
+
+
+def save_bnb(model, tokenizer, out: Path, fmt: exports.ExportFormat, say) -> dict:
+    """Merged weights saved in float32, reloaded through transformers' BitsAndBytesConfig, saved quantized."""
+    import transformers
+    from transformers import BitsAndBytesConfig
+
+    from worker.methods.qlora import SKIP_MODULES
+
+    device = bnb_device(fmt.bits)
+    cls = getattr(transformers, model.__class__.__name__)
+    if fmt.bits == 8:
+        config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=SKIP_MODULES)
+    else:
+        import torch
+
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=torch.float32, llm_int8_skip_modules=SKIP_MODULES)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        say("saving the merged float32 weights to quantize them")
+        model.save_pretrained(tmp, safe_serialization=True)
+        del model  # the caller passed its only reference: free the float32 copy before quantizing
+        gc.collect()
+        say(f"quantizing to {fmt.bits}-bit with bitsandbytes on {device}")
+        quantized = cls.from_pretrained(tmp, quantization_config=config, device_map={"": device})
+        quantized.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return {"bnb_device": device}
+
+
+def logits_only(model):
+    """The model as a module that takes (input_ids, attention_mask) and returns logits only: the graph
+    ONNX gets (no KV cache, no output dict)."""
+    import torch
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    return LogitsOnly(model)
+
+
+def check_batch(vocab_size: int, pad_id: int | None):
+    """A fixed batch of two rows, the first padded on the left, to compare ONNX with PyTorch."""
+    import torch
+
+    ids = torch.randint(0, vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    if pad_id is not None:
+        ids[0, :3] = pad_id
+    return ids, mask
+
+
+def save_onnx(model, tokenizer, out: Path, fmt: exports.ExportFormat, say) -> dict:
+    """model.onnx (+ model.onnx.data) through torch.onnx's dynamo exporter, checked against PyTorch with
+    onnxruntime on a padded batch; config and tokenizer beside it. An architecture the exporter cannot
+    trace is refused with what to export instead."""
+    import numpy as np
+    import torch
+
+    try:
+        import onnxruntime as ort
+        import onnxscript  # noqa: F401 - torch.onnx's dynamo exporter needs it
+    except ImportError:
+        raise UserFacingError(NEEDS_ONNX) from None
+    model.eval()
+    ids, mask = check_batch(model.config.vocab_size, tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits.float().numpy()
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    arch = ", ".join(model.config.architectures or [type(model).__name__])
+    say("exporting to ONNX (torch.onnx, dynamo)")
+    try:
+        torch.onnx.export(logits_only(model), (ids, mask), str(out / "model.onnx"), dynamo=True,
+                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                          dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                          verbose=False)
+    except Exception as e:  # noqa: BLE001 - any exporter failure is this architecture's limit
+        raise UserFacingError(
+            f"ONNX export is not supported for {arch} here ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+            "export merged safetensors (format merged or merged-fp16) instead.") from None
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    real = mask.numpy().astype(bool)  # padded positions' logits are meaningless in both
+    diff = float(np.abs(got - expected)[real].max()) if expected.ndim == 3 else float(np.abs(got - expected).max())
+    if diff > ONNX_TOLERANCE:
+        raise UserFacingError(f"the ONNX export of {arch} disagrees with PyTorch (max logit difference {diff:.2g} > "
+                              f"{ONNX_TOLERANCE}); export merged safetensors instead.")
+    model.config.architectures = [type(model).__name__]  # save_pretrained sets it; config.save_pretrained does not
+    model.config.save_pretrained(out)
+    if getattr(model, "generation_config", None) is not None and model.can_generate():
+        model.generation_config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {"onnx_max_abs_diff": diff}
+
+
+WRITERS: dict[str, Callable] = {"safetensors": save_safetensors, "bnb": save_bnb, "onnx": save_onnx}
+
+
+# --- latency --------------------------------------------------------------------------------------------
+
+def _greedy_ms_per_token(step, ids) -> float:
+    """Mean milliseconds per greedy token, one warm-up token first; ``step(ids)`` returns next-token logits."""
+    import numpy as np
+
+    ids = np.asarray(ids)
+    ids = np.concatenate([ids, step(ids).argmax(-1)[:, None]], axis=1)  # warm-up
+    start = time.perf_counter()
+    for _ in range(LATENCY_TOKENS):
+        ids = np.concatenate([ids, step(ids).argmax(-1)[:, None]], axis=1)
+    return (time.perf_counter() - start) * 1000 / LATENCY_TOKENS
+
+
+def measure_latency(out: Path, fmt: exports.ExportFormat, device: str = "cpu") -> float | None:
+    """Reload the export and time a few greedy tokens (ms/token, batch 1, this worker's CPU or GPU).
+
+    The PyTorch formats generate with their KV cache; the ONNX graph has none, so each token re-reads the
+    prompt (the figure is an upper bound). Classifiers generate nothing: None."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    config = json.loads((out / "config.json").read_text())
+    if not any(a.endswith("ForCausalLM") for a in config.get("architectures") or []):
+        return None  # a classifier (or an encoder): nothing to generate
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    prompt = tokenizer("The quick brown fox", return_tensors="np")["input_ids"].astype(np.int64)
+    if fmt.kind == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        return _greedy_ms_per_token(
+            lambda ids: session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][:, -1], prompt)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"device_map": {"": device}} if fmt.kind == "bnb" else {}
+    model = AutoModelForCausalLM.from_pretrained(out, **kwargs).eval()
+    ids = torch.from_numpy(prompt).to(model.device)
+    with torch.no_grad():
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False)  # warm-up
+        start = time.perf_counter()
+        new = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=LATENCY_TOKENS,
+                             min_new_tokens=LATENCY_TOKENS, do_sample=False)
+    n = new.shape[1] - ids.shape[1]
+    return (time.perf_counter() - start) * 1000 / max(n, 1)
+
+
+def record_metric(version_id: int, key: str, value: float) -> None:
+    with session_scope() as db:
+        v = db.get(ModelVersion, version_id)
+        v.metrics = {**(v.metrics or {}), key: round(value, 4)}  # a new dict: JSON columns track assignment
+
+
+# --- the export -----------------------------------------------------------------------------------------
+
+def resolve_format(format: str | None, merged: bool | None) -> exports.ExportFormat:
+    """``format`` wins; the older boolean ``merged`` means format merged (float32) or adapter."""
+    return exports.get_format(format or ("merged" if merged else "adapter"))
+
+
+def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None, format: str | None = None,
+                   say=print, progress: Callable[[int], None] = lambda step: None) -> Path:
+    """Write the export to ``out_dir``: a merged model in ``format`` (with config, tokenizer, generation
+    config), or the adapter folder and a loading snippet; a model card; and, for a merged causal LM,
+    the reloaded export's ms/token recorded in the version's metrics. Refused up front (UserFacingError)
+    when the method cannot merge or the merge needs more memory than this machine has.
+    ``progress(n)``: steps 1 (checked), 2 (written), 3 (measured, card written)."""
+    from transformers import AutoTokenizer
 
     with session_scope() as db:
         versions = lineage.chain(db, version_id)
         version = versions[-1]
         base = db.get(BaseModel, version.base_model_id)
         db.expunge_all()
-    method = methods.get(version.method)
+    base.path = store.local_model(base.path)  # a worker on another machine merges onto its own copy (detached row)
+    try:
+        fmt = resolve_format(format, merged)
+        exports.check_allowed(version, fmt)
+        est = exports.check_memory(version_id, fmt, Path(base.path), [lineage.artifact(v) for v in versions])
+    except exports.ExportError as e:
+        raise UserFacingError(str(e)) from None
+    if est is not None:
+        say(f"memory: {est.describe()}")
+    progress(1)
     out_dir = Path(out_dir)
-    if merged and method.merge is None:
-        raise UserFacingError(
-            MERGE_REFUSED.format(method=version.method))
     out_dir.mkdir(parents=True, exist_ok=True)
-    if merged:
-        say(f"loading {base.name} in float32 to merge onto full-precision weights")
+    extra, latency = {}, None
+    if fmt.merged:
         tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version))
-        if version.config.get("task") == "seq_cls":  # a classifier: the base gets a head for the version's labels
-            from worker.recipes.seq_cls import load_classifier
-
-            model = load_classifier(base.path, version.config["labels"], tokenizer, dtype=torch.float32)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
-        model = lineage.load_chain(model, versions, last="merge")
-        say("saving merged weights")
-        model.save_pretrained(out_dir, safe_serialization=True)
-        tokenizer.save_pretrained(out_dir)
+        # the merged model goes straight into the writer, which then holds its only reference (and may free it)
+        extra = WRITERS[fmt.kind](merged_model(version, base, versions, tokenizer, say), tokenizer, out_dir, fmt, say)
+        gc.collect()
+        progress(2)
+        say("timing a few greedy tokens on the export")
+        latency = measure_latency(out_dir, fmt, extra.get("bnb_device", "cpu"))
+        if latency is not None:
+            record_metric(version_id, f"export_ms_per_token_{fmt.name}", latency)
     else:
         shutil.copytree(lineage.artifact(version), out_dir / "adapter", dirs_exist_ok=True)
-    (out_dir / "README.md").write_text(model_card(version, base, merged, versions))
+        progress(2)
+    progress(3)
+    (out_dir / "README.md").write_text(model_card(version, base, fmt, versions, latency))
     (out_dir / "studio_version.json").write_text(json.dumps(
         {"version_id": version.id, "name": version.name, "method": version.method, "base_model": base.name,
-         "parents": [v.id for v in versions[:-1]], "config": version.config, "metrics": version.metrics},
+         "format": fmt.name, "parents": [v.id for v in versions[:-1]], "config": version.config,
+         "metrics": version.metrics, "export_ms_per_token": latency, **extra},
         indent=2, default=str))
     return out_dir
 
 
 def run_export_job(ctx: JobContext) -> dict:
-    """The worker side of the Models tab's download buttons: build the export, zip it."""
-    version_id, merged = ctx.job.config["version_id"], bool(ctx.job.config.get("merged"))
-    kind = "merged" if merged else "adapter"
-    exports = get_settings().path("exports")
-    stage = ctx.dir / f"v{version_id}-{kind}"
-    ctx.writer.put(max_steps=3, step=0)
-    export_version(version_id, stage, merged=merged, say=ctx.say)
-    ctx.writer.put(step=2)
+    """The worker side of the Versions tab's download buttons: build the export, zip it."""
+    cfg = ctx.job.config
+    version_id = cfg["version_id"]
+    fmt = resolve_format(cfg.get("format"), cfg.get("merged"))
+    exports_dir = get_settings().path("exports")
+    stage = ctx.dir / f"v{version_id}-{fmt.name}"
+    ctx.writer.put(max_steps=5, step=0)  # checked, written, measured, zipped, done
+    out = export_version(version_id, stage, format=fmt.name, say=ctx.say,
+                         progress=lambda step: ctx.writer.put(step=step))
+    meta = json.loads((out / "studio_version.json").read_text())
     ctx.say("zipping")
-    zip_path = shutil.make_archive(str(exports / f"version-{version_id}-{kind}"), "zip", stage)
+    ctx.writer.put(step=4)
+    zip_path = shutil.make_archive(str(exports_dir / f"version-{version_id}-{fmt.name}"), "zip", stage)
     shutil.rmtree(stage, ignore_errors=True)
-    ctx.writer.put(step=3)
-    return {"zip": str(Path(zip_path).relative_to(get_settings().home_abs)), "version_id": version_id, "merged": merged}
+    rel = str(Path(zip_path).relative_to(get_settings().home_abs))
+    store.put(rel)  # the studio serving the download may be on another machine (studio/store.py)
+    ctx.writer.put(step=5)
+    return {"zip": rel, "version_id": version_id,
+            "format": fmt.name, "merged": fmt.merged, "ms_per_token": meta.get("export_ms_per_token")}

@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+from studio import store
 from studio.settings import get_settings
 from worker.errors import UserFacingError
 
@@ -49,8 +50,12 @@ def _check_hf_dir(src: Path) -> None:
     if not list(src.glob("*.safetensors")):
         pickles = [p.name for p in src.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if pickles:
-            raise UserFacingError(f"{src} holds only pickle weights ({', '.join(pickles[:3])}); the studio loads "
-                                  "safetensors only, because pickle files can run code. Convert them to safetensors first.")
+            raise UserFacingError(
+                f"{src} holds only pickle weights ({', '.join(pickles[:3])}); the studio loads safetensors only, "
+                "because loading a pickle file can run any code in it. If you trust the file, convert it to "
+                "safetensors on another machine with: python -c \"from transformers import AutoModel; "
+                "AutoModel.from_pretrained('DIR').save_pretrained('OUT', safe_serialization=True)\" "
+                "(or the Hugging Face 'convert to safetensors' Space), then import OUT.")
         raise UserFacingError(f"{src} has no .safetensors weights.")
 
 
@@ -86,6 +91,7 @@ def import_model(src: Path, name: str | None = None) -> dict:
         tmp.rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    store.put(store.model_key(str(dest)))  # workers on other machines fetch it once (studio/store.py)
     return {
         "name": name, "path": str(dest), "source": str(src),
         "architecture": (config.architectures or [config.model_type])[0],

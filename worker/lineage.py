@@ -12,7 +12,6 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from models_db import ModelVersion
-from studio.settings import get_settings
 from worker import methods
 from worker.errors import UserFacingError
 
@@ -20,17 +19,30 @@ LAST = ("merge", "inference", "train")
 
 
 def chain(session: Session, version_id: int) -> list[ModelVersion]:
-    """The version and its ancestors, oldest first."""
+    """The version and the ancestors whose weights it builds on, oldest first."""
     out = []
     v = session.get(ModelVersion, version_id)
     while v is not None:
         out.append(v)
-        v = v.parent
+        v = built_on(session, v)
     return out[::-1]
 
 
+def built_on(session: Session, v: ModelVersion) -> ModelVersion | None:
+    """The version whose weights ``v``'s artifact applies to (None: the base). That is its parent, except
+    for a combined version (worker.combine): its adapter applies to what all its parents started from."""
+    combination = (v.config or {}).get("combination")
+    if combination is None:
+        return v.parent
+    start = combination.get("start_version_id")
+    return session.get(ModelVersion, start) if start else None
+
+
 def artifact(version: ModelVersion, name: str = "adapter") -> Path:
-    return get_settings().home_abs / version.artifacts[name]
+    """The local folder of a version's artifact, fetched from the shared store when trained elsewhere."""
+    from studio import store
+
+    return store.local(version.artifacts[name])
 
 
 def continues_adapter(parent_method: str) -> bool:

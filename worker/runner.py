@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from models_db import Job, JobState, session_scope
 from models_db import jobs as jobq
 from studio.settings import get_settings
+from worker import fleet, launch
 
 log = logging.getLogger("studio.worker")
 
@@ -68,23 +68,33 @@ def run_job(job_id: int, worker_id: str = WORKER_ID) -> str:
     global _idle_since
     s = get_settings()
     with session_scope() as db:
-        claim = jobq.claim(db, job_id, worker_id, s.lease_seconds)
-        why = jobq.why_not_claimed(db, job_id) if claim is None else ""
+        refused = fleet.refusal(db, job_id, worker_id)  # too big for our GPUs: it stays queued for its tier
+        claim = None if refused else jobq.claim(db, job_id, worker_id, s.lease_seconds)
+        why = refused or (jobq.why_not_claimed(db, job_id) if claim is None else "")
     if claim is None:
         # a duplicate or late message, a cancelled job, or one waiting for its predecessor (the
         # sweep sends that one again once the predecessor finishes): the database says no.
         log.info("job %s: not claimed: %s", job_id, why)
-        return "skipped"
+        return "refused" if refused else "skipped"
     _idle_since = None
+    fleet.mark_current(worker_id, job_id)
     try:
+        plan = launch.plan_for_job(job_id)  # one process, or accelerate launch of N (worker/launch.py)
+        if plan.refusal:
+            log.warning("job %s: refused: %s", job_id, plan.refusal)
+            return launch.refuse(claim, plan.refusal)
         log_path = job_dir(job_id) / "log.txt"
         with open(log_path, "ab") as out:
             out.write(f"--- attempt {claim.attempt} on {worker_id} ---\n".encode())
+            if plan.distributed:
+                out.write(f"--- {plan.strategy.name} on {plan.strategy.processes} processes: {plan.strategy.reason} ---\n".encode())
             out.flush()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "worker.child", str(job_id), str(claim.fence)],
+                plan.argv(job_id, claim.fence),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=child_env(),
+                start_new_session=True, env={**child_env(), **plan.env},
+                # one prctl call, resolved before the fork: safe beside the worker's threads
+                preexec_fn=launch.die_with_parent if plan.distributed else None,  # noqa: PLW1509
             )
         log.info("job %s: attempt %s started (training process %s)", job_id, claim.attempt, proc.pid)
         try:
@@ -95,6 +105,7 @@ def run_job(job_id: int, worker_id: str = WORKER_ID) -> str:
         outcome = _supervise(proc, claim)
         return _settle(claim, proc.returncode, outcome)
     finally:
+        fleet.mark_current(worker_id, None)
         _idle_since = time.monotonic()
 
 
@@ -165,7 +176,7 @@ def _settle(claim: jobq.Claim, returncode: int, outcome: str) -> str:
         from worker.celery_app import enqueue
 
         try:
-            enqueue(job.kind, claim.job_id)
+            enqueue(job.kind, claim.job_id, job.queue)  # the retry goes to the job's own memory tier
         except Exception:  # noqa: BLE001 - the broker is down: the job is queued, the sweep re-sends it
             log.exception("job %s: could not send the retry; the sweep will", claim.job_id)
         return "requeued"

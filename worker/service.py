@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from models_db import Job, Worker, session_scope
 from models_db import jobs as jobq
 from models_db.schema import utcnow
+from studio import routing
 from studio.settings import get_settings
 from worker import runner
 from worker.celery_app import app, enqueue
@@ -40,16 +41,17 @@ def detect_gpus() -> list[dict]:
             for i in range(torch.cuda.device_count())]
 
 
-def register(gpus: list[dict]) -> None:
+def register(gpus: list[dict], queues: str | None = None) -> None:
+    """Record this worker, its GPUs and the queues it was started on (memory tiers follow from the GPUs)."""
     with session_scope() as db:
         row = db.get(Worker, WORKER_ID) or Worker(id=WORKER_ID, host=socket.gethostname())
-        row.gpus, row.queues, row.last_heartbeat = gpus, get_settings().worker_queues, utcnow()
+        row.gpus, row.queues, row.last_heartbeat = gpus, queues or get_settings().worker_queues, utcnow()
         db.add(row)
 
 
 def resend_after_s() -> float:
     """Seconds a queued job may sit untouched (and this worker idle) before its message counts as lost."""
-    return float(os.environ.get("STUDIO_RESEND_SECONDS", "120"))
+    return get_settings().resend_seconds
 
 
 def reap_once() -> list[tuple[int, str]]:
@@ -59,12 +61,15 @@ def reap_once() -> list[tuple[int, str]]:
     with session_scope() as db:
         reaped = jobq.reap_expired(db)
         due = jobq.take_resendable(db, lost_after=resend_after_s() if idle else None)
+        ids = [i for i, _ in reaped] + [i for i, _ in due]
+        # every (re-)send goes to the job's own queue: its memory tier (studio/routing.py)
+        queues = {i: q for i, q in db.execute(select(Job.id, Job.queue).where(Job.id.in_(ids))).all()}
         kinds = dict(db.execute(select(Job.id, Job.kind).where(Job.id.in_([i for i, _ in reaped]))).all())
     for job_id, state in reaped:
         log.warning("job %s: lease expired, now %s", job_id, state)
     for job_id, kind in [(i, kinds[i]) for i, state in reaped if state == "queued"] + due:
-        log.info("job %s: sending its task", job_id)
-        enqueue(kind, job_id)
+        log.info("job %s: sending its task to %s", job_id, queues.get(job_id) or "the default queue")
+        enqueue(kind, job_id, queues.get(job_id))
     return reaped
 
 
@@ -79,10 +84,13 @@ def _housekeeping() -> None:
             log.exception("housekeeping failed; retrying")
 
 
+_started = {"gpus": None, "queues": None}  # what main() detected and was asked for, registered once ready
+
+
 @signals.worker_ready.connect
 def _on_ready(**_):
-    gpus = detect_gpus()
-    register(gpus)
+    gpus = detect_gpus() if _started["gpus"] is None else _started["gpus"]
+    register(gpus, _started["queues"])
     threading.Thread(target=_housekeeping, name="housekeeping", daemon=True).start()
     log.info("worker %s ready with %s", WORKER_ID, ", ".join(g["name"] for g in gpus) or "CPU only")
 
@@ -94,8 +102,16 @@ def _on_shutdown(**_):
 
 def main(queues: str | None = None, gpus: str | None = None, loglevel: str = "INFO") -> None:
     """Run a worker in this process (``studio worker``)."""
+    from models_db.schema_wait import wait_for_schema
+
+    # the studio migrates at startup; a worker waits for that schema, and never migrates itself
+    wait_for_schema(get_settings().db_url, get_settings().schema_wait_seconds)
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     queues = queues or get_settings().worker_queues
-    app.worker_main(["worker", "--pool=solo", "--concurrency=1", "-Q", queues, f"--loglevel={loglevel}",
+    gpus_found = _started["gpus"] = detect_gpus()
+    _started["queues"] = queues
+    # plus the memory tiers this worker's GPUs reach, so training jobs routed by their estimate find it
+    consumed = ",".join(routing.consumed_queues(queues, gpus_found))
+    app.worker_main(["worker", "--pool=solo", "--concurrency=1", "-Q", consumed, f"--loglevel={loglevel}",
                      "-n", f"studio-{WORKER_ID}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"])

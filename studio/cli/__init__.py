@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from studio.cli import advise, datasets, jobs, system, versions
+from models_db.access import AccessError
+from studio.auth import AuthError, cli_acting
+from studio.cli import advise, datasets, jobs, system, users, versions, workers
 from studio.cli.common import CliError
 from studio.datasets import DatasetError
 from studio.jobspec import SpecError
 
-AREAS = (system, advise, datasets, jobs, versions)
+AREAS = (system, advise, datasets, jobs, versions, users, workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        args.fn(args)
-    except (CliError, SpecError, DatasetError) as e:
+        # a command acts as the embedded/admin user, or as the account STUDIO_USER names (models_db.access);
+        # a worker acts for every owner, and `serve` for whoever logs in
+        with cli_acting(args.cmd not in ("worker", "serve")):
+            args.fn(args)
+    except (CliError, SpecError, DatasetError, AuthError, AccessError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except Exception as e:  # noqa: BLE001 - user-facing worker errors raised in-process (import, export)

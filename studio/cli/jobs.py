@@ -5,7 +5,7 @@ import sys
 
 from models_db import Job, session_scope
 from models_db import queries as q
-from studio import services
+from studio import routing, services
 from studio.cli.common import CliError, _job_line, emit, wait_for
 from studio.jobspec import build_train_spec, parse_set_args
 
@@ -21,6 +21,8 @@ def cmd_train(args):
                             task=args.task)
     job, created = services.submit_train(spec, idempotency_key=args.idempotency_key, after=args.after)
     _print_cost(job)
+    if job.state == "queued" and routing.is_waiting(job.message):  # no alive worker's GPUs can hold it
+        print(f"note: job {job.id} {job.message}", file=sys.stderr)
     if not args.json:
         waits = f", to start after job {args.after}" if args.after else ""
         print(f"{'queued' if created else 'already submitted as'} job {job.id}{waits}", file=sys.stderr)

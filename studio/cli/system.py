@@ -87,5 +87,10 @@ def register(sub, add, group) -> None:
     sp.add_argument("path", nargs="?"), sp.add_argument("--name"), sp.add_argument("--demo", action="store_true")
     sp.add_argument("--demo-encoder", action="store_true", help="the MiniLM encoder, for classification")
     add(g, "list", cmd_models_list, "list base models")
+    from studio.cli.users import cmd_models_trust
+
+    sp = add(g, "trust", cmd_models_trust, "admin: allow or forbid a model's own code (trust_remote_code)")
+    sp.add_argument("model", help="model id or name"), sp.add_argument("--on", action="store_true")
+    sp.add_argument("--off", action="store_true")
     add(group("methods", "fine-tuning methods"), "list", cmd_methods_list, "the method registry")
     add(group("db", "database"), "upgrade", cmd_db_upgrade, "apply migrations")

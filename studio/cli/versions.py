@@ -8,7 +8,9 @@ from pathlib import Path
 from models_db import ModelVersion, session_scope
 from models_db import queries as q
 from studio import services, versions
+from studio.cli import generate, version_jobs
 from studio.cli.common import CliError, emit
+from studio.exports import FORMATS as EXPORT_FORMATS
 
 
 def cmd_versions_list(args):
@@ -38,6 +40,7 @@ def cmd_versions_compare(args):
         lines.append("\t".join([m["label"], *cells]))
     lines += ["", "config differences:"] + [f"  {r['key']}: " + " | ".join(map(str, r["values"]))
                                             for r in out["config_diff"]]
+    lines += ["", "evaluations:", version_jobs.evaluations_text(out)]
     emit(args, out, "\n".join(lines))
 
 
@@ -54,13 +57,22 @@ def cmd_versions_delete(args):
 
 
 def cmd_versions_export(args):
-    from worker.export import export_version
+    """Export in this process (no worker needed): checked first like the UI's download (studio/exports.py)."""
+    from studio import exports
 
+    if args.merged and args.format not in (None, "merged"):
+        raise CliError(f"--merged is --format merged; it contradicts --format {args.format}: give one of them")
+    fmt = args.format or ("merged" if args.merged else "adapter")
     with session_scope() as db:
         if db.get(ModelVersion, args.id) is None:
             raise CliError(f"version {args.id} does not exist (studio versions list)")
-    out = export_version(args.id, Path(args.out), merged=args.merged, say=lambda m: print(m, file=sys.stderr))
-    emit(args, {"version_id": args.id, "out": str(out), "merged": args.merged}, f"exported to {out}")
+        exports.check_export(db, args.id, fmt)
+    from worker.export import export_version
+
+    out = export_version(args.id, Path(args.out), format=fmt, say=lambda m: print(m, file=sys.stderr))
+    meta = json.loads((out / "studio_version.json").read_text())
+    emit(args, {"version_id": args.id, "out": str(out), "format": fmt, "merged": exports.FORMATS[fmt].merged,
+                "ms_per_token": meta.get("export_ms_per_token")}, f"exported to {out} ({fmt})")
 
 
 def register(sub, add, group) -> None:
@@ -77,4 +89,9 @@ def register(sub, add, group) -> None:
     sp.add_argument("--cascade", action="store_true", help="also delete the versions trained from it")
     sp = add(g, "export", cmd_versions_export, "write a version to a folder")
     sp.add_argument("id", type=int), sp.add_argument("--out", required=True)
-    sp.add_argument("--merged", action="store_true", help="merge into the base (methods that allow it)")
+    sp.add_argument("--format", choices=list(EXPORT_FORMATS),
+                    help="merged (float32), merged-fp16, merged-bf16, bnb-8bit, bnb-4bit, onnx (methods that can "
+                         "merge), or adapter (the default)")
+    sp.add_argument("--merged", action="store_true", help="the same as --format merged")
+    version_jobs.register(g, add)  # evaluate, combine
+    generate.register(g, add)  # generate

@@ -19,6 +19,8 @@ from sqlalchemy import desc, select
 
 from models_db import Dataset, Job, ModelVersion, session_scope
 from models_db import queries as q
+from models_db.access import scoped_digest
+from studio import store
 from studio.settings import get_settings
 
 from .errors import DatasetError
@@ -54,7 +56,7 @@ def register(src: Path, *, original_name: str | None = None, name: str | None = 
                            format=report.format, mapping=report.mapping, max_bytes=max_bytes, length_limit=limit)
         _refuse_bad_rows(report, evals, drop_bad_rows)
         spec = split.spec(evals.content_hash if evals else "")
-        digest = version_hash(report.content_hash, spec)
+        digest = scoped_digest(version_hash(report.content_hash, spec))  # per member: models_db.access
         held_out = eval_count(original_name, report.valid_rows, split.ratio) if split.ratio else 0
         with session_scope() as db:
             existing = q.dataset_by_hash(db, digest)
@@ -194,6 +196,7 @@ def _write_version(work: Path, digest: str, report: IntakeReport, evals: IntakeR
     target = get_settings().path("datasets") / digest[:16]
     shutil.rmtree(target, ignore_errors=True)  # left by a registration that failed before its commit
     os.replace(staged, target)
+    store.put(rel)  # workers without this home fetch it from the shared store (studio/store.py)
     return rel
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from models_db import Dataset, session_scope
 from models_db import queries as q
-from studio import services
+from studio import services, sharing
 from studio.datasets import FIELDS, DatasetError, ingest, versions
 from studio.datasets.errors import Found
 from studio.datasets.formats import match_columns
@@ -318,6 +318,7 @@ def render(shell: Shell) -> None:
             table = gr.Dataframe(value=datasets_frame, label="Registered data sets", interactive=False,
                                  elem_id="dataset-table")
             picker = gr.Dropdown(label="Data set version", elem_id="dataset-picker")
+            share = gr.Checkbox(label="Shared with my team", interactive=False, elem_id="dataset-share")
             details = gr.Markdown(elem_id="dataset-details")
             edit_btn = gr.Button("Correct the mapping of this version", elem_id="edit-dataset")
     checked = [fmt, *fields, report, preview, hist, labels, rendered]
@@ -328,5 +329,7 @@ def render(shell: Shell) -> None:
     register_btn.click(register, [source, name, fmt, model, max_len, ratio, seed, eval_file, drop_bad, *fields],
                        [status, table, picker, details])
     picker.change(details_markdown, picker, details)
+    picker.change(lambda d: sharing.shared_box("dataset", d), picker, share)
+    share.input(sharing.toggle("dataset"), [picker, share], share)
     edit_btn.click(edit_version, [picker, model, max_len], [source, source_note, *checked])
     shell.on_select["datasets"] = (refresh, [], [model, table, picker])

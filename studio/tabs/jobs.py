@@ -3,7 +3,9 @@ attempts (where each resumed, how each ended) and the queue (running jobs, then 
 and cancel a queued or running job.
 
 A gr.Timer polls the database; each poll reads only metric points newer than the last one seen,
-kept per browser tab in gr.State. Reloading the page loses nothing: the job lives in the database."""
+kept per browser tab in gr.State as curves thinned to a few thousand points (studio/curves.py), so a
+run with a million points stays light. Under the loss curves, the system chart (CPU, RAM, GPU memory
+and utilisation, sampled by the worker). Reloading the page loses nothing: the job lives in the database."""
 from __future__ import annotations
 
 import html
@@ -16,11 +18,14 @@ from models_db import jobs as jobq
 from models_db import queries as q
 from studio import services
 from studio.advisor.jobcost import describe_memory, estimate_vs_measured
+from studio.curves import LiveCurves
 from studio.settings import get_settings
 from studio.shell import Shell, friendly
 
 CURVES = ("loss", "eval_loss")
-MAX_POINTS = 2000  # long curves are thinned for display
+# the system chart: percentages only, so the curves share one axis (the worker's sys_* GiB figures are in
+# TensorBoard and the job's metrics)
+SYSTEM = {"sys_cpu_pct": "CPU", "sys_ram_pct": "RAM", "sys_gpu_util_pct": "GPU util", "sys_gpu_mem_pct": "GPU memory"}
 ATTEMPT_COLUMNS = ["#", "worker", "started", "resumed at", "reached", "outcome", "reason"]
 QUEUE_COLUMNS = ["place", "job", "method", "state", "waits for job", "step", "submitted"]
 
@@ -45,13 +50,13 @@ def default_job(current: int | None) -> int | None:
     return pick[0].id if pick else None
 
 
-def eta_seconds(points: list[dict], step: int, max_steps: int) -> float | None:
-    """Remaining time from the pace of the logged steps of the current attempt."""
-    steps = [p for p in points if p["name"] == "loss"]
-    if len(steps) < 2 or not max_steps or step >= max_steps:
+def eta_seconds(pace: list | None, step: int, max_steps: int) -> float | None:
+    """Remaining time from the pace of the logged steps of the current attempt: ``pace`` is
+    [time of its first loss point, its step, time of its latest, its step]."""
+    if not pace or not max_steps or step >= max_steps:
         return None
-    a, b = steps[0], steps[-1]
-    dt, ds = (b["time"] - a["time"]).total_seconds(), b["step"] - a["step"]
+    t0, s0, t1, s1 = pace
+    dt, ds = (t1 - t0).total_seconds(), s1 - s0
     return dt / ds * (max_steps - step) if ds > 0 and dt > 0 else None
 
 
@@ -62,21 +67,42 @@ def _fmt_secs(s: float | None) -> str:
     return f"{s // 3600}h {s % 3600 // 60}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
-def status_html(job: Job, points: list[dict]) -> str:
+def _fmt(latest: dict, name: str, spec: str, scale: float = 1.0, unit: str = "") -> str:
+    return f"{latest[name] * scale:{spec}}{unit}" if latest.get(name) is not None else "—"
+
+
+def throughput_stats(latest: dict) -> list[tuple[str, str]]:
+    """The latest logging step's speed: real tokens/s (padding excluded), samples/s, step time, and on
+    CUDA the model FLOPs utilisation (with HFU beside it when activations are recomputed)."""
+    stats = [("tokens/s", _fmt(latest, "tokens_per_s", ",.0f")), ("samples/s", _fmt(latest, "samples_per_s", ".3g")),
+             ("step time", _fmt(latest, "step_time_s", ".3g", unit=" s"))]
+    if latest.get("mfu") is not None:
+        hfu = f" (HFU {100 * latest['hfu']:.1f}%)" if latest.get("hfu") is not None else ""
+        stats.append(("MFU", f"{100 * latest['mfu']:.1f}%{hfu}"))
+    return stats
+
+
+def status_html(job: Job, latest: dict | None = None, pace: list | None = None) -> str:
+    """The job's head, progress bar and stat cards; ``latest`` holds each metric's newest value."""
     frac = job.step / job.max_steps if job.max_steps else 0.0
-    eta = eta_seconds([p for p in points if p["attempt"] == job.attempt], job.step, job.max_steps)
-    latest = {p["name"]: p["value"] for p in points}
+    eta = eta_seconds(pace, job.step, job.max_steps)
+    latest = dict(latest or {})
+    memory = describe_memory(estimate_vs_measured(job.config, job.result))
+    if not job.result and latest.get("peak_memory_gb") is not None:  # running: the peak so far
+        memory = f"{latest['peak_memory_gb']:.2f} GB so far · {memory}"
     stats = [("learning rate", f"{latest['learning_rate']:.3g}" if "learning_rate" in latest else "—"),
-             ("tokens/s", f"{latest['tokens_per_s']:.0f}" if "tokens_per_s" in latest else "—"),
+             *throughput_stats(latest),
              ("train loss", f"{latest['loss']:.4f}" if "loss" in latest else "—"),
              ("eval loss", f"{latest['eval_loss']:.4f}" if "eval_loss" in latest else "—"),
              ("attempt", f"{job.attempt} of {job.max_attempts}"),
              ("ETA", _fmt_secs(eta) if job.state == "running" else "—"),
-             ("peak memory", describe_memory(estimate_vs_measured(job.config, job.result)))]
+             ("peak memory", memory)]
     cards = "".join(f'<div class="stat"><div class="k">{k}</div><div class="v">{v}</div></div>' for k, v in stats)
     err = f'<div class="job-error">{html.escape(job.error)}</div>' if job.error else ""
     version = (job.result or {}).get("version_id")
-    done = f'<div class="job-done">Model version #{version} is ready on the Models tab.</div>' if version else ""
+    what = (f"The {(job.result or {}).get('format', 'export')} export of version #{version} is ready to download"
+            if job.kind == "export" else f"Model version #{version} is ready")
+    done = f'<div class="job-done">{what} on the Versions tab.</div>' if version else ""
     return f"""<div class="job-status">
   <div class="job-head"><span class="badge {job.state}">{job.state}</span>
     <span class="job-title">Job #{job.id} · {html.escape(str((job.config or {}).get('method', job.kind)))}</span>
@@ -112,29 +138,46 @@ def queue_rows() -> list[list]:
                 for j in active]
 
 
-def curve_frame(points: list[dict], series: tuple[str, ...] = ("loss",)) -> pd.DataFrame:
-    """The chart's rows. Every name in ``series`` gets at least a blank (NaN) row once any point exists:
-    the chart fixes its legend's domain from the first frame it draws, so an eval curve that starts
-    later would otherwise never be drawn."""
-    # a retry resumes at its checkpoint and logs those steps again: the newest attempt's point wins
-    newest: dict[tuple[str, int], dict] = {}
-    for p in points:
+def curve_frame(points: list[dict] | LiveCurves, series: tuple[str, ...] = ("loss",)) -> pd.DataFrame:
+    """The loss chart's rows (step, value, series), each curve thinned to at most a few thousand points
+    (min/max buckets). A retry resumes at its checkpoint and logs those steps again: its points win.
+    Every name in ``series`` gets at least a blank (NaN) row once any point exists (studio/curves.py)."""
+    curves = points if isinstance(points, LiveCurves) else _curves_of(points)
+    return curves.frame(CURVES, series)
+
+
+def _curves_of(points: list[dict]) -> LiveCurves:
+    curves = LiveCurves()
+    for p in sorted(points, key=lambda p: (p["attempt"], p["step"])):
         if p["name"] in CURVES:
-            key = (p["name"], p["step"])
-            if key not in newest or p["attempt"] >= newest[key]["attempt"]:
-                newest[key] = p
-    rows = [{"step": p["step"], "value": p["value"], "series": p["name"]}
-            for p in sorted(newest.values(), key=lambda p: p["step"])]
-    # explicit dtypes: an empty or object-typed frame makes the chart treat loss as a category
-    if rows:
-        present = {r["series"] for r in rows}
-        rows += [{"step": rows[0]["step"], "value": float("nan"), "series": name} for name in series
-                 if name not in present]
-    df = pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": "int64", "value": "float64"})
-    if len(df) > MAX_POINTS:  # thin evenly but keep the last point of each series
-        stride = len(df) // MAX_POINTS + 1
-        df = pd.concat([df.iloc[::stride], df.groupby("series").tail(1)]).drop_duplicates()
+            curves.add(p["name"], p["step"], p["value"], p["attempt"])
+    return curves
+
+
+def system_frame(curves: LiveCurves) -> pd.DataFrame:
+    """The system chart's rows (minutes since the job's first point, percent, series label)."""
+    df = curves.frame(SYSTEM, x="minutes", x_type="float64")
+    df["series"] = df["series"].map(SYSTEM)
     return df
+
+
+def _take(cache: dict, rows) -> None:
+    """Fold new metric rows (id, step, name, value, attempt, time) into the tab's cache: the loss curves
+    by step, the system curves by time, each metric's latest value, and the current attempt's pace."""
+    curves, system, latest = cache["curves"], cache["system"], cache["latest"]
+    for _id, step, name, value, attempt, when in rows:
+        latest[name] = value
+        if name in CURVES:
+            curves.add(name, step, value, attempt)
+            if name == "loss":
+                pace = cache["pace"]
+                if pace is None or pace[4] != attempt:
+                    cache["pace"] = [when, step, when, step, attempt]
+                else:
+                    pace[2:4] = [when, step]
+        elif name in SYSTEM:
+            cache["t0"] = cache["t0"] or when
+            system.add(name, (when - cache["t0"]).total_seconds() / 60, value)
 
 
 def log_tail(job_id: int, lines: int = 40) -> str:
@@ -168,31 +211,41 @@ def _evaluates(job: Job) -> bool:
 
 def poll(job_id: int | None, cache: dict | None):
     """One timer tick: read the job and only the metric points newer than the cached ones, its attempts
-    and the queue. Returns (status, curve, log, attempts, queue, cache)."""
+    and the queue. Returns (status, curve, system curve, log, attempts, queue, cache)."""
     if not job_id:
         cache = cache or {}
-        return ("<div class='job-status empty'>No job selected. Start one on the Train tab.</div>", None, "",
+        return ("<div class='job-status empty'>No job selected. Start one on the Train tab.</div>", None, None, "",
                 gr.skip(), _changed(cache, "queue", queue_rows()), cache)
-    cache = cache if cache and cache.get("job") == job_id else {"job": job_id, "after": 0, "points": []}
+    if not (cache and cache.get("job") == job_id):
+        cache = {"job": job_id, "after": 0, "curves": LiveCurves(), "system": LiveCurves(), "latest": {},
+                 "pace": None, "t0": None}
     with session_scope() as db:
         job = db.get(Job, job_id)
         if job is None:
-            return f"Job {job_id} does not exist.", None, "", gr.skip(), gr.skip(), cache
-        new = jobq.metrics_since(db, job_id, cache["after"])
-    cache["points"] += [{"step": m.step, "name": m.name, "value": m.value, "time": m.time, "attempt": m.attempt}
-                        for m in new]
-    if new:
-        cache["after"] = new[-1].id
+            return f"Job {job_id} does not exist.", None, None, "", gr.skip(), gr.skip(), cache
+        if cache["after"] == 0:  # first read: the charted series in full, the other metrics' newest value only
+            upto, latest = jobq.latest_metrics(db, job_id)
+            new = jobq.metric_rows_since(db, job_id, 0, upto=upto, names=(*CURVES, *SYSTEM))
+            cache["latest"].update(latest)
+        else:
+            new = jobq.metric_rows_since(db, job_id, cache["after"])
+            upto = new[-1][0] if new else cache["after"]
+    _take(cache, new)
+    cache["after"] = upto
     if "series" not in cache:  # read once per job, not on every tick
         cache["series"] = list(CURVES if _evaluates(job) else ("loss",))
-    frame = curve_frame(cache["points"], tuple(cache["series"]))
     # redraw only when points arrived, and never send an empty frame (the chart would lose its encoding)
-    fresh = (bool(new) or cache.get("drawn") != job_id) and not frame.empty
-    if fresh:
+    redraw = bool(new) or cache.get("drawn") != job_id
+    frame = curve_frame(cache["curves"], tuple(cache["series"])) if redraw else None
+    drawn = frame is not None and not frame.empty
+    if drawn:
         cache["drawn"] = job_id
-    plot = frame if fresh else gr.skip()
-    return (status_html(job, cache["points"]), plot, log_tail(job_id), _changed(cache, "attempts", attempt_rows(job)),
-            _changed(cache, "queue", queue_rows()), cache)
+    plot = frame if drawn else gr.skip()
+    sys_frame = system_frame(cache["system"]) if redraw else None
+    sys_plot = sys_frame if sys_frame is not None and not sys_frame.empty else gr.skip()
+    pace = cache["pace"] if cache["pace"] and cache["pace"][4] == job.attempt else None
+    return (status_html(job, cache["latest"], pace and pace[:4]), plot, sys_plot, log_tail(job_id),
+            _changed(cache, "attempts", attempt_rows(job)), _changed(cache, "queue", queue_rows()), cache)
 
 
 @friendly
@@ -228,6 +281,9 @@ def render(shell: Shell) -> None:
     # a fixed colour map: the chart's first value is often empty, and an empty colour domain draws no lines
     plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=320, elem_id="loss-curve",
                        x_title="optimizer step", y_title="loss", color_map={"loss": "#4f46e5", "eval_loss": "#f97316"})
+    system = gr.LinePlot(x="minutes", y="value", color="series", title="System (sampled by the worker)", height=220,
+                         elem_id="system-curve", x_title="minutes since the first sample", y_title="%",
+                         color_map={"CPU": "#0ea5e9", "RAM": "#84cc16", "GPU util": "#f43f5e", "GPU memory": "#a855f7"})
     attempts = gr.Dataframe(headers=ATTEMPT_COLUMNS, label="Attempts (a retry resumes at the step of the last "
                             "complete checkpoint)", interactive=False, wrap=True, elem_id="job-attempts",
                             column_widths=["5%", "14%", "17%", "9%", "8%", "10%", "37%"])
@@ -236,7 +292,7 @@ def render(shell: Shell) -> None:
                          elem_id="job-queue")
     log = gr.Code(label="Log (last lines)", language=None, lines=12, elem_id="job-log")
     timer = gr.Timer(get_settings().poll_seconds)
-    timer.tick(poll, [shell.job_id, cache], [status, plot, log, attempts, queue, cache], show_progress="hidden")
+    timer.tick(poll, [shell.job_id, cache], [status, plot, system, log, attempts, queue, cache], show_progress="hidden")
     picker.input(select_job, picker, [shell.job_id, cache])
     queue.select(pick_from_queue, queue, [shell.job_id, cache])
     shell.job_id.change(lambda j: gr.Dropdown(choices=job_choices(), value=j), shell.job_id, picker)

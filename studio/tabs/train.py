@@ -13,7 +13,7 @@ import gradio as gr
 
 from models_db import Dataset, session_scope
 from models_db import queries as q
-from studio import services
+from studio import routing, services
 from studio.advisor import jobcost
 from studio.advisor.sources import find_model, model_config, worker_gpus
 from studio.jobspec import STUDIO, TRAINING, Knob, build_train_spec
@@ -67,18 +67,26 @@ def version_choices() -> list[tuple[str, int | None]]:
         return [("— start from the base model —", None)] + [(f"#{v.id} {v.name}", v.id) for v in q.list_versions(db)]
 
 
+def after_choices() -> list[tuple[str, int | None]]:
+    """"now", then the running and queued jobs a new job can be queued behind (``--after`` in the CLI)."""
+    with session_scope() as db:
+        return [("now", None)] + [(f"after #{j.id} {(j.config or {}).get('method', j.kind)} ({j.state})", j.id)
+                                  for j in q.active_jobs(db)]
+
+
 def _keep(current, choices):
     """The current pick when it is still offered, else the first choice."""
     values = [v for _, v in choices]
     return current if current in values else (values[0] if values else None)
 
 
-def refresh_choices(model_id=None, dataset_id=None, parent_id=None):
+def refresh_choices(model_id=None, dataset_id=None, parent_id=None, after_id=None):
     """Fresh lists when the tab opens, keeping what is already picked (e.g. by the Advisor)."""
-    models, data, parents = model_choices(), dataset_choices(), version_choices()
+    models, data, parents, after = model_choices(), dataset_choices(), version_choices(), after_choices()
     return (gr.Dropdown(choices=models, value=_keep(model_id, models)),
             gr.Dropdown(choices=data, value=_keep(dataset_id, data)),
-            gr.Dropdown(choices=parents, value=parent_id if parent_id in [v for _, v in parents] else None))
+            gr.Dropdown(choices=parents, value=parent_id if parent_id in [v for _, v in parents] else None),
+            gr.Dropdown(choices=after, value=after_id if after_id in [v for _, v in after] else None))
 
 
 def _note(m) -> str:
@@ -167,8 +175,9 @@ def cost(model_id, dataset_id, method, *values) -> str:
 
 
 @friendly
-def start(model_id, dataset_id, method, parent_id, nonce, *values):
-    """Validate everything, queue the job, and switch to the Jobs tab to watch it."""
+def start(model_id, dataset_id, method, parent_id, after, nonce, *values):
+    """Validate everything, queue the job (behind job ``after`` when one is picked, as ``studio train
+    --after`` does), and switch to the Jobs tab to watch it."""
     if model_id is None:
         raise gr.Error("Pick a base model (import one with `studio models import`).")
     if dataset_id is None:
@@ -176,8 +185,11 @@ def start(model_id, dataset_id, method, parent_id, nonce, *values):
     settings = _collect(method, values)
     spec = build_train_spec(model_id=int(model_id), dataset_id=int(dataset_id), method=method, settings=settings,
                             parent_version_id=int(parent_id) if parent_id else None)
-    job, _ = services.submit_train(spec, idempotency_key=nonce)  # a double click submits the same nonce
-    gr.Info(f"Job {job.id} queued")
+    job, _ = services.submit_train(spec, idempotency_key=nonce,  # a double click submits the same nonce
+                                   after=int(after) if after else None)
+    gr.Info(f"Job {job.id} queued" + (f" to start after job {int(after)}" if after else ""))
+    if routing.is_waiting(job.message):  # no alive worker's GPUs can hold it: say so plainly
+        gr.Warning(f"No worker can run job {job.id} yet: it {job.message}")
     return job.id, gr.Tabs(selected="jobs"), uuid.uuid4().hex
 
 
@@ -237,14 +249,18 @@ def render(shell: Shell) -> None:
     inputs: dict = {}
     groups = _method_groups(inputs, "lora")
     _training_sections(inputs)
-    start_btn = gr.Button("Start training", variant="primary", elem_id="start-training")
+    with gr.Row(equal_height=True):
+        after = gr.Dropdown([("now", None)], value=None, label="Start after", elem_id="train-after", scale=1,
+                            info="now, or once this queued or running job has finished")
+        start_btn = gr.Button("Start training", variant="primary", elem_id="start-training", scale=3)
     ordered = [inputs[(o, k)] for o, k, _ in SPECS]
     lr = inputs[("training", "learning_rate")]
     # .input, not .change: a method set by the Advisor must keep the Advisor's learning rate
     method.input(method_defaults, method, [*groups.values(), lr, note])
-    start_btn.click(start, [model, dataset, method, parent, nonce, *ordered], [shell.job_id, shell.tabs, nonce])
+    start_btn.click(start, [model, dataset, method, parent, after, nonce, *ordered],
+                    [shell.job_id, shell.tabs, nonce])
     gr.on([model.change, dataset.change, method.change, *(c.change for c in ordered)], cost,
           [model, dataset, method, *ordered], cost_line, trigger_mode="always_last", show_progress="hidden")
     suggested = shell.handoff.setdefault(SETTINGS, gr.State(None))
     suggested.change(apply_suggestion, suggested, [model, dataset, method, note, *groups.values(), *ordered])
-    shell.on_select["train"] = (refresh_choices, [model, dataset, parent], [model, dataset, parent])
+    shell.on_select["train"] = (refresh_choices, [model, dataset, parent, after], [model, dataset, parent, after])

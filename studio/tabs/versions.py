@@ -11,9 +11,11 @@ import pandas as pd
 
 from models_db import Job, session_scope
 from models_db import queries as q
-from studio import services, versions
+from studio import exports, services, sharing, store, versions
 from studio.settings import get_settings
 from studio.shell import Shell, friendly
+from studio.tabs import side_by_side
+from studio.tabs import version_jobs
 from worker import methods
 
 # a light and a strong shade per compared version: train loss strong, eval loss light
@@ -63,9 +65,9 @@ def version_details(version_id: int | None) -> str:
         return "No version selected. Versions appear here when a training job succeeds."
     with session_scope() as db:
         v = versions.get(db, version_id)
-        anc, kids = q.ancestors(db, v.id), q.descendants(db, v.id)
+        anc = q.ancestors(db, v.id)
         lineage = " → ".join([v.base_model.name] + [f"#{a.id}" for a in reversed(anc)] + [f"**#{v.id}**"])
-        children = ", ".join(f"#{k.id}" for k in kids if k.parent_id == v.id) or "none"
+        children = ", ".join(f"#{k.id}" for k in q.children(db, [v.id])) or "none"  # combined ones too
         dataset = f"#{v.dataset.id} {v.dataset.name}" if v.dataset else "—"
         tags = " ".join(f"`{t}`" for t in v.tags) or "none"
         notes = "\n".join(f"> {html.escape(line)}" for line in v.notes.splitlines()) if v.notes.strip() else ""
@@ -111,7 +113,7 @@ def show_version(version_id: int | None):
         v = versions.get(db, version_id)
         name, tags, notes, method = v.name, ", ".join(v.tags), v.notes, v.method
     return (version_details(version_id), lineage_picture(version_id), name, tags, notes,
-            gr.Button(interactive=methods.get(method).mergeable), gr.Group(visible=False))
+            export_picker(method), gr.Group(visible=False))
 
 
 @friendly
@@ -147,12 +149,28 @@ def confirm_delete(pending: dict | None, compared: list | None):
 
 # --- downloads ------------------------------------------------------------------------------------------
 
+def export_picker(method: str) -> gr.Dropdown:
+    """The formats this version's method allows (non-mergeable methods: the adapter only), said up front."""
+    mergeable = methods.get(method).mergeable
+    info = ("Merged formats are standalone models; adapter is the trained part with a loading snippet." if mergeable
+            else f"{method} cannot be merged into the base: adapter + loading snippet only.")
+    return gr.Dropdown(choices=exports.format_choices(method), value="merged" if mergeable else "adapter", info=info)
+
+
+def export_hint(version_id: int | None, format: str | None) -> str:
+    """Under the picker, before the click: the format and the memory its merge needs here (or the refusal)."""
+    if not version_id or not format:
+        return ""
+    with session_scope() as db:
+        return exports.preview(db, int(version_id), format)
+
+
 @friendly
-def build_export(version_id: int | None, merged: bool):
+def build_export(version_id: int | None, format: str | None):
     if not version_id:
         raise gr.Error("Select a version first.")
-    job = services.submit_export(int(version_id), merged=merged)
-    return job.id, f"Building the {'merged model' if merged else 'adapter'} zip (job {job.id})…"
+    job = services.submit_export(int(version_id), format=format or "adapter")
+    return job.id, f"Building the {job.config['format']} zip (job {job.id})…"
 
 
 def export_status(job_id: int | None):
@@ -162,7 +180,10 @@ def export_status(job_id: int | None):
     with session_scope() as db:
         job = db.get(Job, int(job_id))
     if job.state == "succeeded":
-        path = get_settings().home_abs / job.result["zip"]
+        try:  # built by a worker on another machine: fetched from the shared store (studio/store.py)
+            path = store.local(job.result["zip"], into_home=True)
+        except store.StoreError:
+            path = get_settings().home_abs / job.result["zip"]
         if not path.exists():
             return "The zip was deleted with its version.", gr.DownloadButton(visible=False)
         size = path.stat().st_size / 2**20
@@ -265,7 +286,7 @@ def compare_view(version_ids: list | None, axis: str):
     note = f"No logged loss curve for {', '.join(missing)}." if missing else ""
     if curve_plot(chart) is None:
         note = note or f"No curve has a {axis} axis."
-    return note, metrics_html(result), config_html(result), chart
+    return note, metrics_html(result) + version_jobs.evaluations_html(result), config_html(result), chart
 
 
 # --- layout ---------------------------------------------------------------------------------------------
@@ -292,9 +313,11 @@ def render(shell: Shell) -> None:
                 tags = gr.Textbox(label="Tags", placeholder="best, prod (comma-separated)", elem_id="version-tags")
                 notes = gr.Textbox(label="Notes", lines=3, elem_id="version-notes")
             save = gr.Button("Save name, tags and notes", elem_id="save-version")
+            share = gr.Checkbox(label="Shared with my team", interactive=False, elem_id="version-share")
             gr.Markdown("**Download**")
-            merged_btn = gr.Button("Build merged model (.zip)", variant="primary", elem_id="export-merged")
-            adapter_btn = gr.Button("Build adapter only (.zip)", elem_id="export-adapter")
+            export_format = gr.Dropdown(label="Format", elem_id="export-format")
+            export_note = gr.Markdown(elem_id="export-note")
+            build_btn = gr.Button("Build .zip", variant="primary", elem_id="export-build")
             export_msg = gr.Markdown(elem_id="export-status")
             download = gr.DownloadButton("Download", visible=False, elem_id="download-zip")
             with gr.Accordion("Delete", open=False, elem_id="delete-box"):
@@ -307,6 +330,7 @@ def render(shell: Shell) -> None:
                         yes = gr.Button("Yes, delete", variant="stop", elem_id="confirm-delete")
                         no = gr.Button("Keep it", elem_id="keep-version")
     lineage = gr.Markdown(elem_id="version-lineage")
+    version_jobs.render(picker)  # "Evaluate on dataset…", its evaluations, the Combine accordion
 
     gr.Markdown("### Compare versions", elem_id="compare-title")
     with gr.Row():
@@ -322,16 +346,20 @@ def render(shell: Shell) -> None:
 
     cmp_metrics = gr.HTML(elem_id="compare-metrics")
     cmp_config = gr.HTML(elem_id="compare-config")
+    side_by_side.render(compared)  # the same prompts through every compared version
 
-    picker.change(show_version, picker, [details, lineage, name, tags, notes, merged_btn, confirm_box])
+    picker.change(show_version, picker, [details, lineage, name, tags, notes, export_format, confirm_box]).then(
+        export_hint, [picker, export_format], export_note)
     table.select(pick_row, None, picker)
+    picker.change(lambda v: sharing.shared_box("version", v), picker, share)
+    share.input(sharing.toggle("version"), [picker, share], share)
     save.click(save_version, [picker, name, tags, notes], [table, picker]).success(
-        show_version, picker, [details, lineage, name, tags, notes, merged_btn, confirm_box])
+        show_version, picker, [details, lineage, name, tags, notes, export_format, confirm_box])
     delete_btn.click(ask_delete, [picker, cascade], [confirm_msg, confirm_box, pending])
     no.click(lambda: (gr.Group(visible=False), None), None, [confirm_box, pending])
     yes.click(confirm_delete, [pending, compared], [table, picker, compared, confirm_box, pending])
-    merged_btn.click(lambda v: build_export(v, True), picker, [export_job, export_msg])
-    adapter_btn.click(lambda v: build_export(v, False), picker, [export_job, export_msg])
+    export_format.change(export_hint, [picker, export_format], export_note)
+    build_btn.click(build_export, [picker, export_format], [export_job, export_msg])
     gr.Timer(1.5).tick(export_status, export_job, [export_msg, download], show_progress="hidden")
     for event in (compared.change, axis.change):
         event(compare_view, [compared, axis], [compare_note, cmp_metrics, cmp_config, chart])

@@ -5,7 +5,7 @@ import zipfile
 
 from playwright.sync_api import expect
 
-from tests.cli import write_instruction_jsonl
+from tests.cli import wait_until, write_instruction_jsonl
 from tests.e2e.conftest import SHOTS
 
 
@@ -78,7 +78,7 @@ def test_upload_train_watch_download(studio, page, tmp_path):
     # Versions: the version with its metrics; build and download the merged zip
     open_tab(page, "Versions")
     page.locator("#version-details").get_by_text("Lineage").wait_for(timeout=30_000)
-    page.locator("#export-merged").click()
+    page.locator("#export-build").click()  # the format picker defaults to merged for a mergeable method
     page.locator("#download-zip").wait_for(state="visible", timeout=180_000)
     shot(page, "5-models")
     with page.expect_download() as dl:
@@ -89,3 +89,80 @@ def test_upload_train_watch_download(studio, page, tmp_path):
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= set(names)
     meta = json.loads(zipfile.ZipFile(path).read("studio_version.json"))
     assert meta["method"] == "lora" and meta["version_id"] == 1
+
+
+def _two_versions(cli, tmp_path) -> list[int]:
+    """Versions 1 and 2 of the tiny model (trained here unless an earlier test left them)."""
+    have = [v["id"] for v in cli.json("versions", "list")["versions"]]
+    if len(have) < 2:
+        data = tmp_path / "pairs.jsonl"
+        write_instruction_jsonl(data, 40)
+        ds = cli.json("dataset", "add", str(data), "--eval-split", "0.1")["dataset"]["id"]
+        for method in ("lora", "dora")[: 2 - len(have)]:
+            cli.json("train", "--model", "tiny-llama", "--dataset", str(ds), "--method", method, "--set", "max_steps=4",
+                     "--set", "per_device_train_batch_size=8", "--set", "max_seq_length=64", "--wait", timeout=600)
+        have = [v["id"] for v in cli.json("versions", "list")["versions"]]
+    return sorted(have)[:2]
+
+
+def test_versions_compare_side_by_side_and_playground(studio, page, tmp_path):
+    url, cli = studio
+    a, b = _two_versions(cli, tmp_path)
+    page.goto(url)
+    page.get_by_text("FineTune Studio").first.wait_for()
+
+    # Versions: the table, then two versions compared, then the same prompts through both
+    open_tab(page, "Versions")
+    expect(page.locator("#versions-table")).to_contain_text("lora", timeout=30_000)
+    page.locator("#version-details").get_by_text("Lineage").wait_for(timeout=30_000)
+    expect(page.locator("#version-lineage svg").first).to_be_visible(timeout=30_000)  # the picture is drawn
+    shot(page, "6-versions")
+    picker = page.locator("#compare-picker input")
+    for vid in (a, b):
+        picker.click()
+        page.get_by_role("option", name=re.compile(rf"^#{vid} ")).click()
+    expect(page.locator("#compare-metrics table.cmp").first).to_contain_text(f"#{b}", timeout=30_000)
+    page.locator("#sbs-n input").fill("2")
+    page.locator("#sbs-sample").click()
+    expect(page.locator("#sbs-note")).to_contain_text("eval split", timeout=30_000)
+    page.locator("#sbs-max-new input").fill("12")
+    page.locator("#sbs-base input").check()
+    page.locator("#sbs-run").click()
+    # the interactive worker streams every cell in: 2 prompts x (2 versions + base)
+    expect(page.locator("#sbs-grid-box")).to_contain_text("6/6 outputs", timeout=180_000)
+    expect(page.locator("#sbs-grid-box")).to_contain_text("ms/token")
+    page.locator("#sbs-section").scroll_into_view_if_needed()
+    shot(page, "7-compare-side-by-side")
+    # the latency now reaches the comparison's metrics table
+    picker.click()
+    page.keyboard.press("Backspace")  # drop the second version, then pick it again: the view recomputes
+    picker.click()
+    page.get_by_role("option", name=re.compile(rf"^#{b} ")).click()
+    expect(page.locator("#compare-metrics table.cmp").first).to_contain_text("latency (ms/token)", timeout=30_000)
+
+    # Playground: one reply streamed from a version, with its latency
+    open_tab(page, "Playground")
+    model = page.locator("#playground-model input")
+    model.click()
+    page.get_by_role("option", name=re.compile(rf"^#{a} ")).click()
+    page.locator("#playground-max-new input[type=number]").fill("24")
+    page.locator("#playground-message textarea").fill("What is 3 plus 1?")
+    page.locator("#playground-send").click()
+    expect(page.locator("#playground-stats")).to_contain_text("ms/token", timeout=120_000)
+    expect(page.locator("#playground-chat")).to_contain_text("What is 3 plus 1?")
+    shot(page, "8-playground")
+    rows = cli.json("versions", "generate", str(a), "--prompt", "What is 3 plus 1?", "--max-new-tokens", "4")
+    assert rows["generations"][0]["state"] == "done" and rows["generations"][0]["ms_per_token"] > 0
+
+
+def test_fleet_tab_shows_the_embedded_worker(studio, page):
+    url, cli = studio
+    workers = wait_until(lambda: [w for w in cli.json("workers", "list")["workers"] if w["alive"]], timeout=60)
+    page.goto(url)
+    page.get_by_text("FineTune Studio").first.wait_for()
+    open_tab(page, "Fleet")
+    expect(page.locator("#fleet-summary")).to_contain_text("registered workers alive", timeout=30_000)
+    expect(page.locator("#fleet-workers")).to_contain_text("alive", timeout=10_000)
+    expect(page.locator("#fleet-workers")).to_contain_text("CPU only")
+    expect(page.locator("#fleet-workers")).to_contain_text(workers[0]["host"])
+    shot(page, "9-fleet")

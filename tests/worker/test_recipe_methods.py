@@ -142,7 +142,7 @@ def test_method_trains_through_the_job_reloads_and_exports(name, studio, trained
         assert json.loads((out / "studio_version.json").read_text())["method"] == name
         return
     with pytest.raises(UserFacingError, match=rf"{name} cannot be merged into the base model .*"
-                                              r"export the adapter instead \(--merged off\)"):
+                                              r"export the adapter instead \(--format adapter\)"):
         export_version(version.id, tmp_path / "refused", merged=True)
     export_version(version.id, out, merged=False, say=lambda _: None)
     readme = (out / "README.md").read_text()

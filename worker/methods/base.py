@@ -63,6 +63,8 @@ class Method:
     ``after_optimizer_step(model, global_step)``, when set, must be called by the training loop after
     every optimizer step and before ``zero_grad`` (AdaLoRA reallocates its rank budget there).
     ``count_as`` names another method whose apply can count parameters on the meta device.
+    ``packable``: padding-free packing is correct for it (not for prompt learning: its virtual tokens
+    would be shared by every example packed into a row); the studio packs causal LM data by default.
     """
 
     name: str
@@ -78,6 +80,7 @@ class Method:
     check: Callable[[Any, dict | None], None] = _no_check
     after_optimizer_step: Callable[[Any, int], None] | None = None
     count_as: str | None = None
+    packable: bool = True
 
 
 REGISTRY: dict[str, Method] = {}
@@ -283,6 +286,7 @@ def describe(method: Method) -> dict:
         "name": method.name,
         "summary": method.summary,
         "mergeable": method.mergeable,
+        "packable": method.packable,
         "params": params,
         "default_training": dict(method.default_training),
     }

@@ -39,6 +39,7 @@ METHOD = register(Method(
     params=PTuningParams,
     summary="Virtual tokens from a small trainable prompt encoder (P-tuning); not mergeable.",
     mergeable=False,
+    packable=False,  # virtual tokens per row: packed examples would share them
     apply=apply,
     load=load,
     default_training=dict(PROMPT_TRAINING, learning_rate=1e-3),

@@ -34,6 +34,7 @@ METHOD = register(Method(
     params=PrefixTuningParams,
     summary="Learn key/value prefixes in every attention layer; tiny; not mergeable.",
     mergeable=False,
+    packable=False,  # virtual tokens per row: packed examples would share them
     apply=apply,
     load=load,
     default_training={"learning_rate": 1e-2, "warmup_ratio": 0.1, "lr_scheduler_type": "cosine"},

@@ -37,6 +37,7 @@ METHOD = register(Method(
     params=PromptTuningParams,
     summary="Learn only soft-prompt tokens (<0.01% of weights); runs even on CPU; not mergeable.",
     mergeable=False,
+    packable=False,  # virtual tokens per row: packed examples would share them
     apply=apply,
     load=load,
     default_training=dict(PROMPT_TRAINING),

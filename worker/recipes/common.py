@@ -5,6 +5,7 @@ load -> method -> train -> save -> register) and calls these where the task make
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import resource
 import shutil
@@ -16,12 +17,14 @@ import torch
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments
 
 from models_db import BaseModel, Dataset, ModelVersion, session_scope
+from studio import store
 from studio.jobspec import TrainSpec
 from studio.settings import get_settings
-from worker import lineage, methods
+from worker import distributed, fastpath, lineage, methods, perf
 from worker.callbacks import MethodStepCallback, StudioCallback, latest_complete_checkpoint
 from worker.context import JobContext
 from worker.methods.counting import count_parameters
+from worker.sysmon import SystemSampler
 
 
 @dataclass
@@ -56,6 +59,9 @@ def read_job(ctx: JobContext) -> TrainJob:
         base, dataset = db.get(BaseModel, spec.model_id), db.get(Dataset, spec.dataset_id)
         ancestors = lineage.chain(db, spec.parent_version_id) if spec.parent_version_id else []
         db.expunge_all()
+    # A worker on another machine fetches the data set and the base once from the shared store
+    # (studio/store.py); the detached rows point at its local copies and are never written back.
+    dataset.path, base.path = str(store.local_dataset(dataset.path)), store.local_model(base.path)
     cuda = torch.cuda.is_available()
     training = dict(spec.training)
     # transformers 5 folded warmup_ratio into warmup_steps (a value below 1 is a fraction of the run)
@@ -65,11 +71,18 @@ def read_job(ctx: JobContext) -> TrainJob:
         training.update(bf16=False, fp16=False)
     elif not training["bf16"] and not training["fp16"]:
         training["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
+    device_gb = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30 if cuda else None
+    one_gpu = getattr(spec, "gpus", 1) <= 1  # the estimate is for one device; sharded jobs are sized by the launcher
+    for note in fastpath.settle_training(training, cuda=cuda, estimate=spec.estimate if one_gpu else None,
+                                         device_total_gb=device_gb):
+        ctx.say(f"fast path: {note}")
     return TrainJob(spec, base, dataset, ancestors, get_settings().home_abs, training, cuda)
 
 
-def training_arguments(ctx: JobContext, job: TrainJob, *, has_eval: bool, **extra) -> TrainingArguments:
-    """TrainingArguments for the job; with early stopping, checkpoints follow evaluations."""
+def training_arguments(ctx: JobContext, job: TrainJob, *, has_eval: bool, packed: bool = False,
+                       **extra) -> TrainingArguments:
+    """TrainingArguments for the job; with early stopping, checkpoints follow evaluations. ``packed``:
+    batches are padding-free rows (no attention mask), so every input token is a real one."""
     training = dict(job.training)
     early = job.spec.early_stopping_patience > 0 and has_eval
     if early:  # the best checkpoint must be among those evaluated
@@ -79,8 +92,9 @@ def training_arguments(ctx: JobContext, job: TrainJob, *, has_eval: bool, **extr
         eval_strategy="steps" if has_eval else "no",
         load_best_model_at_end=early, metric_for_best_model="eval_loss" if early else None,
         gradient_checkpointing_kwargs={"use_reentrant": False} if training["gradient_checkpointing"] else None,
-        include_num_input_tokens_seen="non_padding", report_to=[], disable_tqdm=True,
-        use_cpu=not job.cuda, dataloader_pin_memory=job.cuda, **extra,
+        include_num_input_tokens_seen="all" if packed else "non_padding", report_to=[], disable_tqdm=True,
+        use_cpu=not job.cuda, **fastpath.dataloader_arguments(cuda=job.cuda, gpus=getattr(job.spec, "gpus", 1)),
+        **extra,
     )
 
 
@@ -95,6 +109,12 @@ def optimizer_steps(rows: int, args: TrainingArguments) -> int:
     return math.ceil(args.num_train_epochs * per_epoch)
 
 
+def model_code_kwargs(base: BaseModel) -> dict:
+    """``from_pretrained`` kwargs every load of a base takes: safetensors only, and the model's own Python
+    code only when an admin allowed it for this model (`studio models trust`, docs/security.md)."""
+    return {"trust_remote_code": bool(base.trust_remote_code), "use_safetensors": True}
+
+
 def load_start(ctx: JobContext, job: TrainJob, load, load_kwargs: dict):
     """The model training starts from: ``load(path, **kwargs)`` (the base, with the task's model class)
     and the parent version's lineage, merged in or (continuing) loaded trainable.
@@ -103,6 +123,7 @@ def load_start(ctx: JobContext, job: TrainJob, load, load_kwargs: dict):
     from a scratch copy: merging into 4-bit weights would re-quantize them and lose the parent's update.
     """
     ctx.say(f"loading {job.base.name}")
+    load = functools.partial(load, **model_code_kwargs(job.base))
     if job.ancestors and load_kwargs:
         scratch = ctx.dir / "merged-parent"
         merged = lineage.load_chain(load(job.base.path, dtype=torch.float32), job.ancestors, last="merge")
@@ -133,8 +154,10 @@ def make_trainable(ctx: JobContext, job: TrainJob, method, model, params, task: 
 
 def build_trainer(ctx: JobContext, job: TrainJob, method, args: TrainingArguments, **trainer_kwargs) -> Trainer:
     """The HF Trainer with the studio's progress/metrics callback, early stopping when asked, and the
-    method's per-step hook (AdaLoRA reallocates its rank budget after every optimizer step)."""
-    callbacks = [StudioCallback(ctx)]
+    method's per-step hook (AdaLoRA reallocates its rank budget after every optimizer step), the
+    throughput meter (tokens/s, step time, MFU) and the system sampler (CPU, RAM, GPU curves)."""
+    context = perf.context_of(trainer_kwargs.get("train_dataset"))
+    callbacks = [StudioCallback(ctx), perf.PerfCallback(ctx.writer, context), SystemSampler(ctx.writer)]
     if args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(job.spec.early_stopping_patience))
     if method.after_optimizer_step:
@@ -159,7 +182,12 @@ def fit(ctx: JobContext, trainer: Trainer) -> tuple[dict, dict]:
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     state = trainer.state
     losses = [h["loss"] for h in state.log_history if "loss" in h]
+    ranks = distributed.ranks_report(trainer)  # every rank's host, device and steps (a collective: all ranks)
+    print(f"rank {distributed.rank()} of {distributed.world_size()} trained {state.global_step} steps", flush=True)
     return {
+        "world_size": trainer.args.world_size,
+        "distributed": distributed.strategy(),
+        "ranks": ranks,
         "train_loss": losses[-1] if losses else out.training_loss,
         "first_train_loss": losses[0] if losses else None,
         "eval_loss": final_eval.get("eval_loss"),
@@ -169,6 +197,7 @@ def fit(ctx: JobContext, trainer: Trainer) -> tuple[dict, dict]:
         "tokens_per_s": state.num_input_tokens_seen / seconds if seconds else None,
         "peak_memory_gb": peak / 2**30,
         "peak_memory_kind": "cuda_allocated" if cuda else "cpu_rss",
+        **perf.summary(trainer),  # samples/s, step time, tokens/s over training steps only, MFU on CUDA
     }, final_eval
 
 
@@ -180,16 +209,41 @@ def save_version(ctx: JobContext, job: TrainJob, method, params, trainer: Traine
     ctx.say("saving")
     spec, base, dataset = job.spec, job.base, job.dataset
     rel = f"versions/job-{ctx.job.id}/adapter"
-    method.save(trainer.model, job.home / rel)
-    tokenizer.save_pretrained(job.home / rel)
+    distributed.save_trained(trainer, method, job.home / rel)  # rank 0 writes (all ranks gather under FSDP)
+    if distributed.is_main():
+        tokenizer.save_pretrained(job.home / rel)
+        store.put(rel)  # into the shared store, for the studio and the other workers (studio/store.py)
     config = {**spec.to_json(), "method_params": dataclasses.asdict(params), "training": job.training,
               "base_model": base.name, "dataset": dataset.name, **config}
     return {
         "step": trainer.state.global_step,
         "metrics": metrics,
+        "evaluations": own_evaluation(job, metrics),
         "version": {
             "name": f"{base.name}-{spec.method}-job{ctx.job.id}", "base_model_id": base.id,
             "parent_id": spec.parent_version_id, "dataset_id": dataset.id, "method": spec.method,
             "config": config, "metrics": metrics, "artifacts": {"adapter": rel},
         },
     }
+
+
+def own_evaluation(job: TrainJob, metrics: dict) -> list[dict]:
+    """The final evaluation as the version's Evaluation on its own data set, when it ran on that data
+    set's stored eval split (the rows an ``evaluate`` job uses, so no second pass is needed); [] when
+    it ran on rows held out by ``eval_split`` or not at all (worker/child.py then queues an evaluate job)."""
+    rows = metrics.get("rows") or {}
+    stored = has_stored_eval(job)
+    if not stored or not rows.get("eval_rows") or metrics.get("eval_loss") is None:
+        return []
+    if job.spec.task == "seq_cls":
+        measured = {"accuracy": metrics.get("eval_accuracy"), "f1": metrics.get("eval_f1"), "eval_loss": metrics["eval_loss"]}
+    else:
+        measured = {"eval_loss": metrics["eval_loss"], "perplexity": metrics.get("perplexity")}
+    return [{"dataset_id": job.dataset.id, "split": "eval", "rows": rows["eval_rows"], "metrics": measured}]
+
+
+def has_stored_eval(job: TrainJob) -> bool:
+    """Whether the job's data set version has a stored eval split (``eval.jsonl`` beside its rows)."""
+    from worker.data import stored_eval
+
+    return stored_eval(job.home / job.dataset.path) is not None

@@ -45,7 +45,7 @@ def train(ctx: JobContext) -> dict:
     method = methods.get(spec.method)
 
     # 1. Data first: its labels size the head, and its length sets schedules such as AdaLoRA's.
-    tokenizer = AutoTokenizer.from_pretrained(job.base.path)
+    tokenizer = AutoTokenizer.from_pretrained(job.base.path, trust_remote_code=job.base.trust_remote_code)
     if tokenizer.pad_token is None:  # decoders: padding marks where the last real token is
         tokenizer.pad_token = tokenizer.eos_token
     positions = getattr(AutoConfig.from_pretrained(job.base.path), "max_position_embeddings", None)

@@ -1,11 +1,13 @@
 """Supervised fine-tuning of a causal LM, top to bottom: data -> load -> method -> train -> save -> register."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from studio.settings import get_settings
-from worker import data, methods
+from worker import data, fastpath, methods
 from worker.context import JobContext
 from worker.recipes import common
 
@@ -17,7 +19,7 @@ def train(ctx: JobContext) -> dict:
 
     # 1. Data first: AdaLoRA's rank-budget schedule needs the run's length before the method is applied.
     #    Chat template applied, loss on responses only, cached by content + tokenizer + length.
-    tokenizer = AutoTokenizer.from_pretrained(job.base.path)
+    tokenizer = AutoTokenizer.from_pretrained(job.base.path, trust_remote_code=job.base.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     train_ds, eval_ds, report = data.build_sft(
@@ -25,14 +27,19 @@ def train(ctx: JobContext) -> dict:
         seed=job.training["seed"], cache_dir=get_settings().path("cache", "tokenized"),
         key=data.cache_key(dataset.content_hash, tokenizer, spec.max_seq_length))
     ctx.say(report.summary())
-    args = common.training_arguments(ctx, job, has_eval=eval_ds is not None, remove_unused_columns=False)
+    # Padding-free packing by default (studio/jobspec.py): batches hold only real tokens.
+    args = common.training_arguments(ctx, job, has_eval=eval_ds is not None, packed=spec.packing,
+                                     remove_unused_columns=False)
     params = methods.with_context(methods.parse_params(spec.method, spec.method_params),
                                   total_steps=common.optimizer_steps(len(train_ds), args))
 
     # 2. The base, with the parent version's lineage merged in or (continuing an unmergeable one) trainable.
     #    Seeded first: new weights (LoRA matrices, heads) come from the seed, so a rerun is the same run.
     set_seed(job.training["seed"])
-    model = common.load_start(ctx, job, AutoModelForCausalLM.from_pretrained, method.load_kwargs(params))
+    #    FlashAttention-2 where installed (16-bit weights on CUDA), else PyTorch SDPA (worker/fastpath.py).
+    attn = fastpath.load_kwargs(cuda=job.cuda, half_precision_weights=job.base_dtype != torch.float32)
+    load = functools.partial(AutoModelForCausalLM.from_pretrained, **attn)
+    model = common.load_start(ctx, job, load, method.load_kwargs(params))
 
     # 3. The method makes the model trainable (LoRA matrices, adapters, prompts, top layers, ...).
     model, sizes = common.make_trainable(ctx, job, method, model, params, "causal_lm")
@@ -40,7 +47,7 @@ def train(ctx: JobContext) -> dict:
     # 4. Train with the HF Trainer; checkpoints make a retry resume where this attempt stopped.
     trainer = common.build_trainer(ctx, job, method, args, model=model, processing_class=tokenizer,
                                    train_dataset=train_ds, eval_dataset=eval_ds,
-                                   data_collator=data.collator(tokenizer, model=model))
+                                   data_collator=data.collator(tokenizer, packing=spec.packing, model=model))
     run, final_eval = common.fit(ctx, trainer)
 
     # 5. Save the trained part (safetensors) with the tokenizer, and describe the version.

@@ -1,0 +1,219 @@
+"""Export formats of a model version, and the memory a merge needs: torch-free.
+
+The studio checks an export here before it queues it (is the format allowed for the version's method,
+does the merge fit in memory), with numbers a person can act on; the worker checks again on its own
+machine before it loads anything (worker/export.py). All the loading, merging and quantizing of an
+export runs on the worker's CPU, so the limit is the machine's available RAM (psutil), or
+``STUDIO_EXPORT_MEMORY_GB`` where set (a smaller budget on a shared machine, and the tests' lever).
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from models_db import BaseModel, ModelVersion
+from studio.jobspec import SpecError
+from studio.settings import get_settings
+from worker import methods
+
+GB = 2**30
+# torch, transformers and the Python process itself, beside the weights
+RUNTIME_BYTES = int(0.5 * GB)
+DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
+               "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+class ExportError(SpecError):
+    """An export that cannot be built as asked; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One way to export a version. ``kind`` picks the worker's writer (worker/export.py WRITERS).
+
+    ``working_copies``: how many extra copies of the float32 base the step holds at its peak, beside
+    the base itself (safetensors serialises each tensor to bytes; converting to half precision holds both
+    dtypes of a tensor for a while; ONNX holds the graph and its proto). Measured in docs/exports.md."""
+
+    name: str
+    label: str
+    kind: str  # adapter | safetensors | bnb | onnx
+    help: str
+    dtype: str = "float32"  # the saved weights (safetensors kinds)
+    bits: int | None = None  # bitsandbytes quantization
+    working_copies: float = 1.0
+
+    @property
+    def merged(self) -> bool:
+        return self.kind != "adapter"
+
+
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("merged", "merged model, float32 safetensors", "safetensors",
+                 "Base and lineage merged into one standalone model, full precision."),
+    ExportFormat("merged-fp16", "merged model, float16 safetensors", "safetensors",
+                 "Merged, saved in half precision: half the size; for GPUs.", dtype="float16"),
+    ExportFormat("merged-bf16", "merged model, bfloat16 safetensors", "safetensors",
+                 "Merged, saved in bfloat16: half the size, float32's range.", dtype="bfloat16"),
+    ExportFormat("bnb-8bit", "merged model, 8-bit bitsandbytes (LLM.int8)", "bnb",
+                 "Merged in full precision, then quantized to 8 bits: about a quarter of float32.", bits=8),
+    ExportFormat("bnb-4bit", "merged model, 4-bit bitsandbytes (NF4)", "bnb",
+                 "Merged in full precision, then quantized to 4-bit NF4: about an eighth of float32.", bits=4),
+    ExportFormat("onnx", "merged model, ONNX (onnxruntime)", "onnx",
+                 "Merged, exported to ONNX for onnxruntime (needs the onnx extra).", working_copies=2.0),
+    ExportFormat("adapter", "the trained part only (adapter)", "adapter",
+                 "The adapter (or the trained weights) with the base it needs and a loading snippet.",
+                 working_copies=0.0),
+)}
+
+
+def get_format(name: str) -> ExportFormat:
+    if name not in FORMATS:
+        raise ExportError(f"unknown export format {name!r}: use one of {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def allowed_formats(method: str) -> list[str]:
+    """A mergeable method exports in every format; the others only as the adapter (plus a loading snippet)."""
+    return list(FORMATS) if methods.get(method).mergeable else ["adapter"]
+
+
+def check_allowed(version: ModelVersion, fmt: ExportFormat) -> None:
+    if fmt.merged and not methods.get(version.method).mergeable:
+        raise ExportError(
+            f"{version.method} cannot be merged into the base model (its weights are not a change to the base's), "
+            f"so it has no {fmt.name} export; export the adapter instead (--format adapter): you get the adapter, "
+            "the base it needs and a loading snippet.")
+
+
+# --- memory ---------------------------------------------------------------------------------------------
+
+def safetensors_params(folder: Path) -> int:
+    """The number of weights in a folder's safetensors files, from their headers (no tensor is read)."""
+    total = 0
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with open(file, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        for name, info in header.items():
+            if name != "__metadata__":
+                n = 1
+                for d in info["shape"]:
+                    n *= d
+                total += n
+    return total
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The peak memory an export needs (bytes, by part) and what the machine has."""
+
+    fmt: ExportFormat
+    parts: dict[str, int]
+    available: int
+    source: str  # where ``available`` came from
+
+    @property
+    def needed(self) -> int:
+        return sum(self.parts.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.needed <= self.available
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{k} {v / GB:.2f} GB" for k, v in self.parts.items() if v)
+        return (f"needs ~{self.needed / GB:.2f} GB ({parts}), this machine has {self.available / GB:.2f} GB "
+                f"available ({self.source})")
+
+
+def available_memory() -> tuple[int, str]:
+    """Bytes an export may use here: STUDIO_EXPORT_MEMORY_GB if set, else the RAM available now."""
+    limit = get_settings().export_memory_gb
+    if limit is not None:
+        return int(limit * GB), "STUDIO_EXPORT_MEMORY_GB"
+    import psutil
+
+    return int(psutil.virtual_memory().available), "free RAM"
+
+
+def estimate(fmt: ExportFormat, base_dir: Path, artifact_dirs: list[Path]) -> MemoryEstimate:
+    """Peak memory of a merged export: the base loaded in float32, every version's weights of the lineage
+    (adapters, or whole models for full fine-tuning), the format's working copies, and the runtime."""
+    base = safetensors_params(base_dir) * 4
+    trained = sum(safetensors_params(d) * 4 for d in artifact_dirs)
+    parts = {"base in float32": base, "trained weights": trained,
+             "working copy": int(base * fmt.working_copies), "runtime": RUNTIME_BYTES}
+    return MemoryEstimate(fmt, parts, *available_memory())
+
+
+def refusal(version_id: int, est: MemoryEstimate) -> str:
+    return (f"Exporting version {version_id} as {est.fmt.name} {est.describe()}; export the adapter instead "
+            "or free memory (a worker with more RAM, or STUDIO_EXPORT_MEMORY_GB if the limit is set too low).")
+
+
+def check_memory(version_id: int, fmt: ExportFormat, base_dir: Path, artifact_dirs: list[Path]) -> MemoryEstimate | None:
+    """Refuse (ExportError) a merged export that needs more memory than this machine has; None for the
+    adapter, which loads nothing, and where the files are not on this machine (the worker checks again)."""
+    if not fmt.merged or not Path(base_dir, "config.json").exists():
+        return None
+    est = estimate(fmt, base_dir, artifact_dirs)
+    if not est.fits:
+        raise ExportError(refusal(version_id, est))
+    return est
+
+
+def lineage_dirs(version: ModelVersion) -> list[Path]:
+    """The artifact folders of a version and its ancestors (oldest first)."""
+    chain = []
+    v = version
+    while v is not None:
+        chain.append(v)
+        v = v.parent
+    home = get_settings().home_abs
+    return [home / x.artifacts["adapter"] for x in reversed(chain) if "adapter" in (x.artifacts or {})]
+
+
+def check_export(db, version_id: int, format: str) -> ExportFormat:
+    """Everything the studio can check before queuing an export: the version exists, the format exists
+    and fits its method, and the merge fits in memory here."""
+    version = db.get(ModelVersion, version_id)
+    if version is None:
+        raise ExportError(f"version {version_id} does not exist (studio versions list)")
+    fmt = get_format(format)
+    check_allowed(version, fmt)
+    base = db.get(BaseModel, version.base_model_id)
+    check_memory(version_id, fmt, Path(base.path), lineage_dirs(version))
+    return fmt
+
+
+def formats_note(method: str) -> str:
+    """What the UI says before the click: which formats this version's method allows."""
+    if not methods.get(method).mergeable:
+        return (f"`{method}` cannot be merged into the base weights: only the **adapter** export (with the base it "
+                "needs and a loading snippet in its README).")
+    return "Formats: " + "; ".join(f"**{f.name}**: {f.help}" for f in FORMATS.values())
+
+
+def format_choices(method: str) -> list[tuple[str, str]]:
+    """(label, name) of the formats the method allows, for the UI's picker."""
+    return [(f"{name}: {FORMATS[name].label}", name) for name in allowed_formats(method)]
+
+
+def preview(db, version_id: int, format: str) -> str:
+    """Before the click, one line on the picked format: what it is and what memory its merge needs here,
+    or why it will be refused (Markdown)."""
+    try:
+        fmt = check_export(db, version_id, format)
+    except ExportError as e:
+        return f"**Cannot export:** {e}"
+    if not fmt.merged:
+        return f"{fmt.help} Nothing is merged, so it needs no extra memory."
+    version = db.get(ModelVersion, version_id)
+    base = db.get(BaseModel, version.base_model_id)
+    if not Path(base.path, "config.json").exists():
+        return f"{fmt.help} (The worker checks the memory it needs before it starts.)"
+    est = estimate(fmt, Path(base.path), lineage_dirs(version))
+    return f"{fmt.help} The merge {est.describe()}."

@@ -1,0 +1,131 @@
+"""The compare view's "Same prompts, side by side": prompts typed (one per line) or sampled from the
+first compared version's eval split, run through every compared version (and optionally the base)
+with shared settings; a grid with one column per model fills as the interactive worker streams the
+outputs in. Outputs are cached per model, prompt and settings (studio.generations)."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from studio import generations
+from studio.shell import friendly
+
+POLL_S = 0.6
+SEP = " ⏎ "  # a newline inside a prompt, shown on its one line
+
+
+def _line(prompt: str | list[dict]) -> str:
+    """A prompt on one line of the textbox (a conversation shows its last user turn)."""
+    text = prompt[-1]["content"] if isinstance(prompt, list) else prompt
+    return text.replace("\n", SEP)
+
+
+@friendly
+def sample(compared: list | None, n) -> tuple[str, list[dict], str]:
+    """Fill the prompts box with ``n`` prompts from the first compared version's data set."""
+    if not compared:
+        raise gr.Error("Pick the versions to compare first: prompts are sampled from the first one's data set.")
+    picked, where = generations.sample_prompts(int(compared[0]), int(n or 1))
+    items = [{"prompt": p.prompt, "reference": p.reference, "raw": p.raw} for p in picked]
+    return "\n".join(_line(p.prompt) for p in picked), items, f"{where}; edit them or run as they are."
+
+
+def prompts_of(text: str, sampled: list[dict] | None) -> tuple[list, list[str], bool]:
+    """(prompts, references, raw) to run: the sampled ones while the box still shows them, else its lines."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if sampled and lines == [_line(s["prompt"]).strip() for s in sampled]:
+        return [s["prompt"] for s in sampled], [s["reference"] for s in sampled], all(s["raw"] for s in sampled)
+    return [line.replace(SEP, "\n") for line in lines], [], False
+
+
+@friendly
+def run(compared: list | None, include_base: bool, text: str, sampled: list | None, max_new_tokens, temperature,
+        top_p, seed):
+    """Queue every prompt for every compared version (and the base); the grid fills as outputs arrive."""
+    ids = [str(i) for i in (compared or [])]
+    if len(ids) < 2:
+        raise gr.Error("Pick 2 to 4 versions to compare first.")
+    prompts, references, raw = prompts_of(text, sampled)
+    if not prompts:
+        raise gr.Error("Type prompts (one per line) or sample some from the eval split.")
+    refs = ids + (list(dict.fromkeys(generations.base_ref_of(i) for i in ids)) if include_base else [])
+    rows = generations.request(refs, prompts, {"max_new_tokens": max_new_tokens, "temperature": temperature,
+                                               "top_p": top_p, "seed": seed}, raw=raw)
+    n = len(prompts)
+    grid = {"columns": [rows[c * n]["model"] for c in range(len(refs))],
+            "prompts": [_line(p) for p in prompts], "references": references,
+            "ids": [[rows[c * n + p]["id"] for c in range(len(refs))] for p in range(n)]}
+    table, finished = grid_html(grid)
+    return grid, table, gr.Timer(active=not finished)
+
+
+def poll(grid: dict | None):
+    """Timer tick: redraw the grid; stop once every cell finished."""
+    if not grid:
+        return gr.skip(), gr.Timer(active=False)
+    table, finished = grid_html(grid)
+    return table, gr.Timer(active=not finished)
+
+
+def _cell(row: dict) -> str:
+    state = row["state"]
+    if state == "done":
+        meta = (f"{row['ms_per_token']:.1f} ms/token · {row['new_tokens']} tokens" if row.get("ms_per_token")
+                else "label" if row.get("probabilities") else f"{row['new_tokens']} tokens")
+    elif state in ("failed", "gone"):
+        meta = "failed"
+    else:
+        meta = row["note"] or ("writing…" if state == "running" else "queued")
+    body = html.escape(generations.display(row)) + ("<span class='caret'>▍</span>" if state == "running" else "")
+    return f"<td class='sbs-{state}'><div class='out'>{body}</div><div class='sub'>{html.escape(meta)}</div></td>"
+
+
+def grid_html(grid: dict) -> tuple[str, bool]:
+    """The grid (prompt, reference, one column per model) and whether every cell finished."""
+    flat = [i for row in grid["ids"] for i in row]
+    by_id = {r["id"]: r for r in generations.status(flat)}
+    refs = grid.get("references") or []
+    head = "<th>prompt</th>" + ("<th>reference</th>" if refs else "") + "".join(
+        f"<th>{html.escape(c)}</th>" for c in grid["columns"])
+    body = ""
+    for p, ids in enumerate(grid["ids"]):
+        ref = f"<td class='ref'>{html.escape(refs[p])}</td>" if refs else ""
+        body += (f"<tr><th class='k prompt'>{html.escape(grid['prompts'][p])}</th>{ref}"
+                 + "".join(_cell(by_id[i]) for i in ids) + "</tr>")
+    finished = all(by_id[i]["state"] in ("done", "failed", "gone") for i in flat)
+    done = sum(by_id[i]["state"] == "done" for i in flat)
+    caption = f"<div class='cmp-title'>Same prompts, side by side: {done}/{len(flat)} outputs</div>"
+    return f"{caption}<table class='cmp sbs' id='sbs-grid'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>", \
+        finished
+
+
+def render(compared: gr.Dropdown) -> None:
+    """The section, under the compare view; ``compared`` is the compare view's version picker."""
+    sampled, grid = gr.State(None), gr.State(None)
+    with gr.Accordion("Same prompts, side by side", open=True, elem_id="sbs-section"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                prompts = gr.Textbox(label="Prompts (one per line)", lines=4, elem_id="sbs-prompts",
+                                     placeholder="What is 2 plus 1?\nWrite a haiku about autumn.")
+                note = gr.Markdown(elem_id="sbs-note")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    n = gr.Number(value=3, precision=0, minimum=1, maximum=generations.MAX_PROMPTS,
+                                  label="Prompts to sample", elem_id="sbs-n")
+                    sample_btn = gr.Button("Sample from the eval split", elem_id="sbs-sample")
+                with gr.Row():
+                    max_new = gr.Number(value=64, precision=0, minimum=1, maximum=4096, label="Max new tokens",
+                                        elem_id="sbs-max-new")
+                    temperature = gr.Number(value=0, minimum=0, maximum=2, label="Temperature (0: greedy)",
+                                            elem_id="sbs-temperature")
+                    top_p = gr.Number(value=1.0, minimum=0.01, maximum=1, label="Top-p", elem_id="sbs-top-p")
+                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="sbs-seed")
+                include_base = gr.Checkbox(label="Also the base model", elem_id="sbs-base")
+                run_btn = gr.Button("Run side by side", variant="primary", elem_id="sbs-run")
+        table = gr.HTML(elem_id="sbs-grid-box")
+    timer = gr.Timer(POLL_S, active=False)
+    sample_btn.click(sample, [compared, n], [prompts, sampled, note])
+    run_btn.click(run, [compared, include_base, prompts, sampled, max_new, temperature, top_p, seed],
+                  [grid, table, timer])
+    timer.tick(poll, grid, [table, timer], show_progress="hidden")

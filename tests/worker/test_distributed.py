@@ -1,0 +1,64 @@
+"""A job asking for 2 GPUs, run through the real runner on 2 CPU processes (gloo) standing in for them
+(``STUDIO_CPU_PROCESSES=2``): ``accelerate launch`` starts both ranks, both train, rank 0 alone writes
+the version; cancel kills every rank; a job asking for more than the worker has is refused."""
+import psutil
+import pytest
+
+from tests.cli import wait_until
+from tests.faults.conftest import alive, studio_env
+
+
+@pytest.fixture
+def studio(tmp_path, monkeypatch, tiny_llama_dir):
+    with studio_env("embedded", tmp_path, monkeypatch, tiny_llama_dir) as s:
+        yield s
+
+
+def ranks_of(launcher: int) -> list[int]:
+    """The training ranks (``worker.child`` processes) under an ``accelerate launch`` process."""
+    try:
+        kids = psutil.Process(launcher).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for p in kids:
+        try:
+            if "worker.child" in p.cmdline():
+                out.append(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_two_cpu_ranks_train_one_version_and_cancel_kills_both(studio):
+    from studio.services import cancel_job
+
+    s = studio
+    s.start_worker(STUDIO_CPU_PROCESSES="2")
+    job_id = s.submit(gpus=2, max_steps=10, save_steps=5)
+    job = s.wait_state(job_id, "succeeded", "failed", timeout=300)
+    assert job.state == "succeeded", (job.error, s.log(job_id)[-3000:])
+
+    log = s.log(job_id)
+    assert "ddp on 2 processes" in log
+    assert "rank 0 of 2 trained 10 steps" in log and "rank 1 of 2 trained 10 steps" in log
+    metrics = job.result["metrics"]
+    assert metrics["world_size"] == 2 and metrics["distributed"] == "ddp"
+    ranks = metrics["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and len({r["pid"] for r in ranks}) == 2
+    assert all(r["steps"] == 10 and r["device"].startswith("cpu") for r in ranks), ranks
+    assert metrics["first_train_loss"] > metrics["train_loss"]  # it learned
+    assert s.versions() == [job_id]  # one version, written by rank 0 alone
+    assert (s.home / "versions" / f"job-{job_id}" / "adapter" / "adapter_model.safetensors").is_file()
+
+    running = s.submit(gpus=2, max_steps=400)
+    launcher = s.current_pid(running, attempt=1)
+    ranks = wait_until(lambda: len(ranks_of(launcher)) == 2 and ranks_of(launcher), timeout=120, every=0.2)
+    wait_until(lambda: s.job(running).step > 0, timeout=120, every=0.2)
+    assert cancel_job(running) == "running"
+    s.wait_state(running, "cancelled", timeout=30)
+    wait_until(lambda: not any(alive(p) for p in [launcher, *ranks]), timeout=30, every=0.2)
+
+    too_many = s.submit(gpus=3, max_steps=2)
+    job = s.wait_state(too_many, "failed", timeout=60)
+    assert "asks for 3 GPUs" in job.error and "2 CPU processes" in job.error

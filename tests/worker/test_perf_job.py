@@ -1,0 +1,80 @@
+"""A real training job (tiny Llama, LoRA, through worker.child as a worker runs it) records throughput
+per logging step, system samples, TensorBoard files in its folder, and trains padding-free by default;
+prompt-learning methods get packing switched off at submit."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from models_db import BaseModel, Job, Metric, ModelVersion, session_scope
+from models_db import jobs as jobq
+from studio import services
+from studio.jobspec import build_train_spec
+from tests.backends import backend_env, in_process
+from tests.cli import write_instruction_jsonl
+from worker import child, sysmon, tboard
+
+STEPS = 4
+PERF = {"step_time_s", "samples_per_s", "tokens_per_s", "tokens_seen", "peak_memory_gb"}
+
+
+@pytest.fixture
+def studio(tmp_path, tiny_llama_dir, monkeypatch):
+    from models_db.migrate import upgrade
+    from worker.importer import import_model
+
+    with backend_env("embedded", tmp_path / "home") as env, in_process(monkeypatch, env) as settings:
+        upgrade()
+        fields = import_model(tiny_llama_dir, "tiny")
+        with session_scope() as db:
+            row = BaseModel(**fields)
+            db.add(row)
+            db.flush()
+            model_id = row.id
+        write_instruction_jsonl(tmp_path / "pairs.jsonl")
+        dataset, _, _ = services.add_dataset(tmp_path / "pairs.jsonl")
+        yield model_id, dataset.id, settings
+
+
+def test_a_job_records_throughput_system_curves_and_tensorboard_and_packs_by_default(studio, monkeypatch):
+    model_id, dataset_id, settings = studio
+    monkeypatch.setattr(sysmon, "INTERVAL_S", 0.05)  # several samples in a run of a second or two
+    spec = build_train_spec(model_id=model_id, dataset_id=dataset_id, method="lora", settings={
+        "max_steps": STEPS, "per_device_train_batch_size": 4, "logging_steps": 1, "eval_split": 0.0})
+    assert spec.packing is True  # the default for causal LM
+    job, _ = services.submit_train(spec)
+    with session_scope() as db:
+        claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
+    assert child.main(job.id, claim.fence) == 0
+    with session_scope() as db:
+        done = db.get(Job, job.id)
+        assert done.state == "succeeded", done.error
+        points = db.execute(select(Metric.step, Metric.name, Metric.value).where(Metric.job_id == job.id)).all()
+        version = db.scalar(select(ModelVersion).where(ModelVersion.job_id == job.id))
+        assert version.config["packing"] is True
+        m = version.metrics
+    by_name: dict[str, list] = {}
+    for step, name, value in points:
+        by_name.setdefault(name, []).append((step, value))
+    for name in PERF:  # every logging step
+        assert [s for s, _ in by_name[name]] == list(range(1, STEPS + 1)), name
+    assert all(v > 0 for name in PERF for _, v in by_name[name])
+    assert {"sys_cpu_pct", "sys_ram_gb", "sys_ram_pct"} <= set(by_name)
+    assert "mfu" not in by_name  # a CUDA figure
+    # the run's summary: samples/s is steps x batch over the summed step times
+    assert m["samples_per_s"] == pytest.approx(STEPS * 4 / (m["step_time_s"] * STEPS))
+    assert m["train_tokens_per_s"] > 0 and m["tokens_seen"] == by_name["tokens_seen"][-1][1]
+    # TensorBoard files in the job's folder carry the same losses
+    events = tboard.read_scalars(settings.home_abs / "jobs" / str(job.id) / "tensorboard")
+    assert [v for _, v in events["train/loss"]] == pytest.approx([v for _, v in sorted(by_name["loss"])])
+    assert "perf/tokens_per_s" in events and "system/ram_pct" in events
+
+
+def test_prompt_learning_and_classification_are_not_packed(studio):
+    model_id, dataset_id, _ = studio
+    for method in ("prompt_tuning", "prefix_tuning", "p_tuning"):
+        spec = build_train_spec(model_id=model_id, dataset_id=dataset_id, method=method,
+                                settings={"packing": True})
+        assert spec.packing is False, method
+    spec = build_train_spec(model_id=model_id, dataset_id=dataset_id, method="lora", settings={"packing": False})
+    assert spec.packing is False

@@ -1,0 +1,109 @@
+"""Evaluate a model version on a data set version, on a worker: the ``evaluate`` job.
+
+The data goes through the training tokenisation (worker/data.py: chat template, loss on the responses
+only; worker/data_cls.py: the classifier's label indices), and the numbers through the HF Trainer's own
+``evaluate`` with the version's eval batch size, so they are the figures training reports for the same
+rows. Causal LM: eval_loss and perplexity = exp(eval_loss). Classification: accuracy, macro F1 and eval_loss.
+Rows: the data set's stored eval split, or all its training rows when it has none (``split="train"``)."""
+from __future__ import annotations
+
+import math
+
+from models_db import BaseModel, Dataset, session_scope
+from studio import store
+from studio.evaluations import task_of
+from studio.settings import get_settings
+from worker import data, data_cls, lineage
+from worker.context import JobContext
+from worker.errors import UserFacingError
+
+
+def load_version(version_id: int):
+    """The version rebuilt for inference from its lineage on a float32 base, with its tokenizer.
+    Returns (model, tokenizer, version); a classifier's base gets a head for the version's labels."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with session_scope() as db:
+        versions = lineage.chain(db, version_id)
+        base = db.get(BaseModel, versions[-1].base_model_id)
+        db.expunge_all()
+    version = versions[-1]
+    tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if task_of(version) == "seq_cls":
+        from worker.recipes.seq_cls import load_classifier
+
+        model = load_classifier(base.path, version.config["labels"], tokenizer, dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    return lineage.load_chain(model, versions, last="inference"), tokenizer, version
+
+
+def evaluate_model(ctx: JobContext, model, tokenizer, task: str, dataset: Dataset, *, max_len: int,
+                   batch_size: int = 8, labels: list[str] | None = None) -> dict:
+    """Measure ``model`` on ``dataset``'s eval split (or its training rows when it has none).
+    Returns ``{"dataset_id", "split", "rows", "metrics"}`` (an Evaluation row's fields)."""
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from worker.recipes.seq_cls import classification_metrics
+
+    # the data set from the shared store when registered on another machine (studio/store.py)
+    path, cache = store.local_dataset(dataset.path), get_settings().path("cache", "tokenized")
+    if task == "seq_cls":
+        positions = getattr(model.config, "max_position_embeddings", None)
+        max_len = min(max_len, positions or max_len)
+    key = data.cache_key(dataset.content_hash, tokenizer, max_len)  # the training run's cache, when it had one
+    if task == "seq_cls":
+        train, evals, report = data_cls.build_cls(path, tokenizer, max_len=max_len, eval_split=0, seed=0,
+                                                  cache_dir=cache, key=key)
+        if labels is not None and report.labels != list(labels):
+            raise UserFacingError(f"dataset {dataset.id} has the labels {', '.join(report.labels)} but the classifier "
+                                  f"was trained on {', '.join(labels)}; evaluate it on data with exactly its labels.")
+        collator, compute, keep_columns = DataCollatorWithPadding(tokenizer), classification_metrics, False
+    else:
+        train, evals, report = data.build_sft(path, tokenizer, max_len=max_len, eval_split=0, seed=0,
+                                              cache_dir=cache, key=key)
+        collator, compute, keep_columns = data.collator(tokenizer, model=model), None, True
+    rows, split = (evals, "eval") if evals is not None else (train, "train")
+    ctx.say(f"evaluating on {len(rows)} {'eval' if split == 'eval' else 'training'} rows of dataset {dataset.id}")
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(output_dir=str(ctx.dir / "eval"), per_device_eval_batch_size=batch_size, report_to=[],
+                             use_cpu=not cuda, dataloader_pin_memory=cuda, disable_tqdm=True,
+                             remove_unused_columns=not keep_columns)
+    trainer = Trainer(model=model, args=args, eval_dataset=rows, data_collator=collator, processing_class=tokenizer,
+                      compute_metrics=compute)
+    out = trainer.evaluate()
+    return {"dataset_id": dataset.id, "split": split, "rows": len(rows), "metrics": measured(task, out)}
+
+
+def measured(task: str, out: dict) -> dict:
+    """The Evaluation row's metrics from the Trainer's ``eval_*`` figures."""
+    loss = float(out["eval_loss"])
+    if task == "seq_cls":
+        return {"accuracy": float(out["eval_accuracy"]), "f1": float(out["eval_f1"]), "eval_loss": loss}
+    return {"eval_loss": loss, "perplexity": math.exp(loss) if loss < 700 else float("inf")}
+
+
+def run_evaluate_job(ctx: JobContext) -> dict:
+    """The ``evaluate`` job: load the version, measure it on the data set; child.py stores the row."""
+    version_id, dataset_id = int(ctx.job.config["version_id"]), int(ctx.job.config["dataset_id"])
+    ctx.writer.put(max_steps=2, step=0)
+    with session_scope() as db:
+        dataset = db.get(Dataset, dataset_id)
+        if dataset is None:
+            raise UserFacingError(f"dataset {dataset_id} no longer exists")
+        db.expunge(dataset)
+    ctx.say(f"loading version {version_id}")
+    model, tokenizer, version = load_version(version_id)
+    ctx.writer.put(step=1)
+    cfg = version.config or {}
+    evaluation = evaluate_model(ctx, model, tokenizer, task_of(version), dataset,
+                                max_len=int(cfg.get("max_seq_length") or 512),
+                                batch_size=int((cfg.get("training") or {}).get("per_device_eval_batch_size") or 8),
+                                labels=cfg.get("labels"))
+    ctx.writer.put(step=2)
+    ctx.say(", ".join(f"{k} {v:.4g}" for k, v in evaluation["metrics"].items()))
+    return {"evaluations": [{"version_id": version_id, **evaluation}]}
