@@ -10,7 +10,9 @@ tokenise, train ``--steps`` steps of batch 4 and save the adapter; the studio al
 TensorBoard files, samples the system, saves a checkpoint (save_steps = steps) and registers the
 version. To compare the same computation the job trains on padded batches (``packing=false``);
 bench/throughput.py measures what packing adds. Runs alternate a, b, a, b... so drifting load on a
-shared machine hits both sides alike; the best of each side is compared."""
+shared machine hits both sides alike; the best of each side is compared. The evaluation job the
+studio queues after each training job is waited for between runs and not counted: the training job
+has succeeded, and its version is usable, before it starts."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +42,7 @@ def main() -> None:
     settings = {"max_steps": a.steps, "per_device_train_batch_size": a.batch, "max_seq_length": a.max_len,
                 "logging_steps": 1, "eval_split": 0.0, "save_steps": a.steps, "packing": False,
                 "learning_rate": 2e-4}
+    perfkit.cancel_leftovers()
     worker = perfkit.Worker(a.home / "worker.log")
     bare, studio = [], []
     try:
@@ -53,6 +56,7 @@ def main() -> None:
             metrics = perfkit.finished(job_id)
             studio.append({"wall_s": time.perf_counter() - started, "train_s": metrics["train_seconds"],
                            "tokens_seen": metrics["tokens_seen"], "job_id": job_id})
+            perfkit.wait_idle()  # the follow-up evaluation job must not run beside the next timed run
     finally:
         worker.stop()
     best_bare = min(r["process_wall_s"] for r in bare)

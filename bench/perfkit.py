@@ -153,3 +153,28 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def cancel_leftovers() -> None:
+    """Cancel jobs an interrupted earlier run left queued or running in this scratch home."""
+    from models_db import Job, session_scope
+    from studio.services import cancel_job
+
+    with session_scope() as db:
+        ids = [j.id for j in db.query(Job).filter(Job.state.in_(("queued", "running")))]
+    for job_id in ids:
+        cancel_job(job_id)
+
+
+def wait_idle(timeout: float = 1800) -> None:
+    """Wait until the queue is empty: the studio queues follow-up work after a training job (an
+    evaluation of the new version), which must not run beside the next timed run."""
+    from models_db import Job, session_scope
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_scope() as db:
+            if not db.query(Job).filter(Job.state.in_(("queued", "running"))).count():
+                return
+        time.sleep(0.5)
+    raise SystemExit("the queue did not empty in time")

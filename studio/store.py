@@ -147,3 +147,22 @@ def local_model(base_path: str) -> str:
     if Path(base_path).exists() or not store_url():
         return base_path
     return str(local(model_key(base_path)))
+
+
+def listdir(rel: str | Path) -> list[str]:
+    """Names directly under ``rel`` in the store URL (empty without a store URL or when absent)."""
+    if not store_url():
+        return []
+    fs, target = _remote(rel)
+    if not fs.exists(target):
+        return []
+    return sorted(PurePosixPath(p.rstrip("/")).name for p in fs.ls(target, detail=False))
+
+
+def remove(rel: str | Path) -> None:
+    """Delete ``rel`` (file or folder) from the store URL; a no-op without one or when absent."""
+    if not store_url():
+        return
+    fs, target = _remote(rel)
+    if fs.exists(target):
+        fs.rm(target, recursive=True)

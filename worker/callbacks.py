@@ -91,6 +91,7 @@ class StudioCallback(TrainerCallback):
         ckpt = out / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
             checkpoints.mark_complete(ckpt, state.global_step)
+            checkpoints.publish(ckpt)
         evals = {h["step"]: h["eval_loss"] for h in state.log_history if "eval_loss" in h}
         checkpoints.rotate(out, self.keep_last, evals, protect=state.best_model_checkpoint)
 
@@ -110,6 +111,8 @@ class MethodStepCallback(TrainerCallback):
 
 
 def latest_complete_checkpoint(output_dir: Path) -> str | None:
-    """The newest checkpoint whose save finished; a torn one (no marker) is ignored."""
+    """The newest checkpoint whose save finished; a torn one (no marker) is ignored. A retry on another
+    machine fetches it from the shared store first (worker/checkpoints.py ``fetch_latest``)."""
+    checkpoints.fetch_latest(output_dir)
     done = checkpoints.complete_checkpoints(output_dir)
     return str(done[-1]) if done else None

@@ -9,7 +9,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from studio import store
 from studio.advisor.memory import OPTIMIZER_BYTES
+from studio.settings import get_settings
 
 COMPLETE = "STUDIO_COMPLETE"
 PREFIX = "checkpoint-"
@@ -39,6 +41,37 @@ def discard_torn(output_dir: Path) -> list[Path]:
     return torn
 
 
+def _key(path: Path) -> Path:
+    """A checkpoint folder's key in the shared store: its path under the studio's home."""
+    return Path(path).resolve().relative_to(get_settings().home_abs)
+
+
+def publish(checkpoint: Path) -> None:
+    """Copy a complete checkpoint into the shared store (studio/store.py), its marker last, so that a
+    retry on another machine resumes from it and a copy cut short stays torn (no marker) there too."""
+    if not store.store_url():
+        return
+    key = _key(checkpoint)
+    for child in sorted(Path(checkpoint).iterdir()):
+        if child.name != COMPLETE:
+            store.put(key / child.name)
+    store.put(key / COMPLETE)
+
+
+def fetch_latest(output_dir: Path) -> Path | None:
+    """When this machine has no complete checkpoint of the job but the shared store has one (the
+    previous attempt ran elsewhere), fetch the newest complete one into ``output_dir``."""
+    if not store.store_url() or complete_checkpoints(output_dir):
+        return None
+    key = _key(Path(output_dir))
+    steps = sorted((int(n[len(PREFIX):]) for n in store.listdir(key)
+                    if n.startswith(PREFIX) and n[len(PREFIX):].isdigit()), reverse=True)
+    for step in steps:
+        if store.exists(key / f"{PREFIX}{step}" / COMPLETE):
+            return store.local(key / f"{PREFIX}{step}", into_home=True)
+    return None
+
+
 def keep_set(steps: list[int], eval_losses: dict[int, float], keep_last: int) -> set[int]:
     """The checkpoint steps to keep: the last ``keep_last`` and the one with the lowest eval loss
     (evaluated at that very step)."""
@@ -56,6 +89,8 @@ def rotate(output_dir: Path, keep_last: int, eval_losses: dict[int, float], prot
     gone = [p for p in done if _step(p) not in keep and (protect is None or Path(protect).resolve() != p.resolve())]
     for p in gone:
         shutil.rmtree(p, ignore_errors=True)
+        if store.store_url():
+            store.remove(_key(p))
     return gone
 
 

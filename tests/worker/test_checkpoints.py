@@ -88,3 +88,40 @@ def test_out_of_memory_message_carries_the_advisors_settings(backend):
     message = humanize(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), job)
     assert message.startswith("The GPU ran out of memory.")
     assert "ran out of memory" in humanize(MemoryError(), None) and "Advisor tab" in humanize(MemoryError(), None)
+
+
+def _machine(monkeypatch, home, store):
+    """Point this process at one machine's home and the shared store."""
+    from studio.settings import get_settings
+
+    monkeypatch.setenv("STUDIO_HOME", str(home))
+    monkeypatch.setenv("STUDIO_STORE_URL", f"file://{store}")
+    get_settings.cache_clear()
+    return get_settings().path("jobs", "7", "checkpoints")
+
+
+def test_checkpoints_travel_through_the_shared_store(tmp_path, monkeypatch):
+    """A retry on another machine resumes from the newest complete checkpoint the first one published;
+    a checkpoint whose copy never got its marker is not taken, and rotation removes it from the store."""
+    from studio import store
+    from studio.settings import get_settings
+
+    try:
+        out_a = _machine(monkeypatch, tmp_path / "a", tmp_path / "store")
+        for step in (10, 20):
+            ck.publish(make(out_a, step))
+        torn = make(out_a, 30, complete=False)  # published without its marker: a copy cut short
+        for child in torn.iterdir():
+            store.put(ck._key(child))
+        out_b = _machine(monkeypatch, tmp_path / "b", tmp_path / "store")
+        got = ck.fetch_latest(out_b)
+        assert got is not None and got.name == "checkpoint-20"
+        assert [p.name for p in ck.complete_checkpoints(out_b)] == ["checkpoint-20"]
+        assert (got / "model.safetensors").read_bytes() == b"x" * 100
+        assert ck.fetch_latest(out_b) is None  # has one now: nothing fetched again
+        out_a = _machine(monkeypatch, tmp_path / "a", tmp_path / "store")
+        ck.rotate(out_a, keep_last=1, eval_losses={})
+        assert not (tmp_path / "store" / "jobs" / "7" / "checkpoints" / "checkpoint-10").exists()
+        assert (tmp_path / "store" / "jobs" / "7" / "checkpoints" / "checkpoint-20" / ck.COMPLETE).exists()
+    finally:
+        get_settings.cache_clear()
