@@ -289,6 +289,8 @@ def stream(loaded: Loaded, prompt: str, settings: dict, flush) -> tuple[str, dic
     new_ids = result["ids"][0, enc["input_ids"].shape[1]:]
     n, times = len(new_ids), streamer.token_times
     decode_ms = 1000 * (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+    if decode_ms is None and n:  # one token (or none streamed): its whole time, prefill included, is the figure
+        decode_ms = 1000 * (time.perf_counter() - start) / n
     return tok.decode(new_ids, skip_special_tokens=True), {
         "new_tokens": n, "ms_per_token": round(decode_ms, 3) if decode_ms is not None else None,
         "ttft_ms": round(1000 * (times[0] - start), 2) if times else None,
