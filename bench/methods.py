@@ -69,24 +69,10 @@ def hardware() -> str:
 
 def setup_studio(home: Path) -> tuple[int, int]:
     """Migrate, import the demo model once, register the data set. Returns (model id, dataset id)."""
-    from models_db import BaseModel, session_scope
-    from models_db import queries as q
-    from models_db.migrate import upgrade
+    from bench import perfkit
     from studio import services
-    from worker.importer import DEMO_NAME, demo_gguf, import_model
 
-    upgrade()
-    with session_scope() as db:
-        model = q.model_by_ref(db, DEMO_NAME)
-        model_id = model.id if model else None
-    if model_id is None:
-        say(f"importing the demo model {DEMO_NAME} (about a minute)")
-        fields = import_model(demo_gguf(), DEMO_NAME)
-        with session_scope() as db:
-            row = BaseModel(**fields)
-            db.add(row)
-            db.flush()
-            model_id = row.id
+    model_id, _ = perfkit.demo_model()
     data = home / "bench-instructions.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in dataset_rows()))
     dataset, _, _ = services.add_dataset(data, name="bench-instructions")

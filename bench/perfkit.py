@@ -45,10 +45,10 @@ def hardware() -> str:
 
 def demo_model() -> tuple[int, str]:
     """Migrate and import the demo model once. Returns (model id, its folder)."""
-    from models_db import BaseModel, session_scope
+    from models_db import session_scope
     from models_db import queries as q
     from models_db.migrate import upgrade
-    from worker.importer import DEMO_NAME, demo_gguf, import_model
+    from worker.importer import DEMO_NAME, demo_gguf, register
 
     upgrade()
     with session_scope() as db:
@@ -56,12 +56,7 @@ def demo_model() -> tuple[int, str]:
         if model:
             return model.id, model.path
     say(f"importing the demo model {DEMO_NAME} (about a minute)")
-    fields = import_model(demo_gguf(), DEMO_NAME)
-    with session_scope() as db:
-        row = BaseModel(**fields)
-        db.add(row)
-        db.flush()
-        return row.id, row.path
+    return register(demo_gguf(), DEMO_NAME)
 
 
 def add_rows(home: Path, name: str, rows: list[dict]) -> tuple[int, Path]:

@@ -112,3 +112,19 @@ def _count_params(folder: Path) -> int:
                     n *= d
                 total += n
     return total
+
+
+def register(src: Path, name: str | None = None) -> tuple[int, str]:
+    """Import ``src`` (:func:`import_model`) and record it as a base model, updating the row of the same
+    name when there is one. Returns (id, path)."""
+    from models_db import BaseModel, session_scope
+    from models_db import queries as q
+
+    fields = import_model(src, name)
+    with session_scope() as db:
+        row = q.model_by_ref(db, fields["name"]) or BaseModel(**fields)
+        for k, v in fields.items():
+            setattr(row, k, v)
+        db.add(row)
+        db.flush()
+        return row.id, row.path

@@ -30,7 +30,7 @@ def cmd_worker(args):
 
 def cmd_models_import(args):
     from models_db import BaseModel
-    from worker.importer import DEMO_ENCODER_NAME, DEMO_NAME, demo_encoder_dir, demo_gguf, import_model
+    from worker.importer import DEMO_ENCODER_NAME, DEMO_NAME, demo_encoder_dir, demo_gguf, register
 
     demo = args.demo or args.demo_encoder
     if [bool(args.path), args.demo, args.demo_encoder].count(True) != 1:
@@ -47,13 +47,9 @@ def cmd_models_import(args):
         if existing and demo:
             return emit(args, {"model": _model_json(existing), "imported": False}, f"{existing.name} is already imported")
     print(f"importing {src} ...", file=sys.stderr)
-    fields = import_model(src, name)
+    model_id, _ = register(src, name)
     with session_scope() as db:
-        row = q.model_by_ref(db, fields["name"]) or BaseModel(**fields)
-        for k, v in fields.items():
-            setattr(row, k, v)
-        db.add(row)
-        db.flush()
+        row = db.get(BaseModel, model_id)
         emit(args, {"model": _model_json(row), "imported": True}, f"imported model {row.id}: {row.name}")
 
 

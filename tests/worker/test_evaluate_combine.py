@@ -16,7 +16,7 @@ import torch
 from sqlalchemy import select
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
 
-from models_db import BaseModel, Dataset, Evaluation, Job, ModelVersion, VersionParent, session_scope
+from models_db import Dataset, Evaluation, Job, ModelVersion, VersionParent, session_scope
 from models_db import jobs as jobq
 from models_db import queries as q
 from studio import combine, evaluations, services, versions
@@ -53,14 +53,9 @@ def _rows(path: Path, rows: list[dict]) -> Path:
 
 
 def _import(src, name: str) -> tuple[int, str]:
-    from worker.importer import import_model
+    from worker.importer import register
 
-    fields = import_model(src, name)
-    with session_scope() as db:
-        row = BaseModel(**fields)
-        db.add(row)
-        db.flush()
-        return row.id, fields["path"]
+    return register(src, name)
 
 
 @pytest.fixture(scope="module")

@@ -239,22 +239,16 @@ class Classifiers:
 @pytest.fixture(scope="module")
 def classifiers(studio, tmp_path_factory):
     """A tiny Llama whose config names no pad token (like SmolLM2's), and a two-label data set to train on."""
-    from models_db import BaseModel
     from tests.tiny import build_tiny_llama
     from tests.worker.test_seq_cls import toy_rows, write_jsonl
-    from worker.importer import import_model
+    from worker.importer import register
 
     root = tmp_path_factory.mktemp("classifiers")
     src = build_tiny_llama(root / "nopad")
     config = json.loads((src / "config.json").read_text())
     config.pop("pad_token_id")
     (src / "config.json").write_text(json.dumps(config))
-    fields = import_model(src, "nopad-llama")
-    with session_scope() as db:
-        base = BaseModel(**fields)
-        db.add(base)
-        db.flush()
-        model_id = base.id
+    model_id, model_path = register(src, "nopad-llama")
     ds, _, _ = services.add_dataset(write_jsonl(root / "cls.jsonl", toy_rows(32)))
 
     def train(method: str) -> tuple[ModelVersion, list[ModelVersion]]:
@@ -268,7 +262,7 @@ def classifiers(studio, tmp_path_factory):
             db.expunge_all()
         return chain[-1], chain
 
-    return Classifiers(fields["path"], train)
+    return Classifiers(model_path, train)
 
 
 def padded_batch(tokenizer_dir) -> dict:
@@ -336,19 +330,15 @@ def test_export_job_on_each_backend_records_its_latency(backend, tiny_llama_dir,
     version's metrics (a JSON column rewritten by the worker) on this backend."""
     import shutil
 
-    from models_db import BaseModel
     from tests.tiny import build_tiny_llama
-    from worker.importer import import_model
+    from worker.importer import register
 
-    fields = import_model(tiny_llama_dir, "tiny")
+    base_id, _ = register(tiny_llama_dir, "tiny")
     trained = build_tiny_llama(tmp_path / "trained", seed=1)
     home = get_settings().home_abs
     shutil.copytree(trained, home / "versions" / "full-1")
     with session_scope() as db:
-        base = BaseModel(**fields)
-        db.add(base)
-        db.flush()
-        version = ModelVersion(name="full-1", method="full", base_model_id=base.id, config={"method_params": {}},
+        version = ModelVersion(name="full-1", method="full", base_model_id=base_id, config={"method_params": {}},
                                metrics={"train_loss": 1.5}, artifacts={"adapter": "versions/full-1"})
         db.add(version)
         db.flush()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from models_db import BaseModel, Job, Metric, ModelVersion, session_scope
+from models_db import Job, Metric, ModelVersion, session_scope
 from models_db import jobs as jobq
 from studio import services
 from studio.jobspec import build_train_spec
@@ -21,16 +21,11 @@ PERF = {"step_time_s", "samples_per_s", "tokens_per_s", "tokens_seen", "peak_mem
 @pytest.fixture
 def studio(tmp_path, tiny_llama_dir, monkeypatch):
     from models_db.migrate import upgrade
-    from worker.importer import import_model
+    from worker.importer import register
 
     with backend_env("embedded", tmp_path / "home") as env, in_process(monkeypatch, env) as settings:
         upgrade()
-        fields = import_model(tiny_llama_dir, "tiny")
-        with session_scope() as db:
-            row = BaseModel(**fields)
-            db.add(row)
-            db.flush()
-            model_id = row.id
+        model_id, _ = register(tiny_llama_dir, "tiny")
         write_instruction_jsonl(tmp_path / "pairs.jsonl")
         dataset, _, _ = services.add_dataset(tmp_path / "pairs.jsonl")
         yield model_id, dataset.id, settings

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from sqlalchemy import select
 from transformers import AutoModelForCausalLM
 
-from models_db import BaseModel, Job, Metric, ModelVersion, session_scope
+from models_db import Job, Metric, ModelVersion, session_scope
 from models_db import jobs as jobq
 from studio import services
 from studio.jobspec import SpecError, build_train_spec
@@ -42,20 +42,15 @@ class Studio:
 def studio(tmp_path_factory, tiny_llama_dir):
     """A migrated embedded studio with the tiny Llama imported and a 40-row instruction data set."""
     from models_db.migrate import upgrade
-    from worker.importer import import_model
+    from worker.importer import register
 
     root = tmp_path_factory.mktemp("studio")
     with pytest.MonkeyPatch.context() as mp, backend_env("embedded", root / "home") as env, in_process(mp, env):
         upgrade()
-        fields = import_model(tiny_llama_dir, "tiny")
-        with session_scope() as db:
-            row = BaseModel(**fields)
-            db.add(row)
-            db.flush()
-            model_id = row.id
+        model_id, model_path = register(tiny_llama_dir, "tiny")
         write_instruction_jsonl(root / "pairs.jsonl")
         dataset, _, _ = services.add_dataset(root / "pairs.jsonl")
-        yield Studio(model_id, dataset.id, fields["path"])
+        yield Studio(model_id, dataset.id, model_path)
 
 
 

@@ -13,7 +13,7 @@ import torch
 from sqlalchemy import func, select
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from models_db import BaseModel, Job, Metric, ModelVersion, session_scope
+from models_db import Job, Metric, ModelVersion, session_scope
 from models_db import jobs as jobq
 from studio import services
 from studio.datasets import DatasetError
@@ -58,14 +58,9 @@ class Studio:
 
 
 def import_base(src, name: str) -> int:
-    from worker.importer import import_model
+    from worker.importer import register
 
-    fields = import_model(src, name)
-    with session_scope() as db:
-        row = BaseModel(**fields)
-        db.add(row)
-        db.flush()
-        return row.id
+    return register(src, name)[0]
 
 
 @pytest.fixture(scope="module")

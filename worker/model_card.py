@@ -1,0 +1,108 @@
+"""What ships beside an exported model: the model card (lineage, data set, method, hyperparameters,
+metrics) and, for a version that is not merged, the snippet that loads it onto its base."""
+from __future__ import annotations
+
+import json
+
+from models_db import BaseModel, ModelVersion
+from studio import exports
+from worker import lineage, methods
+
+
+def auto_class(version: ModelVersion) -> tuple[str, str]:
+    """The transformers class that loads the version, and the ``from_pretrained`` arguments its base
+    needs: a classifier's base gets a head for the version's labels and the tokenizer's pad token (a
+    decoder's head reads the last token before the padding; many decoders' configs name no pad token)."""
+    if version.config.get("task") == "seq_cls":
+        return ("AutoModelForSequenceClassification",
+                f", id2label={dict(enumerate(version.config['labels']))!r}, pad_token_id=tokenizer.pad_token_id")
+    return "AutoModelForCausalLM", ""
+
+
+def loading_snippet(version: ModelVersion, base: BaseModel, versions: list[ModelVersion], fmt: exports.ExportFormat) -> str:
+    """How to load the export: a standalone model, or the base plus the adapter (peft's or the studio's)."""
+    folder = lineage.artifact(version)
+    cls, base_args = auto_class(version)
+    if fmt.kind == "onnx":
+        return ("```python\nimport numpy as np, onnxruntime as ort\nfrom transformers import AutoTokenizer\n"
+                "tokenizer = AutoTokenizer.from_pretrained('.')\n"
+                "session = ort.InferenceSession('model.onnx')\n"
+                "batch = tokenizer(['Hello'], return_tensors='np')\n"
+                "logits = session.run(['logits'], {'input_ids': batch['input_ids'].astype(np.int64),\n"
+                "                                  'attention_mask': batch['attention_mask'].astype(np.int64)})[0]\n```\n\n"
+                "The graph takes the whole sequence and returns logits for every position (no KV cache).")
+    if fmt.merged or not (folder / "adapter_config.json").exists():  # merged, or full/freeze: a whole model
+        where = "." if fmt.merged else "./adapter"
+        extra = ", device_map='auto'" if fmt.kind == "bnb" else ""
+        needs = ("\n\nNeeds bitsandbytes (CUDA, or its CPU backend); the quantization settings are in config.json."
+                 if fmt.kind == "bnb" else "")
+        return (f"```python\nfrom transformers import {cls}, AutoTokenizer\n"
+                f"model = {cls}.from_pretrained('{where}'{extra})\n"
+                f"tokenizer = AutoTokenizer.from_pretrained('{where}')\n```{needs}")
+    below = [v for v in versions[:-1] if methods.get(v.method).mergeable]
+    if below:  # the adapter was trained on the base with these versions merged in
+        base_line = (f"BASE = 'merged-v{below[-1].id}'  # `studio versions export {below[-1].id} --out merged-v{below[-1].id}"
+                     f" --format merged`: {base.name} with the versions this one was trained on merged in")
+    else:
+        base_line = f"BASE = {base.path!r}  # the studio's copy of {base.name}, imported from {base.source}"
+    adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    if "peft_type" in adapter_config:
+        load = "from peft import PeftModel\nmodel = PeftModel.from_pretrained(base, './adapter')"
+    else:  # the studio's own bottleneck adapter: its loader ships with FineTune Studio (pip install finetune-studio)
+        load = f"from worker.methods import get\nmodel = get({version.method!r}).load(base, './adapter')"
+    what = (f"This is the `{version.method}` adapter alone (export with --format merged for a standalone model)"
+            if methods.get(version.method).mergeable else
+            f"This `{version.method}` version cannot be merged into the base weights")
+    return (f"{what}. Load the base, then the adapter:\n\n"
+            f"```python\nfrom transformers import {cls}, AutoTokenizer\n"
+            f"{base_line}\ntokenizer = AutoTokenizer.from_pretrained('./adapter')\n"
+            f"base = {cls}.from_pretrained(BASE{base_args})\n{load}\n```")
+
+
+def _lineage_line(base: BaseModel, versions: list[ModelVersion]) -> str:
+    steps = [f"#{v.id} {v.name} ({v.method}, data set {v.dataset_id})" for v in versions]
+    return " → ".join([f"{base.name}", *steps])
+
+
+def model_card(version: ModelVersion, base: BaseModel, fmt: exports.ExportFormat, versions: list[ModelVersion],
+               latency: float | None = None) -> str:
+    """A README naming base, lineage, data set, method, hyperparameters, metrics, format and how to load it."""
+    cfg, m = version.config, version.metrics
+    keep = ("train_loss", "eval_loss", "perplexity", "eval_accuracy", "eval_f1", "train_seconds", "steps",
+            "tokens_per_s", "peak_memory_gb", "trainable_params", "total_params", "trainable_ratio")
+    metric_rows = "\n".join(f"| {k} | {m[k]:.6g} |" if isinstance(m.get(k), float) else f"| {k} | {m.get(k)} |"
+                            for k in keep if m.get(k) is not None)
+    if latency is not None:
+        metric_rows += f"\n| export_ms_per_token_{fmt.name} | {latency:.3g} |"
+    hp = {**cfg.get("method_params", {}), **cfg.get("training", {}),
+          "max_seq_length": cfg.get("max_seq_length"), "eval_split": cfg.get("eval_split")}
+    hp_rows = "\n".join(f"| {k} | {v} |" for k, v in hp.items())
+    usage = loading_snippet(version, base, versions, fmt)
+    return f"""# {version.name}
+
+Fine-tuned with FineTune Studio.
+
+- **Base model**: {base.name} (imported from `{base.source}`)
+- **Lineage**: {_lineage_line(base, versions)}
+- **Parent version**: {version.parent_id or "none (trained from the base)"}
+- **Data set**: {cfg.get("dataset")} (id {version.dataset_id})
+- **Method**: {version.method}
+- **Task**: {cfg.get("task") or "causal_lm"}
+- **Contents**: {fmt.label} (format `{fmt.name}`)
+
+## Metrics
+| metric | value |
+|---|---|
+{metric_rows}
+
+## Hyperparameters
+| key | value |
+|---|---|
+{hp_rows}
+
+## Use
+{usage}
+"""
+
+
+# --- the merge and the writers --------------------------------------------------------------------------
