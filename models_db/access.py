@@ -9,7 +9,9 @@ Rules (docs/security.md):
 - a member sees and changes the rows they own, and rows ``shared`` by someone of their own team;
   rows without an owner (made in embedded mode or by the admin CLI) are visible to members only when
   ``shared`` (base models are shared by default, so members can train on them);
-- only the owner or an admin turns ``shared`` on or off.
+- only the owner or an admin turns ``shared`` on or off;
+- a playground generation (``PRIVATE``) is its asker's alone: sharing a version shares the model, not
+  the prompts people typed into it, so a member sees and reuses only their own generations.
 
 How: a ``do_orm_execute`` hook adds ``with_loader_criteria`` for every owned table to every ORM
 SELECT, UPDATE and DELETE (SQLAlchemy's documented multi-tenant pattern), so ``session.get``, the
@@ -28,10 +30,11 @@ from dataclasses import dataclass
 from sqlalchemy import and_, event, false, inspect, or_, select
 from sqlalchemy.orm import Session, with_loader_criteria
 
-from models_db.schema import BaseModel, Dataset, Job, ModelVersion, User
+from models_db.schema import BaseModel, Dataset, Generation, Job, ModelVersion, User
 
 OWNED = (BaseModel, Dataset, Job, ModelVersion)  # tables with owner_id + shared
-NOUNS = {BaseModel: "model", Dataset: "data set", Job: "job", ModelVersion: "version"}
+PRIVATE = (Generation,)  # tables with owner_id only: a member's own rows, never shared
+NOUNS = {BaseModel: "model", Dataset: "data set", Job: "job", ModelVersion: "version", Generation: "generation"}
 UNFILTERED = "studio_unfiltered"  # execution option: skip the owner filter (existence checks, auth)
 
 
@@ -102,6 +105,8 @@ def visible_clause(cls, viewer):
         return None
     if viewer is NOBODY:
         return false()
+    if cls in PRIVATE:
+        return cls.owner_id == viewer.id
     shared_to_me = cls.owner_id.is_(None)
     if viewer.team:
         shared_to_me = or_(shared_to_me, cls.owner_id.in_(select(User.id).where(User.team == viewer.team)))
@@ -120,7 +125,7 @@ def _filter_by_owner(state) -> None:
     if sees_all(viewer):
         return
     state.statement = state.statement.options(
-        *(with_loader_criteria(cls, visible_clause(cls, viewer), include_aliases=True) for cls in OWNED))
+        *(with_loader_criteria(cls, visible_clause(cls, viewer), include_aliases=True) for cls in OWNED + PRIVATE))
 
 
 def _owner_team(session: Session, owner_id: int | None) -> str | None:
@@ -137,7 +142,7 @@ def can_change(session: Session, row, viewer) -> bool:
         return False
     if row.owner_id == viewer.id:
         return True
-    if not row.shared or isinstance(row, BaseModel):  # shared base models are for use, not for change
+    if isinstance(row, PRIVATE) or not row.shared or isinstance(row, BaseModel):  # shared base models are for use, not for change
         return False
     return bool(viewer.team) and _owner_team(session, row.owner_id) == viewer.team
 
@@ -154,7 +159,7 @@ def _stamp_and_check(session: Session, _ctx, _instances) -> None:
     viewer = current()
     with session.no_autoflush:
         for row in session.new:
-            if not isinstance(row, OWNED) or row.owner_id is not None:
+            if not isinstance(row, OWNED + PRIVATE) or row.owner_id is not None:
                 continue
             if isinstance(viewer, Viewer):
                 row.owner_id = viewer.id
@@ -165,10 +170,10 @@ def _stamp_and_check(session: Session, _ctx, _instances) -> None:
         if sees_all(viewer):
             return
         for row in list(session.dirty) + list(session.deleted):
-            if not isinstance(row, OWNED) or not session.is_modified(row) and row not in session.deleted:
+            if not isinstance(row, OWNED + PRIVATE) or not session.is_modified(row) and row not in session.deleted:
                 continue
             noun = f"{NOUNS[type(row)]} {row.id}"
-            if inspect(row).attrs.shared.history.has_changes() and row.owner_id != viewer.id:
+            if isinstance(row, OWNED) and inspect(row).attrs.shared.history.has_changes() and row.owner_id != viewer.id:
                 raise AccessError(f"only the owner of {noun} or an admin can share or unshare it")
             if not can_change(session, row, viewer):
                 raise AccessError(f"{noun} belongs to {describe_owner(session, row)}; you can change only your own "
@@ -187,6 +192,9 @@ def hidden_reason(session: Session, cls, row_id: int) -> str | None:
         return None
     if viewer is NOBODY:
         return "log in first: this studio requires an account"
+    if cls in PRIVATE:
+        return (f"{NOUNS[cls]} {row_id} belongs to {describe_owner(session, row)}; generations are private to "
+                "the person who asked for them: ask for the same prompt yourself")
     return (f"{NOUNS[cls]} {row_id} belongs to {describe_owner(session, row)} and is not shared with your team; "
             "you can see and change only your own rows and those your team shares")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text, UniqueConstraint, func
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, MetaData, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Stable constraint names from the first migration on, so later migrations can alter them (Alembic).
@@ -177,6 +177,10 @@ class Worker(Base):
     host: Mapped[str] = mapped_column(String(200))
     gpus: Mapped[list] = mapped_column(default=list)  # [{"index","name","memory_gb"}]
     queues: Mapped[str] = mapped_column(String(200), default="gpu")
+    # the machine's RAM in bytes (psutil): total at registration, available at each heartbeat; the studio
+    # checks a merged export against the workers that can take it (studio/exports.py)
+    ram_total: Mapped[int | None] = mapped_column(BigInteger)
+    ram_available: Mapped[int | None] = mapped_column(BigInteger)
     current_job_id: Mapped[int | None] = mapped_column()
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
@@ -193,6 +197,18 @@ class User(Base):
     team: Mapped[str] = mapped_column(String(100), default="", server_default="")
     disabled: Mapped[bool] = mapped_column(default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginSession(Base):
+    """A login to the web studio (accounts mode), behind Gradio's token mapping (studio/login_sessions.py):
+    the sha256 of the session cookie's token, never the token, so a database dump logs nobody in. It
+    outlives a restart of `studio serve` until it expires or its owner logs out."""
+
+    __tablename__ = "login_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class VersionParent(Base):

@@ -245,7 +245,10 @@ def launch_options(host: str) -> dict:
     FileGuard.login_required = need
     opts = {"max_file_size": f"{get_settings().max_upload_mb}mb", "app_kwargs": {"middleware": [Middleware(FileGuard)]}}
     if need:
+        from studio.login_sessions import persistent_logins
+
         require_login()  # from here on every query in this process is filtered by the logged-in user
+        opts["app_kwargs"]["lifespan"] = persistent_logins  # logins kept in the database, across restarts
         opts.update(auth=check_login, auth_message="Log in with your FineTune Studio account "
                                                    "(an admin creates accounts with `studio users add`).")
     return opts

@@ -3,12 +3,16 @@
 The studio checks an export here before it queues it (is the format allowed for the version's method,
 does the merge fit in memory), with numbers a person can act on; the worker checks again on its own
 machine before it loads anything (worker/export.py). All the loading, merging and quantizing of an
-export runs on the worker's CPU, so the limit is the machine's available RAM (psutil), or
-``STUDIO_EXPORT_MEMORY_GB`` where set (a smaller budget on a shared machine, and the tests' lever).
+export runs on the worker's CPU, so the limit is available RAM (psutil), or ``STUDIO_EXPORT_MEMORY_GB``
+where set (a smaller budget on a shared machine, and the tests' lever). At submit, the RAM is that of
+the workers that can take the export (the fleet registry: the most any alive job-taking worker has, so
+an export no worker can hold is refused before it queues); the studio's own figure stands in when no
+worker on another machine has reported its RAM (embedded mode: the worker runs beside the studio).
 """
 from __future__ import annotations
 
 import json
+import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +118,7 @@ class MemoryEstimate:
     parts: dict[str, int]
     available: int
     source: str  # where ``available`` came from
+    machine: str = "this machine"  # whose memory ``available`` is
 
     @property
     def needed(self) -> int:
@@ -125,28 +130,52 @@ class MemoryEstimate:
 
     def describe(self) -> str:
         parts = ", ".join(f"{k} {v / GB:.2f} GB" for k, v in self.parts.items() if v)
-        return (f"needs ~{self.needed / GB:.2f} GB ({parts}), this machine has {self.available / GB:.2f} GB "
+        return (f"needs ~{self.needed / GB:.2f} GB ({parts}), {self.machine} has {self.available / GB:.2f} GB "
                 f"available ({self.source})")
 
 
-def available_memory() -> tuple[int, str]:
-    """Bytes an export may use here: STUDIO_EXPORT_MEMORY_GB if set, else the RAM available now."""
+Memory = tuple[int, str, str]  # (bytes available, where the figure came from, whose memory it is)
+
+
+def available_memory() -> Memory:
+    """Bytes an export may use on this machine: STUDIO_EXPORT_MEMORY_GB if set, else the RAM available now."""
     limit = get_settings().export_memory_gb
     if limit is not None:
-        return int(limit * GB), "STUDIO_EXPORT_MEMORY_GB"
+        return int(limit * GB), "STUDIO_EXPORT_MEMORY_GB", "this machine"
     import psutil
 
-    return int(psutil.virtual_memory().available), "free RAM"
+    return int(psutil.virtual_memory().available), "free RAM", "this machine"
 
 
-def estimate(fmt: ExportFormat, base_dir: Path, artifact_dirs: list[Path]) -> MemoryEstimate:
+def fleet_memory(db) -> Memory:
+    """Bytes an export may use on the workers that can take it: the most available RAM among the alive
+    workers that take jobs (registered with their RAM, worker/service.py); a worker on this machine counts
+    with this machine's figure now. This machine's figure alone when no worker elsewhere reported its RAM
+    (embedded mode, or none registered yet). STUDIO_EXPORT_MEMORY_GB, where set, wins as everywhere."""
+    from studio.fleet import alive_job_workers
+
+    here = available_memory()
+    if get_settings().export_memory_gb is not None:
+        return here
+    host, workers = socket.gethostname(), alive_job_workers(db)
+    remote = [(int(w.ram_available), "free RAM at its last heartbeat",
+               f"the largest worker that takes exports, {w.id} on {w.host},")
+              for w in workers if w.host != host and w.ram_available]
+    if not remote:
+        return here
+    beside = [(here[0], here[1], "this machine (a worker runs here too)")] if any(w.host == host for w in workers) else []
+    return max(remote + beside, key=lambda m: m[0])
+
+
+def estimate(fmt: ExportFormat, base_dir: Path, artifact_dirs: list[Path], memory: Memory | None = None) -> MemoryEstimate:
     """Peak memory of a merged export: the base loaded in float32, every version's weights of the lineage
-    (adapters, or whole models for full fine-tuning), the format's working copies, and the runtime."""
+    (adapters, or whole models for full fine-tuning), the format's working copies, and the runtime;
+    against ``memory`` (default: this machine's, :func:`available_memory`)."""
     base = safetensors_params(base_dir) * 4
     trained = sum(safetensors_params(d) * 4 for d in artifact_dirs)
     parts = {"base in float32": base, "trained weights": trained,
              "working copy": int(base * fmt.working_copies), "runtime": RUNTIME_BYTES}
-    return MemoryEstimate(fmt, parts, *available_memory())
+    return MemoryEstimate(fmt, parts, *(memory or available_memory()))
 
 
 def refusal(version_id: int, est: MemoryEstimate) -> str:
@@ -154,12 +183,14 @@ def refusal(version_id: int, est: MemoryEstimate) -> str:
             "or free memory (a worker with more RAM, or STUDIO_EXPORT_MEMORY_GB if the limit is set too low).")
 
 
-def check_memory(version_id: int, fmt: ExportFormat, base_dir: Path, artifact_dirs: list[Path]) -> MemoryEstimate | None:
-    """Refuse (ExportError) a merged export that needs more memory than this machine has; None for the
-    adapter, which loads nothing, and where the files are not on this machine (the worker checks again)."""
+def check_memory(version_id: int, fmt: ExportFormat, base_dir: Path, artifact_dirs: list[Path],
+                 memory: Memory | None = None) -> MemoryEstimate | None:
+    """Refuse (ExportError) a merged export that needs more memory than ``memory`` (default: this machine's
+    RAM, the worker's own re-check); None for the adapter, which loads nothing, and where the files are
+    not on this machine (the worker checks again)."""
     if not fmt.merged or not Path(base_dir, "config.json").exists():
         return None
-    est = estimate(fmt, base_dir, artifact_dirs)
+    est = estimate(fmt, base_dir, artifact_dirs, memory)
     if not est.fits:
         raise ExportError(refusal(version_id, est))
     return est
@@ -178,14 +209,14 @@ def lineage_dirs(version: ModelVersion) -> list[Path]:
 
 def check_export(db, version_id: int, format: str) -> ExportFormat:
     """Everything the studio can check before queuing an export: the version exists, the format exists
-    and fits its method, and the merge fits in memory here."""
+    and fits its method, and the merge fits in the memory of the workers that can take it."""
     version = db.get(ModelVersion, version_id)
     if version is None:
         raise ExportError(f"version {version_id} does not exist (studio versions list)")
     fmt = get_format(format)
     check_allowed(version, fmt)
     base = db.get(BaseModel, version.base_model_id)
-    check_memory(version_id, fmt, Path(base.path), lineage_dirs(version))
+    check_memory(version_id, fmt, Path(base.path), lineage_dirs(version), fleet_memory(db))
     return fmt
 
 
@@ -215,5 +246,5 @@ def preview(db, version_id: int, format: str) -> str:
     base = db.get(BaseModel, version.base_model_id)
     if not Path(base.path, "config.json").exists():
         return f"{fmt.help} (The worker checks the memory it needs before it starts.)"
-    est = estimate(fmt, Path(base.path), lineage_dirs(version))
+    est = estimate(fmt, Path(base.path), lineage_dirs(version), fleet_memory(db))
     return f"{fmt.help} The merge {est.describe()}."

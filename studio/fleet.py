@@ -12,6 +12,19 @@ from models_db.schema import utcnow
 from studio import routing
 
 
+def takes_jobs(queues: str | None) -> bool:
+    """Whether a worker started on ``queues`` takes jobs (it consumes the default queue: training,
+    evaluations, exports), as opposed to an interactive-only worker that serves generations."""
+    names = [n.strip() for n in (queues or routing.default_queue()).split(",")]
+    return routing.default_queue() in names
+
+
+def alive_job_workers(db) -> list[Worker]:
+    """The alive workers that take jobs (an export goes to any of them)."""
+    since = routing.alive_since(utcnow())
+    return [w for w in db.scalars(select(Worker).where(Worker.last_heartbeat >= since)) if takes_jobs(w.queues)]
+
+
 def gpu_text(gpus: list[dict]) -> str:
     """'2 × NVIDIA H100 80GB HBM3 (79.2 GB)', or 'CPU only'."""
     if not gpus:

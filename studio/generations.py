@@ -6,6 +6,10 @@ A request is keyed by sha256(base model, version, prompt, canonical settings inc
 request returns the same row (done: instantly; queued or running: the one in flight). A row nobody
 touched for ``generation_stale_seconds`` is taken for lost (no worker on the interactive queue, or it
 died) and sent again on the next request; polling says so meanwhile.
+
+A generation is private to the person who asked (models_db.access filters the rows): a member's key is
+scoped to them (``access.scoped_digest``), so the same request by two members makes a row each and
+neither sees the other's prompt or output; an admin (and the embedded user) sees every row.
 """
 from __future__ import annotations
 
@@ -121,10 +125,10 @@ def normalize_prompt(prompt: str | list[dict], raw: bool = False) -> tuple[str, 
 
 
 def cache_key(base_model_id: int, version_id: int | None, prompt: str, settings: dict) -> str:
-    """sha256 of everything the output depends on."""
+    """sha256 of everything the output depends on, scoped to the member asking (models_db.access)."""
     blob = json.dumps({"base": base_model_id, "version": version_id, "prompt": prompt, "settings": settings},
                       sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return access.scoped_digest(hashlib.sha256(blob.encode()).hexdigest())
 
 
 def request(model_refs: list[str | int], prompts: list[str | list[dict]], settings: dict | None = None, *,
@@ -162,11 +166,9 @@ def _get_or_create(ref: ModelRef, prompt: str, settings: dict) -> tuple[dict, bo
         try:
             with session_scope() as db:
                 row = db.scalar(select(Generation).where(Generation.cache_key == key))
-                if row is None:
-                    viewer = access.current()
+                if row is None:  # the owner is stamped from the viewer (models_db.access)
                     row = Generation(cache_key=key, base_model_id=ref.base_model_id, version_id=ref.version_id,
-                                     prompt=prompt, settings=settings, state="queued",
-                                     owner_id=getattr(viewer, "id", None))
+                                     prompt=prompt, settings=settings, state="queued")
                     db.add(row)
                     db.flush()
                     return row_json(row), True
@@ -231,15 +233,19 @@ def stuck_note(g: Generation, busy: bool = False) -> str:
 
 
 def status(ids: list[int]) -> list[dict]:
-    """The rows, in the order asked (a missing id gives state "gone")."""
+    """The rows, in the order asked (a missing id gives state "gone", with whose it is when it is someone
+    else's)."""
     ids = [int(i) for i in ids]
     fresh = utcnow() - timedelta(seconds=get_settings().generation_stale_seconds)
     with session_scope() as db:
+        # is the interactive worker writing anyone's generation? (says nothing of whose, so unfiltered)
         busy = db.scalar(select(Generation.id).where(Generation.state == "running", Generation.updated_at >= fresh)
-                         .limit(1)) is not None
+                         .limit(1).execution_options(**{access.UNFILTERED: True})) is not None
         rows = {g.id: row_json(g, busy) for g in db.scalars(select(Generation).where(Generation.id.in_(ids)))}
-    return [rows.get(i, {"id": i, "state": "gone", "output": "", "error": "this generation was deleted",
-                         "note": ""}) for i in ids]
+        for i in set(ids) - set(rows):
+            rows[i] = {"id": i, "state": "gone", "output": "", "note": "",
+                       "error": access.hidden_reason(db, Generation, i) or "this generation was deleted"}
+    return [rows[i] for i in ids]
 
 
 def display(row: dict) -> str:
@@ -253,10 +259,13 @@ def display(row: dict) -> str:
 
 
 def median_ms_per_token(db: Session, version_id: int, limit: int = 200) -> float | None:
-    """Median decode latency over the version's latest finished generations (None if it has none)."""
+    """Median decode latency over the version's latest finished generations (None if it has none).
+
+    Everyone's generations count: the caller already holds the version (so may see it), and a latency
+    says nothing about whose prompts produced it."""
     values = list(db.scalars(select(Generation.ms_per_token).where(
         Generation.version_id == version_id, Generation.state == "done", Generation.ms_per_token.is_not(None))
-        .order_by(Generation.id.desc()).limit(limit)))
+        .order_by(Generation.id.desc()).limit(limit).execution_options(**{access.UNFILTERED: True})))
     return float(np.median(values)) if values else None
 
 

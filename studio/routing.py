@@ -1,18 +1,25 @@
 """Routing by GPU memory: which Celery queue a job goes to, and which queues a worker consumes.
 
 Queues are named by memory tier. A GPU worker consumes the default queue (``<base>``, the first of
-``STUDIO_WORKER_QUEUES``) plus ``<base>.mem<T>`` for every tier T its GPUs reach; with n GPUs also
-``<base>.mem<T>x<k>`` for k = 2..n (multi-GPU jobs). A training job whose config carries a GPU estimate
-(``config["estimate"]``, studio.advisor.jobcost) goes to the smallest tier that holds it, so only
-workers that can hold it ever see its message; anything else (a CPU-only fleet, an export, a job
-without an estimate) stays on the default queue, which every worker consumes.
+``STUDIO_WORKER_QUEUES``) plus ``<base>.mem<T>`` for every tier threshold T its smallest GPU reaches; with
+n GPUs also ``<base>.mem<T>x<k>`` for k = 2..n (multi-GPU jobs). Anything without a GPU estimate (a
+CPU-only fleet, an export, a job without an estimate) stays on the default queue, which every worker
+consumes.
 
-A tier's name is the size GPUs are sold as; its threshold is the least memory such a card reports
-(``torch.cuda`` total memory in GiB: an "80 GB" H100 reports 79.2, a "24 GB" L4 22.0). Routing and
-consuming use the same threshold, so a worker on a tier's queue always holds what the tier promises.
+The headroom rule: a job needs ``estimate / USABLE_FRACTION`` GiB on each GPU (0.97, the advisor's own
+rule: its peak must fit 97% of what the card reports, the rest is the CUDA context and fragmentation).
+A tier is named after its threshold, the GiB ``torch.cuda`` reports (an "80 GB" H100 reports 79.2, a
+"24 GB" L4 22.0 and a 4090 23.6), and the thresholds sit just under what common cards report, so cards
+sold at the same size but reporting different memory land in different tiers.
 
-    queue_for("gpu", {"device": "cuda", "total_gb": 20.0}, 1)      # 'gpu.mem24'
-    worker_queues("gpu", [{"memory_gb": 79.2}, {"memory_gb": 79.2}])  # gpu, gpu.mem8 ... gpu.mem80x2
+A job goes to a tier chosen against the alive fleet: one that every alive worker able to hold it consumes
+and, whenever the thresholds separate their sizes, no worker too small for it does. With no alive
+worker able to hold it, the smallest tier at or above its need, where it waits; the sweep re-routes it
+when the fleet changes (worker/fleet.py). A worker still refuses a job too big for its GPUs.
+
+    queue_for("gpu", {"device": "cuda", "total_gb": 20.0}, 1)      # 'gpu.mem21.9'
+    place({"estimate": {"device": "cuda", "total_gb": 22.5}}, [[{"memory_gb": 22.0}], [{"memory_gb": 23.6}]])
+    # Placement('gpu.mem23.5'): the 4090 holds its 23.2 GiB, the L4 does not
 """
 from __future__ import annotations
 
@@ -27,11 +34,14 @@ from studio.advisor import parallel
 from studio.advisor.plan import USABLE_FRACTION
 from studio.settings import get_settings
 
-# (name, least GiB a card sold at that size reports), smallest first
-TIERS: tuple[tuple[str, float], ...] = (
-    ("mem4", 3.5), ("mem6", 5.5), ("mem8", 7.5), ("mem12", 11.0), ("mem16", 14.5), ("mem24", 21.5), ("mem32", 30.0), ("mem40", 39.0),
-    ("mem48", 44.0), ("mem80", 78.0), ("mem96", 90.0), ("mem141", 130.0), ("mem192", 175.0),
-)
+# tier thresholds: GiB as torch reports them, each just under the least a common card reports, so a card
+# consumes the tier of its own size: 4/6/8 GB, 10 (3080, MIG 1g.10gb), 11 (2080 Ti), 12, 16 (T4 14.6;
+# V100, A4000, 4080 15.6-15.8), 20 (A4500, MIG 2g.20gb), 24 (L4, A10 22.0; 3090, 4090, A5000 23.6-23.7),
+# 32 (5090, V100), 40 (A100), 48 (L40S, A40 44.4; A6000 47.5), 64 (MI210), 80 (A100, H100 79.2),
+# 94/96 (H100 NVL, GH200), 141 (H200 139.8), 180/192 (B200 179, MI300X 192), 256 (MI325X)
+THRESHOLDS: tuple[float, ...] = (3.5, 5.5, 7.5, 9.5, 10.5, 11.5, 14.5, 15.5, 19.5, 21.9, 23.5, 31.0, 39.0, 44.0,
+                                 47.0, 63.5, 79.0, 93.0, 139.0, 178.0, 191.0, 255.0)
+TIERS: tuple[tuple[str, float], ...] = tuple((f"mem{t:g}", t) for t in THRESHOLDS)  # (name, threshold)
 
 
 def default_queue() -> str:
@@ -67,28 +77,46 @@ def job_need(config: dict) -> tuple[float | None, int]:
     return gpu_need_gb(config.get("estimate"), count, str(config.get("distributed") or "auto")), count
 
 
-def tier_for(need_gb: float) -> str:
-    """The smallest tier whose cards hold ``need_gb``; the largest tier when none does (the job then
-    waits, and the submitter is told so)."""
+def tier_for(need_gb: float, fleet_sizes: list[float] | tuple[float, ...] = ()) -> str:
+    """The tier for a job needing ``need_gb`` on each GPU, given the fleet's sizes (``worker_size`` of each
+    alive worker with enough GPUs). When some worker holds it: a threshold above every worker too small
+    for it and at most the smallest that holds it, so the job reaches all of these and none of those (at
+    or above the need when one is, so a small worker joining later does not see it either); when no
+    threshold lies between two sizes that close, the largest at most the smallest holder (every holder
+    sees it, the few too small refuse it). When none holds it: the smallest tier at or above the need, or
+    the largest when none is; it waits there, and the sweep re-routes it once the fleet changes."""
+    holders = [s for s in fleet_sizes if s >= need_gb]
+    if holders:
+        too_small = max((s for s in fleet_sizes if s < need_gb), default=0.0)
+        between = [t for t in THRESHOLDS if too_small < t <= min(holders)]
+        above = [t for t in between if t >= need_gb]
+        reach = [t for t in THRESHOLDS if t <= min(holders)]
+        pick = min(above) if above else max(between) if between else max(reach) if reach else None
+        if pick is not None:
+            return f"mem{pick:g}"
     for name, least in TIERS:
         if least >= need_gb:
             return name
     return TIERS[-1][0]
 
 
-def required_gb(need_gb: float) -> float:
-    """What routing asks of a worker for a job needing ``need_gb``: the threshold of the job's tier (a card
-    between the need and that threshold could hold it but does not consume the tier), or the need
-    itself beyond the largest tier."""
-    return max(need_gb, dict(TIERS)[tier_for(need_gb)])
+def worker_size(gpus: list[dict], count: int = 1) -> float | None:
+    """What a worker offers a ``count``-GPU job as routing sees it: its smallest GPU (the tiers it consumes
+    follow that one); None for a worker with fewer GPUs, a CPU-only one included."""
+    if not gpus or len(gpus) < count:
+        return None
+    return min(float(g.get("memory_gb") or 0) for g in gpus)
 
 
-def queue_for(base: str, estimate: dict | None, gpus: int = 1, distributed: str = "auto") -> str:
-    """The queue a job goes to: its memory tier (times its GPU count), or ``base`` without a GPU estimate."""
+def queue_for(base: str, estimate: dict | None, gpus: int = 1, distributed: str = "auto",
+              fleet: list[list[dict]] | None = None) -> str:
+    """The queue a job goes to: its memory tier against ``fleet`` (the alive workers' GPU lists; none: the
+    smallest tier at or above its need) times its GPU count, or ``base`` without a GPU estimate."""
     need = gpu_need_gb(estimate, gpus, distributed)
     if need is None:
         return base
-    return f"{base}.{tier_for(need)}" + (f"x{gpus}" if gpus > 1 else "")
+    sizes = [s for s in (worker_size(g, gpus) for g in fleet or []) if s is not None]
+    return f"{base}.{tier_for(need, sizes)}" + (f"x{gpus}" if gpus > 1 else "")
 
 
 def worker_queues(base: str, gpus: list[dict]) -> list[str]:
@@ -151,10 +179,16 @@ def place(config: dict, fleet: list[list[dict]], base: str | None = None) -> Pla
     """Route a job (its config with the estimate) against the alive fleet (each worker's GPU list)."""
     base = base or default_queue()
     need, count = job_need(config)
-    queue = queue_for(base, config.get("estimate"), count, str(config.get("distributed") or "auto"))
-    if need is None or any(queue in worker_queues(base, gpus) for gpus in fleet):
-        return Placement(queue)  # some alive worker consumes its queue (and so holds it)
-    return Placement(queue, waits_for(required_gb(need), count, fleet))
+    queue = queue_for(base, config.get("estimate"), count, str(config.get("distributed") or "auto"), fleet)
+    if need is None or any(takes(gpus, queue, need, count, base) for gpus in fleet):
+        return Placement(queue)  # some alive worker consumes its queue and holds it
+    return Placement(queue, waits_for(need, count, fleet))
+
+
+def takes(gpus: list[dict], queue: str, need_gb: float, count: int, base: str) -> bool:
+    """Whether a worker with ``gpus`` consumes ``queue`` and holds a job needing ``need_gb`` per GPU."""
+    size = worker_size(gpus, count)
+    return size is not None and size >= need_gb and queue in worker_queues(base, gpus)
 
 
 def refusal(config: dict, gpus: list[dict], fleet: list[list[dict]]) -> str | None:
@@ -163,7 +197,7 @@ def refusal(config: dict, gpus: list[dict], fleet: list[list[dict]]) -> str | No
     need, count = job_need(config)
     if not gpus or need is None or can_hold(gpus, need, count):
         return None
-    return waits_for(required_gb(need), count, fleet)
+    return waits_for(need, count, fleet)
 
 
 def alive_fleet(db, now: datetime | None = None) -> list[list[dict]]:

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 from models_db.migrate import upgrade
-from studio.app import STATIC, build_app, theme
 from studio.auth import launch_options, redact_url
 from studio.settings import get_settings
 
@@ -20,6 +19,9 @@ def serve(host: str | None = None, port: int | None = None, worker: bool = True)
     print(f"studio: database {redact_url(s.db_url)}, broker {redact_url(s.broker)}", file=sys.stderr)
     upgrade()  # migrations run once here, never concurrently from workers
     secure = launch_options(host)  # login, upload limit, file guard; refuses a public host without an admin
+    # Gradio takes seconds to import: a refusal above comes first
+    from studio.app import STATIC, build_app, theme
+
     procs = []
     if worker:
         # A separate process: the UI stays free of torch, and the worker's training children are its own.

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     store_url: str | None = None
     # The memory a merged export may use (GB); unset: the machine's available RAM (studio/exports.py).
     export_memory_gb: float | None = None
+    # How long a login to the web studio lasts (hours); sessions are kept in the database across restarts.
+    login_hours: float = 168
 
     @property
     def home_abs(self) -> Path:

@@ -1,5 +1,6 @@
 """Bad input through the CLI: a clear message naming the file/row/field, a non-zero exit, nothing half-written."""
 import json
+import shutil
 
 import pytest
 
@@ -7,12 +8,33 @@ from tests.backends import backend_env
 from tests.cli import Cli, write_instruction_jsonl
 
 
+@pytest.fixture(scope="module")
+def migrated_home(tmp_path_factory):
+    """An embedded studio home migrated once by `studio db upgrade`; each test starts from a copy."""
+    home = tmp_path_factory.mktemp("cli_errors") / "home"
+    with backend_env("embedded", home) as env:
+        Cli(env).run("db", "upgrade")
+    return home
+
+
 @pytest.fixture
-def cli(tmp_path):
+def cli(tmp_path, migrated_home):
     with backend_env("embedded", tmp_path / "home") as env:
+        shutil.copytree(migrated_home, tmp_path / "home")
+        yield Cli(env)
+
+
+@pytest.fixture(scope="module")
+def model_and_data(tmp_path_factory, tiny_llama_dir):
+    """A studio with the tiny model and a 6-row data set, shared by the bad-settings cases: none of them
+    may queue anything, and each checks that the queue is still empty."""
+    root = tmp_path_factory.mktemp("bad_settings")
+    with backend_env("embedded", root / "home") as env:
         c = Cli(env)
         c.run("db", "upgrade")
-        yield c
+        c.json("models", "import", str(tiny_llama_dir), "--name", "tiny")
+        write_instruction_jsonl(root / "d.jsonl", 6)
+        yield c, c.json("dataset", "add", str(root / "d.jsonl"))["dataset"]["id"]
 
 
 def test_empty_file(cli, tmp_path):
@@ -67,12 +89,9 @@ def test_pickle_only_model_is_refused(cli, tmp_path):
     ("lora_dropout=-0.1", "lora_dropout"),
     ("max_seq_length=2", "max_seq_length"),
 ])
-def test_bad_settings_fail_before_queueing(cli, tiny_llama_dir, tmp_path, setting, needle):
-    cli.json("models", "import", str(tiny_llama_dir), "--name", "tiny")
-    f = tmp_path / "d.jsonl"
-    write_instruction_jsonl(f, 6)
-    ds = cli.json("dataset", "add", str(f))["dataset"]
-    p = cli.run("train", "--model", "tiny", "--dataset", str(ds["id"]), "--set", setting, ok=False)
+def test_bad_settings_fail_before_queueing(model_and_data, setting, needle):
+    cli, dataset_id = model_and_data
+    p = cli.run("train", "--model", "tiny", "--dataset", str(dataset_id), "--set", setting, ok=False)
     assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr
     assert cli.json("jobs", "list")["jobs"] == []  # nothing was queued
 

@@ -3,6 +3,7 @@ worker per GPU with its device reservation, every command a real `studio` CLI co
 valid for docker compose itself (`docker compose config -q`)."""
 import importlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -107,3 +108,19 @@ def test_docker_compose_config_accepts_the_file():
     p = subprocess.run([*cmd, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], env=env, check=False,
                        capture_output=True, text=True, timeout=60, cwd="/")
     assert p.returncode != 0 and "set POSTGRES_PASSWORD in .env" in p.stderr
+
+
+def test_the_image_installs_every_extra_the_docs_say_it_has():
+    """docs/production.md names the image's extras; the Dockerfile's pip line installs exactly those, and
+    each is an extra pyproject.toml defines (a typo there installs nothing, silently)."""
+    import tomllib
+
+    docs = (ROOT / "docs" / "production.md").read_text()
+    said = re.search(r"The image has the extras ((?:`[\w-]+`(?:,? and |, )?)+)", docs)
+    assert said, "docs/production.md no longer says which extras the image has"
+    documented = set(re.findall(r"`([\w-]+)`", said.group(1)))
+    installs = re.findall(r'pip install [^&\n]*-e "\.\[([\w,-]+)\]"', (ROOT / "Dockerfile").read_text())
+    assert len(installs) == 1, f"expected one `pip install -e \".[extras]\"` in the Dockerfile, found {installs}"
+    installed = set(installs[0].split(","))
+    defined = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    assert {"onnx", "s3"} <= documented == installed <= defined, (documented, installed, defined)

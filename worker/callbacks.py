@@ -53,6 +53,12 @@ class StudioCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kw):
         self.ctx.check()
+        if control.should_save and state.global_step >= state.max_steps and not args.load_best_model_at_end:
+            # The Trainer saves at the last step; the version is saved from the same weights right after,
+            # so that checkpoint only costs time and disk (most for full fine-tuning). A crash before the
+            # version is saved retries from the previous checkpoint. Early stopping keeps it: the best
+            # model is reloaded from the checkpoints at the end.
+            control.should_save = False
         if control.should_save and model is not None and not all(p.isfinite().all() for p in model.parameters()
                                                                   if p.requires_grad):
             control.should_save = False  # never write (or resume from) non-finite weights

@@ -34,6 +34,34 @@ def _recipe(job: Job):
     raise UserFacingError(f"unknown job kind {job.kind!r}")
 
 
+BNB_OPTIMIZERS = ("adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit")  # studio/jobspec.py OPTIMIZERS
+
+
+def needs_bitsandbytes(job: Job) -> bool:
+    """Whether the job may touch bitsandbytes: every job but a training run whose method, optimizer and
+    ancestors (merged into its base) quantize nothing. Unsure (another kind, a qlora ancestor): yes."""
+    if job.kind != "train":
+        return True
+    config = job.config or {}
+    if config.get("method") == "qlora" or (config.get("training") or {}).get("optim") in BNB_OPTIMIZERS:
+        return True
+    if config.get("parent_version_id") is None:
+        return False
+    from worker import lineage
+
+    with session_scope() as db:
+        return any(v.method == "qlora" for v in lineage.chain(db, config["parent_version_id"]))
+
+
+def skip_bitsandbytes(job: Job) -> None:
+    """peft (which the Trainer imports) imports bitsandbytes whenever it is installed, and that import
+    alone takes seconds (its kernels register with torch) before the first step. A job that quantizes
+    nothing marks it unimportable (``sys.modules[name] = None``, Python's own switch), so peft and
+    transformers treat it as not installed, exactly as on a machine without it."""
+    if "bitsandbytes" not in sys.modules and not needs_bitsandbytes(job):
+        sys.modules["bitsandbytes"] = None
+
+
 def die_with_worker() -> None:
     """Have the kernel kill this process when its worker dies (kill -9 included), so a lost worker never
     leaves training running beside the attempt that replaces it (Linux; elsewhere the fence stops it)."""
@@ -50,7 +78,9 @@ def die_with_worker() -> None:
         os._exit(4)
 
 
-def main(job_id: int, fence: int) -> int:
+def main(job_id: int, fence: int, *, own_process: bool = False) -> int:
+    """Run the job; ``own_process``: this process exists for the job alone (``python -m worker.child``),
+    so it may set process-wide switches (tests call ``main`` inside their own process)."""
     die_with_worker()
     with session_scope() as db:
         job = db.get(Job, job_id)
@@ -58,6 +88,8 @@ def main(job_id: int, fence: int) -> int:
     claim = jobq.Claim(job_id, fence, job.attempt)
     ctx = JobContext(job, claim)
     try:
+        if own_process:
+            skip_bitsandbytes(job)  # before the recipe imports transformers and peft
         result = _recipe(job)(ctx)
     except jobq.StaleFence:
         print("claim superseded by another attempt; stopping quietly", flush=True)
@@ -82,4 +114,4 @@ def main(job_id: int, fence: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]), int(sys.argv[2])))
+    sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), own_process=True))

@@ -17,6 +17,7 @@ from worker import lineage
 from worker.context import JobContext
 from worker.evaluate import evaluate_model
 from worker.methods.base import save_pretrained_only
+from worker.trust import model_code_kwargs, tokenizer_code_kwargs
 
 COMBINED = "default"  # peft saves the adapter called "default" at the folder's top, where lineage loads it
 
@@ -38,7 +39,7 @@ def run_combine_job(ctx: JobContext) -> dict:
 
     # 1. The base once, with what every parent was trained on top of merged in.
     ctx.say(f"loading {base.name}")
-    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32, **model_code_kwargs(base))
     if start:
         model = lineage.load_chain(model, start, last="merge")
 
@@ -63,7 +64,7 @@ def run_combine_job(ctx: JobContext) -> dict:
     rel = f"versions/job-{ctx.job.id}/adapter"
     out = get_settings().home_abs / rel
     save_pretrained_only(model, out)
-    tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(parents[0]))
+    tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(parents[0]), **tokenizer_code_kwargs(base))
     tokenizer.save_pretrained(out)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -135,10 +135,11 @@ def build_sft(path: Path, tokenizer, *, max_len: int, eval_split: float, seed: i
 
 def collator(tokenizer, *, packing: bool = False, model=None):
     """How examples become batches. Padded batches by default; with ``packing``, padding-free: each
-    batch is one row of concatenated examples whose position ids restart at 0 per example, from which
-    transformers builds a block-diagonal attention mask (flash-attention kernels take the boundaries
-    directly), and the first label of each example is masked, so no example attends to or predicts
-    another. Prompt-learning methods prepend virtual tokens per row and drop position ids: no packing."""
+    batch is one row of concatenated examples whose position ids restart at 0 per example, and the first
+    label of each example is masked, so no example attends to or predicts another: packed SDPA and
+    FlashAttention take the boundaries (``cu_seq_lens``) and run each example alone; plain SDPA gets a
+    block-diagonal mask built from the position ids. Prompt-learning methods prepend virtual tokens per
+    row and drop position ids: no packing."""
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
     if not packing:
@@ -157,4 +158,8 @@ def collator(tokenizer, *, packing: bool = False, model=None):
             # to: training never reads it, so it is switched off per batch (not in the saved config).
             return {**super().__call__(features, return_tensors, separator_id), "use_cache": False}
 
-    return Packed(return_position_ids=True, separator_id=IGNORE)
+    # The examples' boundaries go with the batch when the attention reads them (packed SDPA, FlashAttention):
+    # no per-layer search of the position ids, and no dense block-diagonal mask (worker/packed_attention.py).
+    from worker.packed_attention import takes_boundaries
+
+    return Packed(return_position_ids=True, separator_id=IGNORE, return_flash_attn_kwargs=takes_boundaries(model))

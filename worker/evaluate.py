@@ -16,6 +16,7 @@ from studio.settings import get_settings
 from worker import data, data_cls, lineage
 from worker.context import JobContext
 from worker.errors import UserFacingError
+from worker.trust import model_code_kwargs, tokenizer_code_kwargs
 
 
 def load_version(version_id: int):
@@ -29,15 +30,16 @@ def load_version(version_id: int):
         base = db.get(BaseModel, versions[-1].base_model_id)
         db.expunge_all()
     version = versions[-1]
-    tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version))
+    tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version), **tokenizer_code_kwargs(base))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if task_of(version) == "seq_cls":
         from worker.recipes.seq_cls import load_classifier
 
-        model = load_classifier(base.path, version.config["labels"], tokenizer, dtype=torch.float32)
+        model = load_classifier(base.path, version.config["labels"], tokenizer, dtype=torch.float32,
+                                **model_code_kwargs(base))
     else:
-        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32, **model_code_kwargs(base))
     return lineage.load_chain(model, versions, last="inference"), tokenizer, version
 
 

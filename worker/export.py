@@ -26,7 +26,8 @@ from studio.settings import get_settings
 from worker import lineage, methods
 from worker.context import JobContext
 from worker.errors import UserFacingError
-from worker.model_card import model_card
+from worker.model_card import card_parents, model_card
+from worker.trust import model_code_kwargs, tokenizer_code_kwargs
 
 LATENCY_TOKENS = 8  # greedy tokens timed after an export: cheap, and enough to average out the first one
 ONNX_TOLERANCE = 1e-3  # max |logit difference| between the ONNX model and PyTorch on a check batch
@@ -43,9 +44,10 @@ def merged_model(version: ModelVersion, base: BaseModel, versions: list[ModelVer
     if version.config.get("task") == "seq_cls":  # a classifier: the base gets a head for the version's labels
         from worker.recipes.seq_cls import load_classifier
 
-        model = load_classifier(base.path, version.config["labels"], tokenizer, dtype=torch.float32)
+        model = load_classifier(base.path, version.config["labels"], tokenizer, dtype=torch.float32,
+                                **model_code_kwargs(base))
     else:
-        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32, **model_code_kwargs(base))
     say("merging the lineage into the base")
     return lineage.load_chain(model, versions, last="merge")
 
@@ -102,7 +104,7 @@ def save_bnb(model, tokenizer, out: Path, fmt: exports.ExportFormat, say) -> dic
         del model  # the caller passed its only reference: free the float32 copy before quantizing
         gc.collect()
         say(f"quantizing to {fmt.bits}-bit with bitsandbytes on {device}")
-        quantized = cls.from_pretrained(tmp, quantization_config=config, device_map={"": device})
+        quantized = cls.from_pretrained(tmp, quantization_config=config, device_map={"": device}, use_safetensors=True)
         quantized.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return {"bnb_device": device}
@@ -196,8 +198,9 @@ def _greedy_ms_per_token(step, ids) -> float:
     return (time.perf_counter() - start) * 1000 / LATENCY_TOKENS
 
 
-def measure_latency(out: Path, fmt: exports.ExportFormat, device: str = "cpu") -> float | None:
-    """Reload the export and time a few greedy tokens (ms/token, batch 1, this worker's CPU or GPU).
+def measure_latency(out: Path, fmt: exports.ExportFormat, device: str = "cpu", base: BaseModel | None = None) -> float | None:
+    """Reload the export and time a few greedy tokens (ms/token, batch 1, this worker's CPU or GPU); the
+    export is its base's architecture, so it loads with the base's trust flag (``base``; None: off).
 
     The PyTorch formats generate with their KV cache; the ONNX graph has none, so each token re-reads the
     prompt (the figure is an upper bound). Classifiers generate nothing: None."""
@@ -207,7 +210,8 @@ def measure_latency(out: Path, fmt: exports.ExportFormat, device: str = "cpu") -
     config = json.loads((out / "config.json").read_text())
     if not any(a.endswith("ForCausalLM") for a in config.get("architectures") or []):
         return None  # a classifier (or an encoder): nothing to generate
-    tokenizer = AutoTokenizer.from_pretrained(out)
+    trust = base if base is not None else BaseModel(trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(out, **tokenizer_code_kwargs(trust))
     prompt = tokenizer("The quick brown fox", return_tensors="np")["input_ids"].astype(np.int64)
     if fmt.kind == "onnx":
         import onnxruntime as ort
@@ -219,7 +223,7 @@ def measure_latency(out: Path, fmt: exports.ExportFormat, device: str = "cpu") -
     from transformers import AutoModelForCausalLM
 
     kwargs = {"device_map": {"": device}} if fmt.kind == "bnb" else {}
-    model = AutoModelForCausalLM.from_pretrained(out, **kwargs).eval()
+    model = AutoModelForCausalLM.from_pretrained(out, **kwargs, **model_code_kwargs(trust)).eval()
     ids = torch.from_numpy(prompt).to(model.device)
     with torch.no_grad():
         model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False)  # warm-up
@@ -256,6 +260,7 @@ def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None
         versions = lineage.chain(db, version_id)
         version = versions[-1]
         base = db.get(BaseModel, version.base_model_id)
+        parents = card_parents(db, version_id)  # all of a combined version's, with their weights
         db.expunge_all()
     base.path = store.local_model(base.path)  # a worker on another machine merges onto its own copy (detached row)
     try:
@@ -271,23 +276,24 @@ def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     extra, latency = {}, None
     if fmt.merged:
-        tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version))
+        tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version), **tokenizer_code_kwargs(base))
         # the merged model goes straight into the writer, which then holds its only reference (and may free it)
         extra = WRITERS[fmt.kind](merged_model(version, base, versions, tokenizer, say), tokenizer, out_dir, fmt, say)
         gc.collect()
         progress(2)
         say("timing a few greedy tokens on the export")
-        latency = measure_latency(out_dir, fmt, extra.get("bnb_device", "cpu"))
+        latency = measure_latency(out_dir, fmt, extra.get("bnb_device", "cpu"), base)
         if latency is not None:
             record_metric(version_id, f"export_ms_per_token_{fmt.name}", latency)
     else:
         shutil.copytree(lineage.artifact(version), out_dir / "adapter", dirs_exist_ok=True)
         progress(2)
     progress(3)
-    (out_dir / "README.md").write_text(model_card(version, base, fmt, versions, latency))
+    (out_dir / "README.md").write_text(model_card(version, base, fmt, versions, latency, parents))
     (out_dir / "studio_version.json").write_text(json.dumps(
         {"version_id": version.id, "name": version.name, "method": version.method, "base_model": base.name,
-         "format": fmt.name, "parents": [v.id for v in versions[:-1]], "config": version.config,
+         "format": fmt.name, "parents": [v.id for v in versions[:-1]], "combined_from": parents if
+         "combination" in (version.config or {}) else [], "config": version.config,
          "metrics": version.metrics, "export_ms_per_token": latency, **extra},
         indent=2, default=str))
     return out_dir

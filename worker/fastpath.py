@@ -7,7 +7,8 @@ would set by hand on top of the Trainer's defaults.
 - FlashAttention-2 when installed and the weights are 16-bit, else PyTorch SDPA (which picks
   flash/memory-efficient kernels itself);
 - dataloader workers and pinned memory on GPU, so batches are ready when the step needs them;
-- padding-free packing of causal LM data (studio/jobspec.py switches it on; worker/data.py packs);
+- padding-free packing of causal LM data (studio/jobspec.py switches it on; worker/data.py packs), and
+  without FlashAttention, SDPA on each packed example (worker/packed_attention.py), no dense mask;
 - torch.compile and Liger kernels only when asked for (``torch_compile``, ``use_liger_kernel``): both
   help long CUDA runs and cost compile time or an extra package.
 """
@@ -51,6 +52,15 @@ def load_kwargs(*, cuda: bool, half_precision_weights: bool) -> dict:
     if cuda and half_precision_weights and importlib.util.find_spec("flash_attn") is not None:
         return {"attn_implementation": "flash_attention_2"}
     return {}
+
+
+def packed_attention(model) -> bool:
+    """For packed causal-LM rows without FlashAttention (CPU, or CUDA without flash-attn): SDPA run on each
+    example of the row (worker/packed_attention.py) instead of one dense block-diagonal mask over the whole
+    row, whose cost is the square of the row's length. Returns whether the model now uses it."""
+    from worker import packed_attention as packed
+
+    return packed.use(model)
 
 
 def dataloader_arguments(*, cuda: bool, gpus: int = 1) -> dict:

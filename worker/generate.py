@@ -27,6 +27,7 @@ from models_db.schema import utcnow
 from worker import lineage
 from worker.errors import UserFacingError, humanize
 from worker.runner import WORKER_ID
+from worker.trust import model_code_kwargs, tokenizer_code_kwargs
 
 log = logging.getLogger("studio.worker")
 
@@ -123,10 +124,11 @@ def load(base_model_id: int, version_id: int | None) -> Loaded:
         db.expunge_all()
     _check_files(base, versions)
     version = versions[-1] if versions else None
-    tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version) if version else base.path)
+    tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version) if version else base.path,
+                                              **tokenizer_code_kwargs(base))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    kwargs = {"dtype": _dtype()}
+    kwargs = {"dtype": _dtype(), **model_code_kwargs(base)}
     if version is not None and version.config.get("task") == "seq_cls":
         from worker.recipes.seq_cls import load_classifier
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+from sqlalchemy.orm import Session
+
 from models_db import BaseModel, ModelVersion
-from studio import exports
+from models_db import queries as q
+from studio import combine, exports
 from worker import lineage, methods
 
 
@@ -59,14 +62,72 @@ def loading_snippet(version: ModelVersion, base: BaseModel, versions: list[Model
             f"base = {cls}.from_pretrained(BASE{base_args})\n{load}\n```")
 
 
-def _lineage_line(base: BaseModel, versions: list[ModelVersion]) -> str:
-    steps = [f"#{v.id} {v.name} ({v.method}, data set {v.dataset_id})" for v in versions]
-    return " → ".join([f"{base.name}", *steps])
+def _lineage_line(base: BaseModel, versions: list[ModelVersion], parents: list[dict]) -> str:
+    """Base → each version the export builds on; a combined one names what it combines (its parents are
+    not in this chain: its adapter applies to what they started from)."""
+    def step(v: ModelVersion) -> str:
+        if (v.config or {}).get("combination") is None:
+            return f"#{v.id} {v.name} ({v.method}, data set {v.dataset_id})"
+        mine = parents if v is versions[-1] and parents else []
+        of = " + ".join(f"#{p['id']} × {p['weight']:g}" for p in mine)
+        return f"#{v.id} {v.name} ({v.method}, combined{' from ' + of if of else ''})"
+    return " → ".join([f"{base.name}", *map(step, versions)])
+
+
+def _dataset_line(version: ModelVersion, parents: list[dict]) -> str:
+    if (version.config or {}).get("combination") is not None and version.dataset_id is None:
+        ids = ", ".join(str(p["dataset_id"]) for p in parents if p["dataset_id"])
+        return f"none of its own: its parents' ({ids or 'unknown'})"
+    return f"{version.config.get('dataset')} (id {version.dataset_id})"
+
+
+def card_parents(db: Session, version_id: int) -> list[dict]:
+    """Every parent of a version with its weight (``version_parents``: several for a combined version),
+    as plain values, since the card is written after the session closes."""
+    return [{"id": p.id, "name": p.name, "method": p.method, "dataset_id": p.dataset_id, "weight": w}
+            for p, w in q.parents(db, version_id)]
+
+
+def _parent_line(version: ModelVersion, parents: list[dict]) -> str:
+    combination = (version.config or {}).get("combination")
+    if combination is None or not parents:
+        return str(version.parent_id or "none (trained from the base)")
+    listed = ", ".join(f"#{p['id']} {p['name']} × {p['weight']:g}" for p in parents)
+    return f"{listed} (combined; see Combination below)"
+
+
+def combination_section(version: ModelVersion, parents: list[dict]) -> str:
+    """For a combined version: how (peft's ``add_weighted_adapter`` type, its density and seed where they
+    matter), on top of what, and every parent with its weight; empty for any other version."""
+    how = (version.config or {}).get("combination")
+    if how is None:
+        return ""
+    kind = how.get("combination", "linear")
+    settings = [f"`{kind}`: {combine.HOWS.get(kind, 'see peft add_weighted_adapter')}"]
+    if kind in combine.USES_DENSITY:
+        settings.append(f"density {how.get('density'):g}")
+    if kind.startswith("dare"):
+        settings.append(f"seed {how.get('seed')}")
+    start = how.get("start_version_id")
+    on = f"version #{start} (every parent was trained on top of it)" if start else "the base model"
+    rows = "\n".join(f"| #{p['id']} | {p['name']} | {p['method']} | {p['dataset_id'] or '—'} | {p['weight']:g} |"
+                     for p in parents)
+    return f"""
+## Combination
+{len(parents)} LoRA versions combined with peft's `add_weighted_adapter` into one adapter on {on}.
+
+- **Method of combination**: {"; ".join(settings)}
+
+| parent | name | method | data set | weight |
+|---|---|---|---|---|
+{rows}
+"""
 
 
 def model_card(version: ModelVersion, base: BaseModel, fmt: exports.ExportFormat, versions: list[ModelVersion],
-               latency: float | None = None) -> str:
-    """A README naming base, lineage, data set, method, hyperparameters, metrics, format and how to load it."""
+               latency: float | None = None, parents: list[dict] | None = None) -> str:
+    """A README naming base, lineage, data set, method, hyperparameters, metrics, format and how to load it;
+    ``parents`` (``card_parents``) lists a combined version's parents with their weights."""
     cfg, m = version.config, version.metrics
     keep = ("train_loss", "eval_loss", "perplexity", "eval_accuracy", "eval_f1", "train_seconds", "steps",
             "tokens_per_s", "peak_memory_gb", "trainable_params", "total_params", "trainable_ratio")
@@ -83,13 +144,13 @@ def model_card(version: ModelVersion, base: BaseModel, fmt: exports.ExportFormat
 Fine-tuned with FineTune Studio.
 
 - **Base model**: {base.name} (imported from `{base.source}`)
-- **Lineage**: {_lineage_line(base, versions)}
-- **Parent version**: {version.parent_id or "none (trained from the base)"}
-- **Data set**: {cfg.get("dataset")} (id {version.dataset_id})
+- **Lineage**: {_lineage_line(base, versions, parents or [])}
+- **Parent version**: {_parent_line(version, parents or [])}
+- **Data set**: {_dataset_line(version, parents or [])}
 - **Method**: {version.method}
 - **Task**: {cfg.get("task") or "causal_lm"}
 - **Contents**: {fmt.label} (format `{fmt.name}`)
-
+{combination_section(version, parents or [])}
 ## Metrics
 | metric | value |
 |---|---|

@@ -1,6 +1,7 @@
 """The worker process: a Celery solo-pool consumer plus a housekeeping thread: a registration heartbeat
-(so the studio knows the fleet and its GPUs), the reaper (re-queues jobs whose lease expired) and the
-sweep (sends jobs whose predecessor finished, and re-sends queued jobs whose message was lost)."""
+(so the studio knows the fleet, its GPUs and its RAM), and, on training workers only, the reaper
+(re-queues jobs whose lease expired) and the sweep (sends jobs whose predecessor finished, and re-sends
+queued jobs whose message was lost)."""
 from __future__ import annotations
 
 import logging
@@ -15,10 +16,11 @@ from sqlalchemy import select, update
 from models_db import Job, Worker, session_scope
 from models_db import jobs as jobq
 from models_db.schema import utcnow
-from studio import routing
+from studio import fleet, routing
 from studio.settings import get_settings
 from worker import runner
 from worker.celery_app import app, enqueue
+from worker.fleet import reroute_queued
 from worker.runner import WORKER_ID
 
 log = logging.getLogger("studio.worker")
@@ -41,12 +43,36 @@ def detect_gpus() -> list[dict]:
             for i in range(torch.cuda.device_count())]
 
 
+def ram() -> tuple[int, int]:
+    """(total, available) bytes of this machine's RAM: what a merged export, which runs on the CPU, may use."""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return int(memory.total), int(memory.available)
+
+
 def register(gpus: list[dict], queues: str | None = None) -> None:
-    """Record this worker, its GPUs and the queues it was started on (memory tiers follow from the GPUs)."""
+    """Record this worker, its GPUs, its RAM and the queues it was started on (memory tiers follow from the GPUs)."""
     with session_scope() as db:
         row = db.get(Worker, WORKER_ID) or Worker(id=WORKER_ID, host=socket.gethostname())
         row.gpus, row.queues, row.last_heartbeat = gpus, queues or get_settings().worker_queues, utcnow()
+        row.ram_total, row.ram_available = ram()
         db.add(row)
+
+
+def runs_reaper(queues: str | None) -> bool:
+    """Whether a worker started on ``queues`` runs the reaper and the sweep: a training worker (it takes
+    jobs from the default queue), never the interactive one. `studio serve` starts both kinds; one kind
+    reaping keeps the interactive worker on generations and the housekeeping in one place."""
+    return fleet.takes_jobs(queues or get_settings().worker_queues)
+
+
+def heartbeat(reap: bool) -> None:
+    """One housekeeping round: the heartbeat with the RAM available now, then (training workers) the reaper."""
+    with session_scope() as db:
+        db.execute(update(Worker).where(Worker.id == WORKER_ID).values(last_heartbeat=utcnow(), ram_available=ram()[1]))
+    if reap:
+        reap_once()
 
 
 def resend_after_s() -> float:
@@ -55,16 +81,24 @@ def resend_after_s() -> float:
 
 
 def reap_once() -> list[tuple[int, str]]:
-    """Re-queue jobs whose worker vanished, send jobs whose predecessor has finished, and, from an
-    idle worker, re-send queued jobs whose message may be lost. Returns the reaped (id, new state)."""
+    """Re-queue jobs whose worker vanished, re-route queued jobs the fleet no longer fits, send jobs whose
+    predecessor has finished, and, from an idle worker, re-send queued jobs whose message may be lost.
+    Returns the reaped (id, new state)."""
     idle = runner.idle_seconds() >= resend_after_s()
     with session_scope() as db:
+        moved = reroute_queued(db)  # first, so that what is sent below goes to the queues moved to
         reaped = jobq.reap_expired(db)
         due = jobq.take_resendable(db, lost_after=resend_after_s() if idle else None)
         ids = [i for i, _ in reaped] + [i for i, _ in due]
         # every (re-)send goes to the job's own queue: its memory tier (studio/routing.py)
         queues = {i: q for i, q in db.execute(select(Job.id, Job.queue).where(Job.id.in_(ids))).all()}
         kinds = dict(db.execute(select(Job.id, Job.kind).where(Job.id.in_([i for i, _ in reaped]))).all())
+    for m in moved:  # the job's log says why it moved; its message says so too (worker/fleet.py)
+        log.info("job %s: %s", m.job_id, m.note)
+        with open(runner.job_dir(m.job_id) / "log.txt", "a") as out:
+            out.write(f"--- {utcnow():%Y-%m-%d %H:%M:%S} {m.note} ---\n")
+        if m.send:
+            enqueue(m.kind, m.job_id, m.queue)
     for job_id, state in reaped:
         log.warning("job %s: lease expired, now %s", job_id, state)
     for job_id, kind in [(i, kinds[i]) for i, state in reaped if state == "queued"] + due:
@@ -73,13 +107,11 @@ def reap_once() -> list[tuple[int, str]]:
     return reaped
 
 
-def _housekeeping() -> None:
+def _housekeeping(reap: bool) -> None:
     s = get_settings()
     while not _stop.wait(s.heartbeat_seconds):
         try:
-            with session_scope() as db:
-                db.execute(update(Worker).where(Worker.id == WORKER_ID).values(last_heartbeat=utcnow()))
-            reap_once()
+            heartbeat(reap)
         except Exception:  # noqa: BLE001 - housekeeping must outlive a database hiccup
             log.exception("housekeeping failed; retrying")
 
@@ -91,7 +123,8 @@ _started = {"gpus": None, "queues": None}  # what main() detected and was asked 
 def _on_ready(**_):
     gpus = detect_gpus() if _started["gpus"] is None else _started["gpus"]
     register(gpus, _started["queues"])
-    threading.Thread(target=_housekeeping, name="housekeeping", daemon=True).start()
+    threading.Thread(target=_housekeeping, args=(runs_reaper(_started["queues"]),), name="housekeeping",
+                     daemon=True).start()
     log.info("worker %s ready with %s", WORKER_ID, ", ".join(g["name"] for g in gpus) or "CPU only")
 
 

@@ -38,9 +38,9 @@ def report_markdown(report) -> str:
     if not bad and not report.problems:
         return head + ". No problems found."
     lines = [head + f", **{bad}** with problems:\n", "| problem | count | first examples |", "|---|---|---|"]
-    for kind, count in report.problem_counts.items():
-        ex = "; ".join(f"row {p.row}: {p.message}" for p in report.problems if p.kind == kind)[:300]
-        lines.append(f"| {kind} | {count} | {ex} |")
+    for kind, count in report.problem_counts.items():  # each message names its own row or line
+        ex = "; ".join(p.message for p in report.problems if p.kind == kind)[:300]
+        lines.append(f"| {kind.replace('_', ' ')} | {count} | {ex} |")
     if bad:
         lines.append("\nFix the file and upload it again, or tick **Drop the bad rows** to register the "
                      f"{report.valid_rows} good rows.")
@@ -87,11 +87,18 @@ def rendered_html(rows: list[dict], model: ModelText | None, model_name: str | N
             f'computed on.</p>{"".join(blocks)}</div>')
 
 
+def _bin_label(tokens: str) -> str:
+    """'30-30' -> '30': a bin one token wide is labelled with that length."""
+    lo, _, hi = tokens.partition("-")
+    return lo if lo == hi else tokens
+
+
 def histogram_frame(lengths: list[int], max_len: int | None) -> pd.DataFrame:
-    """Token-length bins for the bar plot; bins over ``max_len`` are coloured 'too long'."""
-    rows = [{"tokens": b["tokens"], "rows": b["rows"], "fits": "fits" if b["fits"] else "too long"}
+    """Token-length bins for the bar plot; bins over ``max_len`` are coloured 'too long'. The colour
+    column is "length", so the legend reads "length: fits / too long"."""
+    rows = [{"tokens": _bin_label(b["tokens"]), "rows": b["rows"], "length": "fits" if b["fits"] else "too long"}
             for b in histogram(lengths, max_len)]
-    return pd.DataFrame(rows, columns=["tokens", "rows", "fits"])
+    return pd.DataFrame(rows, columns=["tokens", "rows", "length"])
 
 
 def labels_frame(stats: dict) -> pd.DataFrame:
@@ -130,11 +137,17 @@ def _no_plots() -> list:
     return [gr.BarPlot(value=None, visible=False), gr.BarPlot(value=None, visible=False)]
 
 
+def _preview(rows: list[dict] | None) -> gr.Dataframe:
+    """The preview table, shown only when there are rows to preview."""
+    return gr.Dataframe(value=preview_frame(rows) if rows else None, visible=bool(rows))
+
+
 def inspect(source: dict | None, fmt: str, mapping: dict | None, model_id, max_len) -> list:
     """Run the intake on the current file without registering it; return the tab's check outputs:
     format, one dropdown per field, report, preview table, histogram, labels, rendered rows."""
     if not source:
-        return [gr.Dropdown(choices=FORMATS, value="auto"), *_dropdowns("auto", None, {}), "", None, *_no_plots(), ""]
+        return [gr.Dropdown(choices=FORMATS, value="auto"), *_dropdowns("auto", None, {}), "", _preview(None),
+                *_no_plots(), ""]
     model, model_name = _model(model_id)
     limit = LengthLimit(model, int(max_len or versions.DEFAULT_MAX_SEQ_LENGTH), model_name) if model else None
     work = Path(tempfile.mkdtemp(dir=get_settings().path("tmp")))
@@ -148,13 +161,13 @@ def inspect(source: dict | None, fmt: str, mapping: dict | None, model_id, max_l
         guess = match_columns(shown, found.columns) if found.columns and shown in FIELDS else {}
         hint = " Choose the format and the columns below." if found.columns else ""
         return [gr.Dropdown(choices=FORMATS, value=shown), *_dropdowns(shown, found.columns, found.mapping or mapping or guess),
-                f"**Cannot use this file.** {e}{hint}", None, *_no_plots(), ""]
+                f"**Cannot use this file.** {e}{hint}", _preview(None), *_no_plots(), ""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     hist = histogram_frame(lengths, limit.max_tokens if limit else None) if model else None
     labels = labels_frame(report.stats) if report.format == "classification" else None
     return [gr.Dropdown(choices=FORMATS, value=report.format), *_dropdowns(report.format, report.columns, report.mapping),
-            report_markdown(report), preview_frame(report.preview),
+            report_markdown(report), _preview(report.preview),
             gr.BarPlot(value=hist, sort=list(hist["tokens"]) if hist is not None else None, visible=hist is not None),
             gr.BarPlot(value=labels, visible=labels is not None), rendered_html(report.preview, model, model_name)]
 
@@ -192,7 +205,7 @@ def register(source, name: str, fmt: str, model_id, max_len, ratio, seed, eval_f
         ds, _report, reused = services.add_dataset(Path(source["path"]), original_name=source["name"],
                                                    name=name or None, split=split, **common)
     verb = "Already registered as" if reused else "Registered"
-    gr.Info(f"{verb} dataset {ds.id} ({ds.rows} rows)")
+    gr.Info(f"{verb} data set #{ds.id} {ds.name} ({ds.rows} rows)")
     evals = f", {ds.eval_rows} eval rows" if ds.eval_rows else ""
     parent = f", a new version of #{ds.parent_id}" if ds.parent_id and not reused else ""
     text = f"{verb} data set **#{ds.id} {ds.name}** — {ds.rows} rows{evals} ({ds.format}{parent})."
@@ -227,9 +240,11 @@ def _split_text(split: dict, eval_rows: int) -> str:
 
 
 def details_markdown(dataset_id) -> str:
-    """A version's mapping, split, lineage and the jobs and model versions that used it."""
+    """A version's mapping, split, lineage and the jobs and model versions that used it (with none
+    registered yet: how to register the first)."""
     if dataset_id in (None, ""):
-        return ""
+        return "" if dataset_choices() else ("No data set registered yet: upload a file on the left, check the "
+                                             "report, and press **Register data set**.")
     with session_scope() as db:
         d = db.get(Dataset, int(dataset_id))
         if d is None:
@@ -307,19 +322,19 @@ def render(shell: Shell) -> None:
             status = gr.Markdown(elem_id="dataset-status")
             report = gr.Markdown(elem_id="dataset-report")
             with gr.Row():
-                hist = gr.BarPlot(x="tokens", y="rows", color="fits", color_map=HIST_COLORS, height=260,
+                hist = gr.BarPlot(x="tokens", y="rows", color="length", color_map=HIST_COLORS, height=260,
                                   title="Token lengths (rows per bin)", x_title="tokens", x_label_angle=-45,
                                   visible=False, elem_id="dataset-lengths")
                 labels = gr.BarPlot(x="label", y="rows", height=260, title="Labels", visible=False,
                                     elem_id="dataset-labels")
             rendered = gr.HTML(elem_id="dataset-rendered")
-            preview = gr.Dataframe(label="Preview (first rows)", wrap=True, elem_id="dataset-preview")
+            preview = gr.Dataframe(label="Preview (first rows)", wrap=True, visible=False, elem_id="dataset-preview")
         with gr.Column(scale=2):
             table = gr.Dataframe(value=datasets_frame, label="Registered data sets", interactive=False,
                                  elem_id="dataset-table")
             picker = gr.Dropdown(label="Data set version", elem_id="dataset-picker")
             share = gr.Checkbox(label="Shared with my team", interactive=False, elem_id="dataset-share")
-            details = gr.Markdown(elem_id="dataset-details")
+            details = gr.Markdown(value=lambda: details_markdown(None), elem_id="dataset-details")
             edit_btn = gr.Button("Correct the mapping of this version", elem_id="edit-dataset")
     checked = [fmt, *fields, report, preview, hist, labels, rendered]
     upload.change(on_upload, [upload, model, max_len], [source, source_note, *checked])

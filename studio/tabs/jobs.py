@@ -2,6 +2,10 @@
 attempts (where each resumed, how each ended) and the queue (running jobs, then queued ones in order),
 and cancel a queued or running job.
 
+Every kind of job is listed (train, evaluate, combine, export), with its kind in the picker; the page
+shows what fits the kind (``VIEWS``): a training job its loss and system charts and training stats, the
+others their log and result (an export's zip, an evaluation's metrics, a combination's new version).
+
 A gr.Timer polls the database; each poll reads only metric points newer than the last one seen,
 kept per browser tab in gr.State as curves thinned to a few thousand points (studio/curves.py), so a
 run with a million points stays light. Under the loss curves, the system chart (CPU, RAM, GPU memory
@@ -9,6 +13,8 @@ and utilisation, sampled by the worker). Reloading the page loses nothing: the j
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
@@ -16,6 +22,7 @@ import pandas as pd
 from models_db import Dataset, Job, session_scope
 from models_db import jobs as jobq
 from models_db import queries as q
+from models_db.schema import utcnow
 from studio import services
 from studio.advisor.jobcost import describe_memory, estimate_vs_measured
 from studio.curves import LiveCurves
@@ -27,17 +34,101 @@ CURVES = ("loss", "eval_loss")
 # TensorBoard and the job's metrics)
 SYSTEM = {"sys_cpu_pct": "CPU", "sys_ram_pct": "RAM", "sys_gpu_util_pct": "GPU util", "sys_gpu_mem_pct": "GPU memory"}
 ATTEMPT_COLUMNS = ["#", "worker", "started", "resumed at", "reached", "outcome", "reason"]
-QUEUE_COLUMNS = ["place", "job", "method", "state", "waits for job", "step", "submitted"]
+QUEUE_COLUMNS = ["place", "job", "what", "state", "waits for job", "step", "submitted"]
+
+
+def _train_what(j: Job) -> str:
+    method = (j.config or {}).get("method", "train")
+    return f"{method} on data set #{j.dataset_id}" if j.dataset_id else method
+
+
+def _export_what(j: Job) -> str:
+    cfg = j.config or {}
+    return f"version #{cfg.get('version_id')} as {cfg.get('format') or ('merged' if cfg.get('merged') else 'adapter')}"
+
+
+def _evaluate_what(j: Job) -> str:
+    cfg = j.config or {}
+    return f"version #{cfg.get('version_id')} on data set #{cfg.get('dataset_id')}"
+
+
+def _combine_what(j: Job) -> str:
+    cfg = j.config or {}
+    parents, weights = cfg.get("parents") or [], cfg.get("weights") or []
+    parts = [f"#{p} × {w:g}" for p, w in zip(parents, weights)] if len(weights) == len(parents) else [f"#{p}" for p in parents]
+    return f"{cfg.get('combination', 'linear')} of {' + '.join(parts)}"
+
+
+def _metrics_text(metrics: dict) -> str:
+    return " · ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+
+
+def _evaluations_html(result: dict) -> str:
+    items = "".join(f"<li>data set #{e.get('dataset_id')} ({e.get('split', 'eval')}, {e.get('rows', '?')} rows): "
+                    f"{html.escape(_metrics_text(e.get('metrics') or {}))}</li>" for e in result.get("evaluations") or [])
+    return f"<ul class='job-evals'>{items}</ul>" if items else ""
+
+
+def _train_result(j: Job) -> str:
+    version = (j.result or {}).get("version_id")
+    return f"Model version #{version} is ready on the Versions tab." if version else ""
+
+
+def _export_result(j: Job) -> str:
+    r = j.result or {}
+    if not r.get("zip"):
+        return ""
+    speed = f" · {r['ms_per_token']:.3g} ms/token measured on the export" if r.get("ms_per_token") else ""
+    return (f"The {html.escape(str(r.get('format', 'export')))} export of version #{r.get('version_id')} is ready to "
+            f"download on the Versions tab: <code>{html.escape(str(r['zip']))}</code>{speed}")
+
+
+def _evaluate_result(j: Job) -> str:
+    evals = _evaluations_html(j.result or {})
+    return f"Evaluated (the Versions tab compares versions on it):{evals}" if evals else ""
+
+
+def _combine_result(j: Job) -> str:
+    r = j.result or {}
+    if not r.get("version_id"):
+        return ""
+    evals = _evaluations_html(r)
+    kept = f" On each parent's data set:{evals}" if evals else ""
+    return f"Combined version #{r['version_id']} is ready on the Versions tab.{kept}"
+
+
+@dataclass(frozen=True)
+class KindView:
+    """What the job page shows for one kind of job: what it works on, whether it has the training charts
+    and stats (loss, throughput, system), and its result once it succeeded (HTML)."""
+
+    what: Callable[[Job], str]
+    charts: bool
+    result: Callable[[Job], str]
+
+
+VIEWS = {
+    "train": KindView(_train_what, True, _train_result),
+    "evaluate": KindView(_evaluate_what, False, _evaluate_result),
+    "combine": KindView(_combine_what, False, _combine_result),
+    "export": KindView(_export_what, False, _export_result),
+}
+
+
+def view(kind: str) -> KindView:
+    """The kind's view; a kind this tab does not know shows its progress, log and raw result."""
+    return VIEWS.get(kind) or KindView(lambda j: j.kind, False, lambda j: html.escape(str(j.result or "")))
 
 
 def job_label(j: Job) -> str:
-    cfg = j.config or {}
-    return f"#{j.id} {cfg.get('method', j.kind)} · {j.created_at:%b %d %H:%M}"
+    """The picker's label: the kind, then what it works on ('#12 export · version #4 as merged · Mar 01 10:00')."""
+    return f"#{j.id} {j.kind} · {view(j.kind).what(j)} · {j.created_at:%b %d %H:%M}"
 
 
 def job_choices() -> list[tuple[str, int]]:
+    """Every job, newest first, whatever its kind."""
     with session_scope() as db:
-        return [(job_label(j), j.id) for j in q.list_jobs(db)]
+        return [(job_label(j), j.id) for j in q.list_jobs(db, kind=None)]
 
 
 def default_job(current: int | None) -> int | None:
@@ -45,7 +136,7 @@ def default_job(current: int | None) -> int | None:
     if current:
         return current
     with session_scope() as db:
-        jobs = q.list_jobs(db, limit=50)
+        jobs = q.list_jobs(db, kind=None, limit=50)
     pick = [j for j in jobs if j.state == "running"] or jobs
     return pick[0].id if pick else None
 
@@ -82,30 +173,39 @@ def throughput_stats(latest: dict) -> list[tuple[str, str]]:
     return stats
 
 
-def status_html(job: Job, latest: dict | None = None, pace: list | None = None) -> str:
-    """The job's head, progress bar and stat cards; ``latest`` holds each metric's newest value."""
-    frac = job.step / job.max_steps if job.max_steps else 0.0
+def _stats(job: Job, latest: dict, pace: list | None) -> list[tuple[str, str]]:
+    """The stat cards: a training job's speed, losses, ETA and memory; any other job's attempt and timing."""
+    if not view(job.kind).charts:
+        took = ((job.finished_at or utcnow()) - job.started_at).total_seconds() if job.started_at else None
+        return [("attempt", f"{job.attempt} of {job.max_attempts}"),
+                ("started", f"{job.started_at:%b %d %H:%M:%S}" if job.started_at else "—"),
+                ("took" if job.finished_at else "running for", _fmt_secs(took))]
     eta = eta_seconds(pace, job.step, job.max_steps)
-    latest = dict(latest or {})
     memory = describe_memory(estimate_vs_measured(job.config, job.result))
     if not job.result and latest.get("peak_memory_gb") is not None:  # running: the peak so far
         memory = f"{latest['peak_memory_gb']:.2f} GB so far · {memory}"
-    stats = [("learning rate", f"{latest['learning_rate']:.3g}" if "learning_rate" in latest else "—"),
-             *throughput_stats(latest),
-             ("train loss", f"{latest['loss']:.4f}" if "loss" in latest else "—"),
-             ("eval loss", f"{latest['eval_loss']:.4f}" if "eval_loss" in latest else "—"),
-             ("attempt", f"{job.attempt} of {job.max_attempts}"),
-             ("ETA", _fmt_secs(eta) if job.state == "running" else "—"),
-             ("peak memory", memory)]
-    cards = "".join(f'<div class="stat"><div class="k">{k}</div><div class="v">{v}</div></div>' for k, v in stats)
+    return [("learning rate", f"{latest['learning_rate']:.3g}" if "learning_rate" in latest else "—"),
+            *throughput_stats(latest),
+            ("train loss", f"{latest['loss']:.4f}" if "loss" in latest else "—"),
+            ("eval loss", f"{latest['eval_loss']:.4f}" if "eval_loss" in latest else "—"),
+            ("attempt", f"{job.attempt} of {job.max_attempts}"),
+            ("ETA", _fmt_secs(eta) if job.state == "running" else "—"),
+            ("peak memory", memory)]
+
+
+def status_html(job: Job, latest: dict | None = None, pace: list | None = None) -> str:
+    """The job's head, progress bar, stat cards and, once it succeeded, its result; ``latest`` holds each
+    metric's newest value. What the cards and the result say follows the job's kind (``VIEWS``)."""
+    frac = job.step / job.max_steps if job.max_steps else 0.0
+    cards = "".join(f'<div class="stat"><div class="k">{k}</div><div class="v">{v}</div></div>'
+                    for k, v in _stats(job, dict(latest or {}), pace))
     err = f'<div class="job-error">{html.escape(job.error)}</div>' if job.error else ""
-    version = (job.result or {}).get("version_id")
-    what = (f"The {(job.result or {}).get('format', 'export')} export of version #{version} is ready to download"
-            if job.kind == "export" else f"Model version #{version} is ready")
-    done = f'<div class="job-done">{what} on the Versions tab.</div>' if version else ""
+    result = view(job.kind).result(job) if job.result else ""
+    done = f'<div class="job-done">{result}</div>' if result else ""
+    what = html.escape(f"{job.kind}: {view(job.kind).what(job)}")
     return f"""<div class="job-status">
   <div class="job-head"><span class="badge {job.state}">{job.state}</span>
-    <span class="job-title">Job #{job.id} · {html.escape(str((job.config or {}).get('method', job.kind)))}</span>
+    <span class="job-title">Job #{job.id} · {what}</span>
     <span class="job-msg">{html.escape(job.message or '')}</span></div>
   <div class="bar"><div class="fill" style="width:{100 * frac:.1f}%"></div></div>
   <div class="bar-label">step {job.step} / {job.max_steps or '?'} ({100 * frac:.0f}%){_resumed(job)}</div>
@@ -133,7 +233,7 @@ def queue_rows() -> list[list]:
     with session_scope() as db:
         places = q.queue_positions(db)
         active = q.active_jobs(db)
-        return [[places.get(j.id, "running"), j.id, (j.config or {}).get("method", j.kind), j.state,
+        return [[places.get(j.id, "running"), j.id, f"{j.kind} · {view(j.kind).what(j)}", j.state,
                  j.after_job_id or "", f"{j.step} / {j.max_steps or '?'}", f"{j.created_at:%b %d %H:%M}"]
                 for j in active]
 
@@ -223,13 +323,17 @@ def poll(job_id: int | None, cache: dict | None):
         job = db.get(Job, job_id)
         if job is None:
             return f"Job {job_id} does not exist.", None, None, "", gr.skip(), gr.skip(), cache
-        if cache["after"] == 0:  # first read: the charted series in full, the other metrics' newest value only
+        charts = view(job.kind).charts
+        if charts and cache["after"] == 0:  # first read: the charted series in full, the other metrics' newest value only
             upto, latest = jobq.latest_metrics(db, job_id)
             new = jobq.metric_rows_since(db, job_id, 0, upto=upto, names=(*CURVES, *SYSTEM))
             cache["latest"].update(latest)
-        else:
+        elif charts:
             new = jobq.metric_rows_since(db, job_id, cache["after"])
             upto = new[-1][0] if new else cache["after"]
+    if not charts:  # an export, evaluation or combination: its status, log, attempts and result
+        return (status_html(job), gr.skip(), gr.skip(), log_tail(job_id),
+                _changed(cache, "attempts", attempt_rows(job)), _changed(cache, "queue", queue_rows()), cache)
     _take(cache, new)
     cache["after"] = upto
     if "series" not in cache:  # read once per job, not on every tick
@@ -253,11 +357,31 @@ def cancel(job_id: int | None) -> None:
     if not job_id:
         raise gr.Error("No job selected.")
     state = services.cancel_job(int(job_id))
-    gr.Info(f"Job {job_id}: {state}")
+    text = cancel_message(int(job_id), state)
+    (gr.Info if state in ("cancelled", "running", "interrupted") else gr.Warning)(text)
+
+
+def cancel_message(job_id: int, state: str) -> str:
+    """What Cancel did, from the job's state after the request (a bare "Job 3: succeeded" read as if it
+    had been cancelled into success)."""
+    if state == "cancelled":
+        return f"Job {job_id} is cancelled."
+    if state in ("running", "interrupted"):
+        return f"Cancelling job {job_id}: its worker stops it at the next step."
+    return f"Job {job_id} already {state}: there is nothing to cancel."
 
 
 def select_job(job_id):
     return job_id, None  # reset the cache so the new job's curve is read from its start
+
+
+def layout(job_id: int | None):
+    """The charts for a training job only: an export, evaluation or combination has no loss curve and no
+    system samples; its log and result are the page. Returns (loss chart, system chart) updates."""
+    with session_scope() as db:
+        job = db.get(Job, job_id) if job_id else None
+        charts = job is None or view(job.kind).charts
+    return gr.LinePlot(visible=charts), gr.LinePlot(visible=charts)
 
 
 def pick_from_queue(rows, evt: gr.SelectData):
@@ -282,7 +406,7 @@ def render(shell: Shell) -> None:
     plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=320, elem_id="loss-curve",
                        x_title="optimizer step", y_title="loss", color_map={"loss": "#4f46e5", "eval_loss": "#f97316"})
     system = gr.LinePlot(x="minutes", y="value", color="series", title="System (sampled by the worker)", height=220,
-                         elem_id="system-curve", x_title="minutes since the first sample", y_title="%",
+                         elem_id="system-curve", x_title="minutes into the job", y_title="%",
                          color_map={"CPU": "#0ea5e9", "RAM": "#84cc16", "GPU util": "#f43f5e", "GPU memory": "#a855f7"})
     attempts = gr.Dataframe(headers=ATTEMPT_COLUMNS, label="Attempts (a retry resumes at the step of the last "
                             "complete checkpoint)", interactive=False, wrap=True, elem_id="job-attempts",
@@ -296,5 +420,6 @@ def render(shell: Shell) -> None:
     picker.input(select_job, picker, [shell.job_id, cache])
     queue.select(pick_from_queue, queue, [shell.job_id, cache])
     shell.job_id.change(lambda j: gr.Dropdown(choices=job_choices(), value=j), shell.job_id, picker)
+    shell.job_id.change(layout, shell.job_id, [plot, system])
     cancel_btn.click(cancel, shell.job_id, None)
     shell.on_select["jobs"] = (on_open, [shell.job_id], [picker, shell.job_id])

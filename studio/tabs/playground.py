@@ -105,7 +105,7 @@ def render(shell: Shell) -> None:
             temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature (0: greedy)",
                                     elem_id="playground-temperature")
             top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p", elem_id="playground-top-p")
-            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="playground-seed")
+            seed = gr.Number(value=0, precision=0, label="Seed", elem_id="playground-seed")  # range: studio.generations
             clear_btn = gr.Button("New conversation", elem_id="playground-clear")
             gr.Markdown("Replies run on a worker consuming the `interactive` queue (`studio serve` starts one). "
                         "The same conversation with the same settings and seed is answered from the cache.",

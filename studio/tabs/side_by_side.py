@@ -26,7 +26,7 @@ def sample(compared: list | None, n) -> tuple[str, list[dict], str]:
     """Fill the prompts box with ``n`` prompts from the first compared version's data set."""
     if not compared:
         raise gr.Error("Pick the versions to compare first: prompts are sampled from the first one's data set.")
-    picked, where = generations.sample_prompts(int(compared[0]), int(n or 1))
+    picked, where = generations.sample_prompts(int(compared[0]), int(n if n is not None else 1))
     items = [{"prompt": p.prompt, "reference": p.reference, "raw": p.raw} for p in picked]
     return "\n".join(_line(p.prompt) for p in picked), items, f"{where}; edit them or run as they are."
 
@@ -110,17 +110,15 @@ def render(compared: gr.Dropdown) -> None:
                                      placeholder="What is 2 plus 1?\nWrite a haiku about autumn.")
                 note = gr.Markdown(elem_id="sbs-note")
             with gr.Column(scale=2):
+                # no Gradio minimum/maximum: its check names no field; studio.generations says which and the range
                 with gr.Row():
-                    n = gr.Number(value=3, precision=0, minimum=1, maximum=generations.MAX_PROMPTS,
-                                  label="Prompts to sample", elem_id="sbs-n")
+                    n = gr.Number(value=3, precision=0, label="Prompts to sample", elem_id="sbs-n")
                     sample_btn = gr.Button("Sample from the eval split", elem_id="sbs-sample")
                 with gr.Row():
-                    max_new = gr.Number(value=64, precision=0, minimum=1, maximum=4096, label="Max new tokens",
-                                        elem_id="sbs-max-new")
-                    temperature = gr.Number(value=0, minimum=0, maximum=2, label="Temperature (0: greedy)",
-                                            elem_id="sbs-temperature")
-                    top_p = gr.Number(value=1.0, minimum=0.01, maximum=1, label="Top-p", elem_id="sbs-top-p")
-                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="sbs-seed")
+                    max_new = gr.Number(value=64, precision=0, label="Max new tokens", elem_id="sbs-max-new")
+                    temperature = gr.Number(value=0, label="Temperature (0: greedy)", elem_id="sbs-temperature")
+                    top_p = gr.Number(value=1.0, label="Top-p", elem_id="sbs-top-p")
+                    seed = gr.Number(value=0, precision=0, label="Seed", elem_id="sbs-seed")
                 include_base = gr.Checkbox(label="Also the base model", elem_id="sbs-base")
                 run_btn = gr.Button("Run side by side", variant="primary", elem_id="sbs-run")
         table = gr.HTML(elem_id="sbs-grid-box")

@@ -7,6 +7,7 @@ Whenever the model, the method or a setting changes, the cost line shows trainab
 and the estimated peak memory (torch-free, from the model's config.json)."""
 from __future__ import annotations
 
+import re
 import uuid
 
 import gradio as gr
@@ -16,7 +17,14 @@ from models_db import queries as q
 from studio import routing, services
 from studio.advisor import jobcost
 from studio.advisor.sources import find_model, model_config, worker_gpus
-from studio.jobspec import STUDIO, TRAINING, Knob, build_train_spec
+from studio.jobspec import (
+    STUDIO,
+    TRAINING,
+    Knob,
+    SpecError,
+    build_train_spec,
+    check_against_model,
+)
 from studio.shell import Shell, friendly
 from worker import methods
 
@@ -35,18 +43,27 @@ PER_ROW = 4
 SETTINGS = "train_settings"  # the shell.handoff key the Advisor writes
 
 
-def component_for(name: str, kind: type, default, help_: str, *, minimum=None, maximum=None, choices=None,
-                  elem_id: str | None = None):
-    """The input widget for one setting, its help text as the tooltip."""
+def component_for(name: str, kind: type, default, help_: str, *, choices=None, elem_id: str | None = None):
+    """The input widget for one setting, its help text as the tooltip.
+
+    Numbers get no Gradio minimum/maximum on purpose: Gradio's own check says "Value -5 is less than
+    minimum value -1" without naming the field, once per pending event, and skips the handler, so the
+    cost line goes stale. The range is checked by build_train_spec, whose message names the field."""
     common = {"label": name, "info": help_, "elem_id": elem_id}
     if choices:
         return gr.Dropdown(list(choices), value=default, **common)
     if kind is bool:
         return gr.Checkbox(value=bool(default), **common)
     if kind in (int, float):
-        return gr.Number(value=default, precision=0 if kind is int else None, minimum=minimum, maximum=maximum,
-                         **common)
+        return gr.Number(value=default, precision=0 if kind is int else None, **common)
     return gr.Textbox(value="" if default is None else str(default), **common)
+
+
+def for_form(message: str) -> str:
+    """A settings error worded for this form: the registry's messages name CLI flags ("Set --set r=16 or
+    lower"); here each setting is the field with that label."""
+    message = re.sub(r"Set --set (\w+)=\s*(?:to )?", r"Set the \1 field to ", message)
+    return re.sub(r"--set (\w+)=", r"\1 = ", message)
 
 
 human_count = jobcost.human
@@ -166,10 +183,15 @@ def cost(model_id, dataset_id, method, *values) -> str:
         spec = build_train_spec(model_id=int(model_id), dataset_id=int(dataset_id or 0), method=method,
                                 settings=_collect(method, values))
         with session_scope() as db:
-            config, gpus, task = model_config(find_model(db, model_id)), worker_gpus(db), _task(db, dataset_id)
+            model = find_model(db, model_id)
+            config, gpus, task = model_config(model), worker_gpus(db), _task(db, dataset_id)
+            path, stored = model.path, model.config
+        # module names and layer counts as Start checks them: a typo in target_modules is said here, not
+        # estimated as "0 parameters train"
+        check_against_model(spec, path, stored)
         est = jobcost.job_estimate(config, {**spec.to_json(), "task": task}, gpus)
     except ValueError as e:  # a setting out of range, an unreadable config: say so where the cost would be
-        return f"Cannot estimate yet: {e}"
+        return f"Cannot estimate yet: {for_form(str(e))}"
     parts = " · ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in est["parts"].items())
     return f"{jobcost.describe_cost(est, est)}  \n<small>GB per part: {parts}</small>"
 
@@ -183,10 +205,13 @@ def start(model_id, dataset_id, method, parent_id, after, nonce, *values):
     if dataset_id is None:
         raise gr.Error("Pick a data set (register one on the Datasets tab).")
     settings = _collect(method, values)
-    spec = build_train_spec(model_id=int(model_id), dataset_id=int(dataset_id), method=method, settings=settings,
-                            parent_version_id=int(parent_id) if parent_id else None)
-    job, _ = services.submit_train(spec, idempotency_key=nonce,  # a double click submits the same nonce
-                                   after=int(after) if after else None)
+    try:
+        spec = build_train_spec(model_id=int(model_id), dataset_id=int(dataset_id), method=method,
+                                settings=settings, parent_version_id=int(parent_id) if parent_id else None)
+        job, _ = services.submit_train(spec, idempotency_key=nonce,  # a double click submits the same nonce
+                                       after=int(after) if after else None)
+    except SpecError as e:
+        raise gr.Error(for_form(str(e)), print_exception=False) from None
     gr.Info(f"Job {job.id} queued" + (f" to start after job {int(after)}" if after else ""))
     if routing.is_waiting(job.message):  # no alive worker's GPUs can hold it: say so plainly
         gr.Warning(f"No worker can run job {job.id} yet: it {job.message}")
@@ -195,8 +220,7 @@ def start(model_id, dataset_id, method, parent_id, after, nonce, *values):
 
 def _field(owner: str, key: str, knob: Knob):
     prefix = "t" if owner == "training" else f"p-{owner}"
-    return component_for(key, knob.type, knob.default, knob.help, minimum=knob.min, maximum=knob.max,
-                         choices=knob.choices, elem_id=f"{prefix}-{key}")
+    return component_for(key, knob.type, knob.default, knob.help, choices=knob.choices, elem_id=f"{prefix}-{key}")
 
 
 def _grid(fields: list[tuple[str, str, Knob]], inputs: dict) -> None:

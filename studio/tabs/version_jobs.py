@@ -49,6 +49,8 @@ def start_evaluate(version_id: int | None, dataset_id: int | None):
 @friendly
 def start_combine(parents: list | None, weights: str, how: str, density: float, name: str):
     """Queue a combine job from the accordion's fields; returns (job id to watch, message)."""
+    if len(set(parents or [])) < 2:  # said before the weights are parsed: with no versions they divide by zero
+        raise gr.Error("Pick 2 or more LoRA versions of one base in “Versions to combine” first.")
     job, spec = combine.submit_combine(list(parents or []), weights=weights, how=how, density=density, name=name)
     mix = " + ".join(f"#{p} x {w:g}" for p, w in zip(spec.parents, spec.weights))
     return job.id, f"Combining {mix} with {how} into “{html.escape(spec.name)}” (job {job.id})…"

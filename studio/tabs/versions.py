@@ -59,10 +59,18 @@ def _all_metrics(m: dict) -> str:
     return f"| metric | value |\n|---|---|\n{rows}"
 
 
+def nothing_picked() -> str:
+    """What the details column says with no version picked: how to pick one, or how to make the first."""
+    if not version_choices():
+        return ("No model versions yet. A version appears here when a training job succeeds: start one on the "
+                "**Train** tab and watch it on **Jobs**.")
+    return "Pick a version above, or click a row of the table."
+
+
 def version_details(version_id: int | None) -> str:
     """The version's story as Markdown: lineage in words, tags, notes, metrics and full config."""
     if not version_id:
-        return "No version selected. Versions appear here when a training job succeeds."
+        return nothing_picked()
     with session_scope() as db:
         v = versions.get(db, version_id)
         anc = q.ancestors(db, v.id)
@@ -108,7 +116,7 @@ def lineage_picture(version_id: int | None) -> str:
 def show_version(version_id: int | None):
     """Everything that follows the picked version: story, picture, edit fields, merge button, delete reset."""
     if not version_id:
-        return "Select a version.", "", "", "", "", gr.Button(interactive=False), gr.Group(visible=False)
+        return nothing_picked(), "", "", "", "", gr.Button(interactive=False), gr.Group(visible=False)
     with session_scope() as db:
         v = versions.get(db, version_id)
         name, tags, notes, method = v.name, ", ".join(v.tags), v.notes, v.method
@@ -278,6 +286,8 @@ def curve_plot(chart: dict | None) -> gr.LinePlot | None:
 def compare_view(version_ids: list | None, axis: str):
     """Metric differences, config diff and the curves to draw (gr.State) for the picked versions (2 to 4)."""
     ids = list(version_ids or [])
+    if len(ids) == 1:
+        return f"Pick one more version to compare with #{ids[0]} (up to 4 in all).", "", "", None
     if len(ids) < 2:
         return "Pick 2 to 4 versions to compare; the first one picked is the reference.", "", "", None
     result = versions.compare(ids)

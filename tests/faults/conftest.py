@@ -21,9 +21,10 @@ from models_db import Job, Metric, ModelVersion, session_scope
 from tests.backends import REDIS, backend_env, in_process
 from tests.cli import stop_process, wait_until, write_instruction_jsonl
 
-# Short runs: a tiny model, 40 rows, a checkpoint every few steps; seconds of training per job.
+# Short runs: a tiny model, 40 rows, a checkpoint every few steps; seconds of training per job. The one
+# evaluation is the recipe's final one, on the data set's stored eval rows (eval_steps past the end).
 TRAIN = {"max_steps": 40, "save_steps": 5, "logging_steps": 1, "learning_rate": 5e-3, "per_device_train_batch_size": 4,
-         "eval_split": 0, "seed": 7, "r": 4, "save_total_limit": 2}
+         "eval_split": 0, "eval_steps": 100000, "seed": 7, "r": 4, "save_total_limit": 2}
 
 
 class Studio:
@@ -33,7 +34,7 @@ class Studio:
         self.env, self.root = env, root
         self.home = Path(env["STUDIO_HOME"])
         self.workers: list[subprocess.Popen] = []
-        self.model_id = self.dataset_id = None
+        self.model_id = self.dataset_id = self.unsplit_dataset_id = None
 
     # --- set-up -----------------------------------------------------------------------------------
     def add_model_and_data(self, model_dir: Path) -> None:
@@ -46,19 +47,27 @@ class Studio:
             db.add(row)
             db.flush()
             self.model_id = row.id
-        data = self.root / "pairs.jsonl"
+        from studio.datasets.split import Split
+
+        data, held_out = self.root / "pairs.jsonl", self.root / "held_out.jsonl"
         write_instruction_jsonl(data)
-        ds, _, _ = services.add_dataset(data)
-        self.dataset_id = ds.id
+        write_instruction_jsonl(held_out, 4)
+        # With stored eval rows the recipe's final evaluation is the version's own, so a success queues no
+        # follow-up evaluate job: one more training process per job, which only test_parallel_workers is
+        # about (it trains on ``unsplit_dataset_id``); elsewhere it would compete for the CPU and hold up
+        # the workers' shutdown.
+        self.dataset_id = services.add_dataset(data, split=Split(eval_file=held_out))[0].id
+        self.unsplit_dataset_id = services.add_dataset(data)[0].id
 
     # --- workers ------------------------------------------------------------------------------------
-    def start_worker(self, **env) -> subprocess.Popen:
-        """A real worker process; returns once it has registered (its id is ``host-pid``)."""
+    def start_worker(self, *, prefix: tuple[str, ...] = (), **env) -> subprocess.Popen:
+        """A real worker process; returns once it has registered (its id is ``host-pid``). ``prefix``
+        runs it through a command that execs it in place (``ip netns exec NAME``), keeping its pid."""
         from models_db import Worker
 
         log_path = self.root / f"worker-{len(self.workers) + 1}.log"
         with open(log_path, "ab") as log:  # the worker keeps its own copy of the descriptor
-            proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "worker"],
+            proc = subprocess.Popen([*prefix, sys.executable, "-m", "studio.cli", "worker"],
                                     env={**os.environ, **self.env, **env}, stdout=log, stderr=subprocess.STDOUT)
         proc.log_path = log_path
         self.workers.append(proc)
@@ -78,11 +87,12 @@ class Studio:
             stop_process(proc, grace=10)
 
     # --- jobs ---------------------------------------------------------------------------------------
-    def submit(self, *, after: int | None = None, key: str | None = None, **settings) -> int:
+    def submit(self, *, after: int | None = None, key: str | None = None, dataset_id: int | None = None,
+               **settings) -> int:
         from studio import services
         from studio.jobspec import build_train_spec
 
-        spec = build_train_spec(model_id=self.model_id, dataset_id=self.dataset_id, method="lora",
+        spec = build_train_spec(model_id=self.model_id, dataset_id=dataset_id or self.dataset_id, method="lora",
                                 settings={**TRAIN, **settings})
         job, _ = services.submit_train(spec, idempotency_key=key, after=after)
         return job.id

@@ -22,7 +22,7 @@ def current_jobs(ids: list[str]) -> dict[str, int | None]:
 def test_two_workers_take_two_jobs_in_parallel_each_exactly_once(services_studio):
     s = services_studio
     workers = [worker_id(s.start_worker()), worker_id(s.start_worker())]
-    jobs = [s.submit(max_steps=12), s.submit(max_steps=12)]
+    jobs = [s.submit(max_steps=12, dataset_id=s.unsplit_dataset_id) for _ in range(2)]  # each queues an evaluation
 
     # both run at once, each on its own worker, which records it as its current job
     wait_until(lambda: all(s.job(j).state == "running" for j in jobs), timeout=120, every=0.1)

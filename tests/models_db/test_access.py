@@ -169,3 +169,54 @@ def test_share_checkbox_handler(backend):
         assert sharing.shared_box("dataset", a_ds).value is True
         with pytest.raises(gr.Error, match="only the owner"):
             share(a_ds, False)
+
+
+def test_generations_are_private_to_whoever_asked(backend, monkeypatch):
+    """A member sees and reuses only their own playground generations, even on a version shared with
+    their team (sharing a version shares the model, not the prompts); an admin sees all of them."""
+    from sqlalchemy import update
+
+    from models_db import Generation
+    from studio import generations
+
+    monkeypatch.setattr(generations, "send", lambda gid: True)
+    v, base_id = _world()
+    _, a_job = _make(v["alice"], base_id, "a")
+    with session_scope() as db:  # registered by a worker: alice's, shared with team red
+        version = ModelVersion(name="va", base_model_id=base_id, job_id=a_job, method="lora", shared=True)
+        db.add(version)
+        db.flush()
+        version_id = version.id
+    settings = {"max_new_tokens": 4}
+    with acting_as(v["alice"]):
+        [mine] = generations.request([version_id], ["my secret prompt"], settings)
+    with session_scope() as db:  # the interactive worker (no viewer) writes alice's answer
+        db.execute(update(Generation).where(Generation.id == mine["id"])
+                   .values(state="done", output="alice's answer", ms_per_token=3.0))
+        assert db.get(Generation, mine["id"]).owner_id == v["alice"].id  # stamped by the access hook
+    with acting_as(v["alice"]):  # the owner reuses her own cached row
+        [again] = generations.request([version_id], ["my secret prompt"], settings)
+        assert again["id"] == mine["id"] and again["output"] == "alice's answer"
+    with acting_as(v["carol"]):  # same team, the version is visible to her, the generation is not
+        [hers] = generations.request([version_id], ["my secret prompt"], settings)
+        assert hers["id"] != mine["id"] and hers["state"] == "queued" and hers["output"] == ""
+        [seen] = generations.status([mine["id"]])
+        assert seen["state"] == "gone" and "belongs to user alice" in seen["error"] and seen["output"] == ""
+        with session_scope() as db:
+            assert db.get(Generation, mine["id"]) is None
+            assert db.execute(update(Generation).where(Generation.id == mine["id"])
+                              .values(output="carol was here")).rowcount == 0
+            assert generations.median_ms_per_token(db, version_id) == 3.0  # the latency figure is not private
+    with pytest.raises(AccessError, match="belongs to user alice"), acting_as(v["carol"]), session_scope() as db:
+        row = db.scalar(select(Generation).where(Generation.id == mine["id"]).execution_options(studio_unfiltered=True))
+        row.output = "carol was here"
+    with acting_as(v["bob"]):  # another team, on the shared base model
+        [bobs] = generations.request([f"base:{base_id}"], ["my secret prompt"], settings)
+        with session_scope() as db:
+            assert {g.id for g in db.scalars(select(Generation))} == {bobs["id"]}
+    for who in (v["root"], None):
+        with acting_as(who), session_scope() as db:
+            assert {g.id for g in db.scalars(select(Generation))} == {mine["id"], hers["id"], bobs["id"]}
+    with acting_as(NOBODY), session_scope() as db:
+        assert list(db.scalars(select(Generation))) == []
+    assert generations.status([mine["id"]])[0]["output"] == "alice's answer"  # embedded/admin: everything

@@ -55,22 +55,22 @@ def test_a_job_goes_to_the_smallest_tier_that_holds_its_estimate():
     assert routing.queue_for("gpu", None) == "gpu"
     assert routing.queue_for("gpu", {"device": "cpu", "total_gb": 3.0}) == "gpu"  # a CPU-only fleet
     assert routing.queue_for("gpu", {"error": "no estimate"}) == "gpu"
-    assert routing.queue_for("gpu", cuda(6.0)) == "gpu.mem8"  # 6 / 0.97 = 6.2 <= 7.5
-    assert routing.queue_for("gpu", cuda(20.0)) == "gpu.mem24"  # needs 20.6 GiB: an L4 (22.0) holds it
-    assert routing.queue_for("gpu", cuda(22.0)) == "gpu.mem32"  # needs 22.7 GiB: more than an L4 has
-    assert routing.queue_for("gpu", cuda(70.0)) == "gpu.mem80"
-    assert routing.queue_for("gpu", cuda(70.0), gpus=4) == "gpu.mem80x4"
-    assert routing.queue_for("gpu", cuda(900.0)) == "gpu.mem192"  # none holds it: the largest, where it waits
+    assert routing.queue_for("gpu", cuda(6.0)) == "gpu.mem7.5"  # 6 / 0.97 = 6.2 <= 7.5
+    assert routing.queue_for("gpu", cuda(20.0)) == "gpu.mem21.9"  # needs 20.6 GiB: an L4 (22.0) holds it
+    assert routing.queue_for("gpu", cuda(22.0)) == "gpu.mem23.5"  # needs 22.7 GiB: a 4090 (23.6), not an L4
+    assert routing.queue_for("gpu", cuda(70.0)) == "gpu.mem79"
+    assert routing.queue_for("gpu", cuda(70.0), gpus=4) == "gpu.mem79x4"
+    assert routing.queue_for("gpu", cuda(900.0)) == "gpu.mem255"  # none holds it: the largest, where it waits
 
 
 def test_a_sharded_multi_gpu_job_needs_its_share_on_each_gpu():
     """FSDP (or "auto", which takes it when a replica does not fit one GPU) splits weights and optimizer
     state between the GPUs; DDP keeps a whole replica on each (studio/advisor/parallel.py)."""
     est = {**cuda(125.0), "parts": {"weights": 30.0, "trainable_state": 90.0, "activations": 4.0, "overhead": 1.0}}
-    assert routing.queue_for("gpu", est) == "gpu.mem141"  # one GPU: the whole 125 GB
-    assert routing.queue_for("gpu", est, gpus=2, distributed="ddp") == "gpu.mem141x2"
-    assert routing.queue_for("gpu", est, gpus=2) == "gpu.mem80x2"  # 15 + 45 + 4 + 1 = 65 GB each
-    assert routing.queue_for("gpu", est, gpus=4, distributed="fsdp") == "gpu.mem40x4"  # 35 GB each
+    assert routing.queue_for("gpu", est) == "gpu.mem139"  # one GPU: the whole 125 GB
+    assert routing.queue_for("gpu", est, gpus=2, distributed="ddp") == "gpu.mem139x2"
+    assert routing.queue_for("gpu", est, gpus=2) == "gpu.mem79x2"  # 15 + 45 + 4 + 1 = 65 GB each
+    assert routing.queue_for("gpu", est, gpus=4, distributed="fsdp") == "gpu.mem39x4"  # 35 GB each
     two_h100 = gpus(H100, H100)
     assert routing.refusal({"estimate": est, "gpus": 2}, two_h100, []) is None
     assert "on each of 2 GPUs" in routing.refusal({"estimate": est, "gpus": 2, "distributed": "ddp"}, two_h100, [])
@@ -78,13 +78,15 @@ def test_a_sharded_multi_gpu_job_needs_its_share_on_each_gpu():
 
 def test_a_worker_consumes_the_default_queue_and_every_tier_its_gpus_reach():
     assert routing.worker_queues("gpu", []) == ["gpu"]  # CPU only: the default queue alone
-    assert routing.worker_queues("gpu", gpus(RTX4090)) == ["gpu", "gpu.mem4", "gpu.mem6", "gpu.mem8", "gpu.mem12",
-                                                           "gpu.mem16", "gpu.mem24"]
+    assert routing.worker_queues("gpu", gpus(RTX4090)) == ["gpu", "gpu.mem3.5", "gpu.mem5.5", "gpu.mem7.5", "gpu.mem9.5",
+                                                           "gpu.mem10.5", "gpu.mem11.5", "gpu.mem14.5", "gpu.mem15.5",
+                                                           "gpu.mem19.5", "gpu.mem21.9", "gpu.mem23.5"]
+    assert "gpu.mem23.5" not in routing.worker_queues("gpu", gpus(L4))  # both sold as 24 GB; the L4 reports 22.0
     two = routing.worker_queues("gpu", gpus(H100, H100))
-    assert {"gpu", "gpu.mem80", "gpu.mem8x2", "gpu.mem80x2"} <= set(two)
-    assert "gpu.mem96" not in two and "gpu.mem80x3" not in two
+    assert {"gpu", "gpu.mem79", "gpu.mem7.5x2", "gpu.mem79x2"} <= set(two)
+    assert "gpu.mem93" not in two and "gpu.mem79x3" not in two
     # a mixed machine offers what its smallest card holds
-    assert "gpu.mem80x2" not in routing.worker_queues("gpu", gpus(H100, L4))
+    assert "gpu.mem79x2" not in routing.worker_queues("gpu", gpus(H100, L4))
 
 
 @pytest.mark.parametrize("count", [1, 2])
@@ -108,6 +110,52 @@ def test_every_worker_that_consumes_a_jobs_queue_can_hold_the_job(count):
     assert checked > 1000
 
 
+CARDS = [7.8, 11.8, 14.6, 15.8, L4, RTX4090, 31.7, 39.4, 44.4, 47.5, H100, 93.6, 139.8, 191.5]
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_job_is_offered_to_every_alive_worker_that_holds_it_and_to_no_other(count):
+    """Placed against a fleet of real card sizes (as torch reports them), a job's queue is consumed by
+    every worker whose GPUs hold its need and by none too small for it: a 23.2 GiB job reaches a 4090
+    (23.6) beside an L4 (22.0), which a tier per sold size (both "24 GB") could not do."""
+    import itertools
+
+    checked = 0
+    for sizes in itertools.combinations(CARDS, 3):
+        fleet = [gpus(*[s] * n) for s, n in zip(sizes, (1, 2, 3))]  # 1, 2 and 3 GPUs
+        for total in [x / 2 for x in range(1, 400)]:
+            need = total / 0.97
+            placed = routing.place({"estimate": cuda(total), "gpus": count}, fleet, base="gpu")
+            holders = 0
+            for w in fleet:
+                offered = placed.queue in routing.worker_queues("gpu", w)
+                holds = len(w) >= count and w[0]["memory_gb"] >= need
+                assert offered == holds, (sizes, total, count, placed.queue, w[0]["memory_gb"], len(w))
+                holders += holds
+                checked += 1
+            assert bool(placed.waiting) == (holders == 0)
+    assert checked > 50000
+    # the case that tiers per sold size got wrong, spelled out
+    fleet = [gpus(L4), gpus(RTX4090)]
+    placed = routing.place({"estimate": cuda(22.5)}, fleet, base="gpu")  # needs 23.2 GiB
+    assert placed == routing.Placement("gpu.mem23.5", "")
+    assert placed.queue in routing.worker_queues("gpu", gpus(RTX4090))
+    assert placed.queue not in routing.worker_queues("gpu", gpus(L4))
+    # 23.0 GB needs 23.7 GiB by the headroom rule (3% of what the card reports): no 24 GB card holds it
+    assert routing.refusal({"estimate": cuda(23.0)}, gpus(RTX4090), fleet).startswith("waits for a worker with >= 23.7 GB")
+
+
+def test_sizes_the_thresholds_cannot_tell_apart_still_reach_every_holder():
+    """An H100 (79.2) and an A100 80GB reporting 79.1 share a tier: a job needing 79.15 GiB is offered to
+    both, and the smaller one refuses it when it arrives there."""
+    fleet = [gpus(79.1), gpus(H100)]
+    placed = routing.place({"estimate": cuda(79.15 * 0.97)}, fleet, base="gpu")
+    assert placed.queue == "gpu.mem79" and not placed.waiting
+    assert all(placed.queue in routing.worker_queues("gpu", w) for w in fleet)
+    assert routing.refusal({"estimate": cuda(79.15 * 0.97)}, gpus(79.1), fleet)
+    assert routing.refusal({"estimate": cuda(79.15 * 0.97)}, gpus(H100), fleet) is None
+
+
 # --- against a registered fleet ----------------------------------------------------------------------
 def test_placement_against_the_alive_fleet_names_the_largest_worker(backend):
     add_worker("small", RTX4090)
@@ -116,22 +164,21 @@ def test_placement_against_the_alive_fleet_names_the_largest_worker(backend):
         fleet = routing.alive_fleet(db)
     assert fleet == [gpus(RTX4090)]
     base = routing.default_queue()
-    assert routing.place({"estimate": cuda(10.0)}, fleet) == routing.Placement(f"{base}.mem12", "")
+    assert routing.place({"estimate": cuda(10.0)}, fleet) == routing.Placement(f"{base}.mem10.5", "")
     big = routing.place({"estimate": cuda(30.0)}, fleet)
-    assert big.queue.endswith(".mem40")  # 30.9 GiB: more than a 32 GB card (30.0 and up) promises
-    # what routing asks is the tier's threshold: the largest worker cannot hold it, and is named
-    assert big.waiting.startswith("waits for a worker with >= 39.0 GB of GPU memory; the largest registered has 23.6 GB")
-    # 23.2 GiB: the 4090 (23.6) could hold it, but its tier (mem32) is not one the 4090 consumes; say so
-    # rather than let the job wait in silence
+    assert big.queue.endswith(".mem31")  # 30.9 GiB: nobody alive holds it; it waits on the next tier up
+    # it asks for what it needs (a worker between that and the tier gets it re-routed by the sweep)
+    assert big.waiting.startswith("waits for a worker with >= 30.9 GB of GPU memory; the largest registered has 23.6 GB")
+    # 23.2 GiB: the 4090 (23.6) holds it, and is offered it
     between = routing.place({"estimate": cuda(22.5)}, fleet)
-    assert between.queue.endswith(".mem32") and between.waiting.startswith("waits for a worker with >= 30.0 GB")
+    assert between == routing.Placement(f"{base}.mem23.5", "") and between.queue in routing.worker_queues(base, fleet[0])
     two = routing.place({"estimate": cuda(10.0), "gpus": 2}, fleet)
-    assert two.queue.endswith(".mem12x2") and "on each of 2 GPUs" in two.waiting
+    assert two.queue.endswith(".mem10.5x2") and "on each of 2 GPUs" in two.waiting
     assert routing.place({"estimate": {"device": "cpu", "total_gb": 99.0}}, fleet) == routing.Placement(base, "")
     # what a worker started with --queues consumes: the default queue's tiers only when it is among them
     assert routing.consumed_queues("interactive", gpus(H100)) == ["interactive"]
     both = routing.consumed_queues(f"{base},interactive", gpus(H100))
-    assert both[:2] == [base, "interactive"] and f"{base}.mem80" in both and "interactive.mem80" not in both
+    assert both[:2] == [base, "interactive"] and f"{base}.mem79" in both and "interactive.mem79" not in both
 
 
 def test_submit_stores_the_queue_and_says_when_no_worker_can_hold_the_job(studio, sent, tmp_path, capsys):
@@ -145,7 +192,7 @@ def test_submit_stores_the_queue_and_says_when_no_worker_can_hold_the_job(studio
     add_worker("small", RTX4090)
     job, _ = services.submit_train(spec)  # the tiny model fits the smallest tier
     assert job.config["estimate"]["device"] == "cuda"
-    assert job.queue == f"{base}.mem4" and job.message == "" and sent[-1] == ("train", job.id, f"{base}.mem4")
+    assert job.queue == f"{base}.mem3.5" and job.message == "" and sent[-1] == ("train", job.id, f"{base}.mem3.5")
 
     folder = tmp_path / "llama-8b"
     folder.mkdir()
@@ -160,14 +207,14 @@ def test_submit_stores_the_queue_and_says_when_no_worker_can_hold_the_job(studio
     need = routing.gpu_need_gb(job.config["estimate"])
     assert need > 24 and job.queue == routing.queue_for(base, job.config["estimate"]) != base
     assert job.state == "queued" and routing.is_waiting(job.message)
-    assert f">= {routing.required_gb(need):.1f} GB" in job.message and "the largest registered has 23.6 GB" in job.message
+    assert f">= {need:.1f} GB" in job.message and "the largest registered has 23.6 GB" in job.message
     assert sent[-1] == ("train", job.id, job.queue)  # still queued and sent: a big worker may join later
 
     cli.main(["train", "--model", "llama-8b", "--dataset", str(studio["dataset"]), "--method", "full", "--json"])
     out, err = capsys.readouterr()
     shown = json.loads(out)
     assert shown["queue"] == job.queue and shown["message"] == job.message
-    assert f"note: job {shown['id']} waits for a worker with >= {routing.required_gb(need):.1f} GB" in err
+    assert f"note: job {shown['id']} waits for a worker with >= {need:.1f} GB" in err
 
 
 def _queued_job(config: dict, queue: str | None = None) -> int:
@@ -186,7 +233,7 @@ def test_a_gpu_worker_refuses_a_job_its_gpus_cannot_hold_and_the_job_stays_queue
     with session_scope() as db:
         job = db.get(Job, job_id)
         assert (job.state, job.attempt, job.worker_id, job.history) == ("queued", 0, None, [])
-        assert job.message == ("waits for a worker with >= 39.0 GB of GPU memory; the largest registered has 23.6 GB. "
+        assert job.message == ("waits for a worker with >= 30.9 GB of GPU memory; the largest registered has 23.6 GB. "
                                "It stays queued until such a worker joins (studio workers list), or cancel it and "
                                "lower the batch size or sequence length.")
         assert fleet.refusal(db, job_id, "cpu") is None
@@ -197,11 +244,88 @@ def test_a_gpu_worker_refuses_a_job_its_gpus_cannot_hold_and_the_job_stays_queue
         assert jobq.claim(db, job_id, "big", 60) is not None
 
 
+def _log(job_id: int) -> str:
+    from worker import runner
+
+    path = runner.job_dir(job_id) / "log.txt"
+    return path.read_text() if path.exists() else ""
+
+
+def test_the_sweep_reroutes_a_job_submitted_to_a_cpu_only_fleet_once_gpu_workers_join(studio, sent, tmp_path):
+    from worker import fleet, service
+
+    base = routing.default_queue()
+    spec = build_train_spec(model_id=studio["tiny-llama"], dataset_id=studio["dataset"], method="lora",
+                            settings={"max_steps": 2})
+    job, _ = services.submit_train(spec)  # nobody registered: a CPU estimate, the default queue
+    assert (job.queue, job.config["estimate"]["device"]) == (base, "cpu")
+    folder = tmp_path / "llama-8b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(LLAMA_8B))
+    with session_scope() as db:
+        row = BaseModel(name="llama-8b", path=str(folder), source="test")
+        db.add(row)
+        db.flush()
+        big_model = row.id
+    big, _ = services.submit_train(build_train_spec(model_id=big_model, dataset_id=studio["dataset"], method="full",
+                                                    settings={"max_steps": 2}))
+    assert big.queue == base
+    service.reap_once()
+    assert sent == [("train", job.id, base), ("train", big.id, base)]  # the CPU-only fleet: nothing moves
+
+    add_worker("gpu", RTX4090)
+    add_worker("cpu")
+    sent.clear()
+    service.reap_once()
+    with session_scope() as db:
+        moved, stayed = db.get(Job, job.id), db.get(Job, big.id)
+        assert moved.queue == f"{base}.mem3.5" and moved.config["estimate"]["device"] == "cuda"
+        assert moved.message.startswith(f"re-routed from {base} to {base}.mem3.5 (needs ")
+        assert "GPU workers joined since it was submitted to a CPU-only fleet" in moved.message
+        # no alive GPU holds the 8B full fine-tune: it stays where the CPU worker takes it, with its CPU estimate
+        assert (stayed.queue, stayed.config["estimate"]["device"], stayed.message) == (base, "cpu", "")
+        # and the 4090, which consumes the default queue too, refuses it on its own GPU's estimate
+        assert routing.is_waiting(fleet.refusal(db, big.id, "gpu"))
+        assert fleet.refusal(db, big.id, "cpu") is None
+    assert sent == [("train", job.id, f"{base}.mem3.5")]
+    assert f"re-routed from {base} to {base}.mem3.5" in _log(job.id)
+
+    sent.clear()
+    service.reap_once()  # the fleet did not change: nothing moves, nothing is sent
+    assert sent == []
+
+
+def test_the_sweep_offers_a_waiting_job_to_a_worker_that_joins_and_holds_it(backend, sent):
+    from worker import service
+
+    base = routing.default_queue()
+    add_worker("l4", L4)
+    with session_scope() as db:
+        placed = routing.place({"estimate": cuda(21.5)}, routing.alive_fleet(db))  # needs 22.2 GiB
+    assert placed.queue == f"{base}.mem23.5" and routing.is_waiting(placed.waiting)
+    job_id = _queued_job({"estimate": cuda(21.5)}, queue=placed.queue)
+    with session_scope() as db:
+        db.execute(update(Job).where(Job.id == job_id).values(message=placed.waiting))
+    service.reap_once()
+    assert sent == []  # nothing changed
+    add_worker("a10g", 22.3)  # holds 22.2 GiB, but does not consume mem23.5
+    service.reap_once()
+    with session_scope() as db:
+        job = db.get(Job, job_id)
+        # no threshold between 22.0 and 22.3: both are offered it, and the L4 refuses it (guarantee 20)
+        assert job.queue == f"{base}.mem21.9" and job.message.startswith(
+            f"re-routed from {base}.mem23.5 to {base}.mem21.9 (needs 22.2 GB per GPU): the fleet changed")
+    assert sent == [("train", job_id, f"{base}.mem21.9")]
+    assert job.queue in routing.worker_queues(base, gpus(22.3))
+    assert "re-routed" in _log(job_id)
+
+
 def test_every_resend_goes_to_the_jobs_queue(backend, sent, monkeypatch):
     from worker import runner, service
 
-    lost = _queued_job({"estimate": cuda(30.0)}, queue="q.mem40")
-    reaped = _queued_job({"estimate": cuda(70.0)}, queue="q.mem80")
+    base = routing.default_queue()  # each job on the queue routing gives it, so the sweep does not move it
+    lost = _queued_job({"estimate": cuda(30.0)}, queue=f"{base}.mem31")
+    reaped = _queued_job({"estimate": cuda(70.0)}, queue=f"{base}.mem79")
     old = utcnow() - timedelta(hours=1)
     with session_scope() as db:
         db.execute(update(Job).where(Job.id == lost).values(updated_at=old))  # its message was lost long ago
@@ -209,13 +333,13 @@ def test_every_resend_goes_to_the_jobs_queue(backend, sent, monkeypatch):
         db.execute(update(Job).where(Job.id == reaped).values(lease_expires_at=old))  # its worker vanished
     monkeypatch.setattr(runner, "_idle_since", 0.0)  # idle for ages: the sweep may re-send lost messages
     assert service.reap_once() == [(reaped, "queued")]
-    assert sorted(sent) == [("train", lost, "q.mem40"), ("train", reaped, "q.mem80")]
+    assert sorted(sent) == [("train", lost, f"{base}.mem31"), ("train", reaped, f"{base}.mem79")]
 
     sent.clear()  # a training process that died: the runner's retry goes to the same queue
     with session_scope() as db:
         claim = jobq.claim(db, reaped, "w2", 60)
     assert runner._settle(claim, -9, "exited") == "requeued"
-    assert sent == [("train", reaped, "q.mem80")]
+    assert sent == [("train", reaped, f"{base}.mem79")]
 
 
 def test_an_export_uses_the_default_queue_and_survives_a_broker_outage(backend, monkeypatch):

@@ -53,7 +53,7 @@ def test_unknown_columns_are_offered_for_a_mapping_by_hand(backend, tmp_path, mo
     out = tab.on_mapping(source, "instruction", model_id, 512, *picks.values())
     report, preview, hist, labels, rendered = out[-5:]
     assert out[0].value == "instruction" and "**12** rows, **12** usable. No problems found." in report
-    assert "`instruction` ← `q`" in report and list(preview.columns) == ["user", "assistant"]
+    assert "`instruction` ← `q`" in report and preview.visible and preview.value["headers"] == ["user", "assistant"]
     assert field(out, "instruction").value == "q" and field(out, "output").value == "a"
     # the histogram: the tiny model's token counts, every bin fitting in 512
     assert hist.visible and hist.value["data"] and all(row[2] == "fits" for row in hist.value["data"])

@@ -52,7 +52,7 @@ def test_fleet_table_shows_gpus_alive_or_dead_and_the_current_job(backend, capsy
     assert (by_id["idle"][2], by_id["idle"][3], by_id["idle"][5]) == ("NVIDIA L4 (22 GB)", "alive", "idle")
     assert (by_id["cpu"][2], by_id["cpu"][6]) == ("CPU only", routing.default_queue())
     assert (by_id["lost"][3], by_id["lost"][4]) == ("dead", "60 min ago")
-    assert by_id["busy"][6].endswith(f"tiers up to {routing.default_queue()}.mem80x2")
+    assert by_id["busy"][6].endswith(f"tiers up to {routing.default_queue()}.mem79x2")
     assert line == "**3** of 4 registered workers alive · **1** busy, 2 idle"
     assert where == [[job_id, "lora", "busy", "host-busy", "2 × NVIDIA H100 80GB HBM3 (79.2 GB)",
                       routing.default_queue(), "0 / ?", 1]]

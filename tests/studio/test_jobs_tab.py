@@ -22,3 +22,90 @@ def test_no_points_give_an_empty_frame_and_a_retry_point_wins():
     assert curve_frame([], ("loss", "eval_loss")).empty
     frame = curve_frame([pt(3, "loss", 9.0, attempt=1), pt(3, "loss", 1.0, attempt=2)])
     assert frame["value"].tolist() == [1.0]
+
+
+# --- every kind of job, each with the page that fits it -----------------------------------------------
+def _job(kind: str, config: dict, *, state: str = "queued", result: dict | None = None, dataset_id=None) -> int:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from models_db import Job, session_scope
+    from models_db import jobs as jobq
+    from models_db.schema import utcnow
+
+    with session_scope() as db:
+        job, _ = jobq.create_job(db, kind=kind, config=config, dataset_id=dataset_id)
+        if state != "queued":
+            now = utcnow()
+            db.execute(update(Job).where(Job.id == job.id).values(
+                state=state, result=result, attempt=1, started_at=now - timedelta(seconds=75),
+                finished_at=now if state != "running" else None))
+        return job.id
+
+
+def _kinds(backend):
+    from studio.settings import get_settings
+
+    ids = {
+        "train": _job("train", {"method": "lora"}),
+        "export": _job("export", {"version_id": 4, "format": "merged", "merged": True}, state="succeeded",
+                       result={"zip": "exports/version-4-merged.zip", "version_id": 4, "format": "merged",
+                               "merged": True, "ms_per_token": 12.5}),
+        "evaluate": _job("evaluate", {"version_id": 4, "dataset_id": 2}, state="succeeded",
+                         result={"evaluations": [{"version_id": 4, "dataset_id": 2, "split": "eval", "rows": 8,
+                                                  "metrics": {"eval_loss": 1.23456, "perplexity": 3.437}}]}),
+        "combine": _job("combine", {"parents": [4, 5], "weights": [0.7, 0.3], "combination": "ties"},
+                        state="running"),
+    }
+    log = get_settings().home_abs / "jobs" / str(ids["export"]) / "log.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("merging the adapter into the base\nzipping\n")
+    return ids
+
+
+def test_the_picker_lists_every_kind_of_job_with_its_kind(backend):
+    from studio.tabs import jobs
+
+    ids = _kinds(backend)
+    labels = {v: k for k, v in jobs.job_choices()}
+    assert labels[ids["train"]].startswith(f"#{ids['train']} train · lora · ")
+    assert labels[ids["export"]].startswith(f"#{ids['export']} export · version #4 as merged · ")
+    assert labels[ids["evaluate"]].startswith(f"#{ids['evaluate']} evaluate · version #4 on data set #2 · ")
+    assert labels[ids["combine"]].startswith(f"#{ids['combine']} combine · ties of #4 × 0.7 + #5 × 0.3 · ")
+    assert jobs.default_job(None) == ids["combine"]  # the running one, though it does not train
+    queue = {row[1]: row[2] for row in jobs.queue_rows()}
+    assert queue == {ids["combine"]: "combine · ties of #4 × 0.7 + #5 × 0.3", ids["train"]: "train · lora"}
+
+
+def test_an_export_shows_its_log_and_result_and_no_loss_chart(backend):
+    import pandas as pd
+
+    from studio.tabs import jobs
+
+    ids = _kinds(backend)
+    status, plot, system, log, *_ = jobs.poll(ids["export"], None)
+    assert f"Job #{ids['export']} · export: version #4 as merged" in status
+    assert ("The merged export of version #4 is ready to download on the Versions tab: "
+            "<code>exports/version-4-merged.zip</code> · 12.5 ms/token") in status
+    assert "train loss" not in status and "learning rate" not in status and "ETA" not in status
+    assert ">took<" in status and "1m 15s" in status
+    assert not isinstance(plot, pd.DataFrame) and not isinstance(system, pd.DataFrame)
+    assert log == "merging the adapter into the base\nzipping"
+    loss_chart, system_chart = jobs.layout(ids["export"])
+    assert (loss_chart.visible, system_chart.visible) == (False, False)
+    loss_chart, system_chart = jobs.layout(ids["train"])
+    assert (loss_chart.visible, system_chart.visible) == (True, True)
+    assert "train loss" in jobs.poll(ids["train"], None)[0]  # a training job keeps its training cards
+
+
+def test_an_evaluation_and_a_combination_show_what_they_measured(backend):
+    from studio.tabs import jobs
+
+    ids = _kinds(backend)
+    status = jobs.poll(ids["evaluate"], None)[0]
+    assert "data set #2 (eval, 8 rows): eval_loss 1.235 · perplexity 3.437" in status
+    status = jobs.poll(ids["combine"], None)[0]
+    assert "combine: ties of #4 × 0.7 + #5 × 0.3" in status and ">running for<" in status
+    assert "job-done" not in status  # no result while it runs
+    assert "(no log yet: the job has not started)" == jobs.poll(ids["combine"], None)[3]

@@ -174,7 +174,7 @@ def test_versions_tab_handlers(family):
     with session_scope() as db:
         assert db.get(Job, job_id).config == {"version_id": f["a"], "dataset_id": f["doubles"]}
     assert tab.job_status(job_id, f["a"])[0].startswith("Queued")
-    with pytest.raises(gr.Error, match="at least 2 different versions"):
+    with pytest.raises(gr.Error, match="Pick 2 or more LoRA versions"):
         tab.start_combine([f["a"]], "", "linear", 0.5, "")
     job_id, msg = tab.start_combine([f["a"], f["b"]], "0.5, 0.5", "ties", 0.3, "mix")
     assert f"#{f['a']} x 0.5 + #{f['b']} x 0.5 with ties" in msg

@@ -68,6 +68,17 @@ def test_non_finite_loss_or_weights_stop_without_a_checkpoint(tmp_path):
     assert control.should_save is False
 
 
+def test_the_last_step_is_checkpointed_only_for_early_stopping():
+    from worker.callbacks import StudioCallback
+
+    cb = StudioCallback(SimpleNamespace(writer=SimpleNamespace(put=lambda *a, **k: None), check=lambda: None))
+    for step, best_at_end, saved in ((40, False, False), (40, True, True), (35, False, True)):
+        control = SimpleNamespace(should_save=True)
+        cb.on_step_end(SimpleNamespace(load_best_model_at_end=best_at_end), SimpleNamespace(global_step=step, max_steps=40),
+                       control)
+        assert control.should_save is saved, (step, best_at_end)
+
+
 def test_out_of_memory_message_carries_the_advisors_settings(backend):
     from models_db import BaseModel, session_scope
 

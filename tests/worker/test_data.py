@@ -126,3 +126,62 @@ def test_packing_refuses_prompt_learning(tokenizer, tiny_llama_dir):
     with pytest.raises(UserFacingError, match="packing cannot be used with prompt_tuning"):
         data.collator(tokenizer, packing=True, model=model)
     assert data.collator(tokenizer, packing=False, model=model) is not None
+
+
+def _one_at_a_time(model, features):
+    """Loss and gradients of the examples run one by one (no packing), weighted as one batch's mean."""
+    model.zero_grad()
+    counts = [sum(label != data.IGNORE for label in f["labels"][1:]) for f in features]
+    total = torch.zeros(())
+    for f, n in zip(features, counts):
+        out = model(input_ids=torch.tensor([f["input_ids"]]), labels=torch.tensor([f["labels"]]))
+        part = out.loss * n / sum(counts)
+        part.backward()
+        total += part.detach()
+    return total, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("boundaries", ["cu_seq_lens", "position_ids"])
+def test_packed_sdpa_gives_the_loss_and_gradients_of_examples_run_alone(tokenizer, tiny_llama_dir, monkeypatch,
+                                                                        boundaries):
+    from transformers import AutoModelForCausalLM
+
+    from worker import fastpath, packed_attention
+
+    def no_dense_mask(**kw):
+        raise AssertionError("a dense mask was built for a packed row")
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    features = encode(tokenizer, CHATS * 2)
+    want_loss, want_grads = _one_at_a_time(model, features)
+    assert fastpath.packed_attention(model) and model.config._attn_implementation == packed_attention.NAME
+    batch = data.collator(tokenizer, packing=True, model=model)(features)
+    assert batch["cu_seq_lens_q"].tolist()[-1] == batch["input_ids"].shape[1]
+    if boundaries == "position_ids":  # a caller without the collator's boundaries: found from the position ids
+        batch = {k: v for k, v in batch.items() if not k.startswith(("cu_seq_lens", "max_length"))}
+    monkeypatch.setattr(packed_attention, "sdpa_mask", no_dense_mask)
+    model.zero_grad()
+    loss = model(**batch).loss
+    loss.backward()
+    torch.testing.assert_close(loss, want_loss, rtol=1e-6, atol=1e-6)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_packed_sdpa_falls_back_to_the_dense_mask_for_padded_batches(tokenizer, tiny_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    from worker import fastpath
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    padded = data.collator(tokenizer)(encode(tokenizer, CHATS))
+    assert padded["attention_mask"].min() == 0  # there is padding
+    with torch.no_grad():
+        want = model(**padded).logits
+        assert fastpath.packed_attention(model)
+        got = model(**padded).logits
+    real = padded["attention_mask"].bool()
+    torch.testing.assert_close(got[real], want[real], rtol=1e-5, atol=1e-5)
+    eager = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager")
+    assert not fastpath.packed_attention(eager)  # only models on SDPA are switched

@@ -170,3 +170,33 @@ def test_perf_callback_records_mfu_and_hfu_on_a_known_gpu(monkeypatch, tiny_llam
     assert got["mfu"] == pytest.approx(fm.per_token() * 5000 / 989e12)
     assert got["hfu"] == pytest.approx((fm.per_token() + fm.recompute_per_token()) * 5000 / 989e12)
     assert got["hfu"] > got["mfu"] and got["peak_memory_gb"] == 1.5
+
+
+def test_the_system_sampler_stops_when_training_raises(tiny_llama_dir, tmp_path, monkeypatch):
+    import threading
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+    from studio.settings import get_settings
+    from worker.recipes import common
+
+    class Boom(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            raise RuntimeError("the step failed")
+
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    rows = Dataset.from_list([{"input_ids": [5, 6, 7, 8], "labels": [5, 6, 7, 8]}] * 4)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2,
+                             report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no")
+    trainer = Trainer(model=model, args=args, train_dataset=rows,
+                      callbacks=[sysmon.SystemSampler(Collect(), interval=30), Boom()])
+    try:
+        with pytest.raises(RuntimeError, match="the step failed"):
+            common.fit(SimpleNamespace(say=print), trainer)
+    finally:
+        get_settings.cache_clear()
+    assert [t for t in threading.enumerate() if t.name == "system-sampler"] == []

@@ -31,7 +31,7 @@ def studio(tmp_path, tiny_llama_dir, monkeypatch):
         yield model_id, dataset.id, settings
 
 
-def test_a_job_records_throughput_system_curves_and_tensorboard_and_packs_by_default(studio, monkeypatch):
+def test_a_job_records_throughput_system_curves_and_tensorboard_and_packs_by_default(studio, monkeypatch, capfd):
     model_id, dataset_id, settings = studio
     monkeypatch.setattr(sysmon, "INTERVAL_S", 0.05)  # several samples in a run of a second or two
     spec = build_train_spec(model_id=model_id, dataset_id=dataset_id, method="lora", settings={
@@ -63,6 +63,8 @@ def test_a_job_records_throughput_system_curves_and_tensorboard_and_packs_by_def
     events = tboard.read_scalars(settings.home_abs / "jobs" / str(job.id) / "tensorboard")
     assert [v for _, v in events["train/loss"]] == pytest.approx([v for _, v in sorted(by_name["loss"])])
     assert "perf/tokens_per_s" in events and "system/ram_pct" in events
+    # on CPU the packed rows run through SDPA per example (worker/packed_attention.py), not a dense mask
+    assert "fast path: packed rows attend per example" in capfd.readouterr().out
 
 
 def test_prompt_learning_and_classification_are_not_packed(studio):
@@ -73,3 +75,49 @@ def test_prompt_learning_and_classification_are_not_packed(studio):
         assert spec.packing is False, method
     spec = build_train_spec(model_id=model_id, dataset_id=dataset_id, method="lora", settings={"packing": False})
     assert spec.packing is False
+
+
+def test_submit_stores_packing_off_for_classification_and_prompt_learning(studio, tmp_path):
+    """Through the real submit path (services.submit_train): the job's stored config says what the worker
+    will do, so a classifier or a prompt-learning method asked to pack is stored unpacked."""
+    import json
+
+    model_id, instruction_id, _ = studio
+    rows = [{"text": f"{word} example {i}", "label": label} for i in range(8)
+            for word, label in (("fine", "good"), ("awful", "bad"))]
+    (tmp_path / "cls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    classification, _, _ = services.add_dataset(tmp_path / "cls.jsonl")
+    asked = {"packing": True, "max_steps": 2}
+    cases = [(classification.id, "lora", "seq_cls", False), (classification.id, "full", "seq_cls", False),
+             (instruction_id, "prompt_tuning", "causal_lm", False), (instruction_id, "prefix_tuning", "causal_lm", False),
+             (instruction_id, "p_tuning", "causal_lm", False), (instruction_id, "lora", "causal_lm", True)]
+    for dataset_id, method, task, packed in cases:
+        job, created = services.submit_train(build_train_spec(model_id=model_id, dataset_id=dataset_id,
+                                                              method=method, settings=asked))
+        assert created
+        with session_scope() as db:
+            config = db.get(Job, job.id).config
+        assert (config["task"], config["packing"]) == (task, packed), (method, task)
+
+
+@pytest.mark.parametrize("save_steps, kept", [(STEPS, []), (STEPS // 2, [STEPS // 2])])
+def test_no_checkpoint_at_the_last_step_but_the_version_is_saved(studio, save_steps, kept):
+    """The Trainer's checkpoint at the last step duplicates the version saved right after it; the earlier
+    ones stay (a retry resumes from them)."""
+    from worker.checkpoints import complete_checkpoints
+
+    model_id, dataset_id, settings = studio
+    spec = build_train_spec(model_id=model_id, dataset_id=dataset_id, method="lora", settings={
+        "max_steps": STEPS, "save_steps": save_steps, "per_device_train_batch_size": 4, "eval_split": 0.0})
+    job, _ = services.submit_train(spec)
+    with session_scope() as db:
+        claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
+    assert child.main(job.id, claim.fence) == 0
+    with session_scope() as db:
+        assert db.get(Job, job.id).state == "succeeded"
+        version = db.scalar(select(ModelVersion).where(ModelVersion.job_id == job.id))
+        assert version is not None and version.metrics["steps"] == STEPS
+    folder = settings.home_abs / "jobs" / str(job.id) / "checkpoints"
+    assert [int(p.name.split("-")[1]) for p in complete_checkpoints(folder)] == kept
+    assert not (folder / f"checkpoint-{STEPS}").exists()
+    assert (settings.home_abs / version.artifacts["adapter"] / "adapter_model.safetensors").is_file()

@@ -115,7 +115,7 @@ def merge(model):
     base_path = model.peft_config[model.active_adapter].base_model_name_or_path
     if not base_path or not Path(base_path).exists():
         raise MethodError(f"qlora: cannot merge: the base model path {base_path!r} is not on disk.")
-    full = type(model.get_base_model()).from_pretrained(base_path, dtype=torch.float32)
+    full = type(model.get_base_model()).from_pretrained(base_path, dtype=torch.float32, use_safetensors=True)
     with tempfile.TemporaryDirectory() as tmp:
         save(model, Path(tmp))
         return PeftModel.from_pretrained(full, tmp).merge_and_unload()

@@ -25,6 +25,7 @@ from worker.callbacks import MethodStepCallback, StudioCallback, latest_complete
 from worker.context import JobContext
 from worker.methods.counting import count_parameters
 from worker.sysmon import SystemSampler
+from worker.trust import model_code_kwargs
 
 
 @dataclass
@@ -109,12 +110,6 @@ def optimizer_steps(rows: int, args: TrainingArguments) -> int:
     return math.ceil(args.num_train_epochs * per_epoch)
 
 
-def model_code_kwargs(base: BaseModel) -> dict:
-    """``from_pretrained`` kwargs every load of a base takes: safetensors only, and the model's own Python
-    code only when an admin allowed it for this model (`studio models trust`, docs/security.md)."""
-    return {"trust_remote_code": bool(base.trust_remote_code), "use_safetensors": True}
-
-
 def load_start(ctx: JobContext, job: TrainJob, load, load_kwargs: dict):
     """The model training starts from: ``load(path, **kwargs)`` (the base, with the task's model class)
     and the parent version's lineage, merged in or (continuing) loaded trainable.
@@ -175,7 +170,12 @@ def fit(ctx: JobContext, trainer: Trainer) -> tuple[dict, dict]:
     if resume:
         ctx.say(f"resuming from {resume.rsplit('/', 1)[-1]}")
     started = time.time()
-    out = trainer.train(resume_from_checkpoint=resume)
+    try:
+        out = trainer.train(resume_from_checkpoint=resume)
+    finally:  # on_train_end never runs when training raises: the sampler thread would outlive the job
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, SystemSampler):
+                callback.stop()
     seconds = time.time() - started
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
     cuda = trainer.args.device.type == "cuda"

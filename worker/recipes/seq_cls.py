@@ -48,7 +48,8 @@ def train(ctx: JobContext) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(job.base.path, trust_remote_code=job.base.trust_remote_code)
     if tokenizer.pad_token is None:  # decoders: padding marks where the last real token is
         tokenizer.pad_token = tokenizer.eos_token
-    positions = getattr(AutoConfig.from_pretrained(job.base.path), "max_position_embeddings", None)
+    positions = getattr(AutoConfig.from_pretrained(job.base.path, trust_remote_code=job.base.trust_remote_code),
+                        "max_position_embeddings", None)
     max_len = min(spec.max_seq_length, positions or spec.max_seq_length)
     train_ds, eval_ds, report = data_cls.build_cls(
         job.home / dataset.path, tokenizer, max_len=max_len, eval_split=spec.eval_split, seed=job.training["seed"],

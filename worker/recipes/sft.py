@@ -40,6 +40,9 @@ def train(ctx: JobContext) -> dict:
     attn = fastpath.load_kwargs(cuda=job.cuda, half_precision_weights=job.base_dtype != torch.float32)
     load = functools.partial(AutoModelForCausalLM.from_pretrained, **attn)
     model = common.load_start(ctx, job, load, method.load_kwargs(params))
+    #    Packed rows without FlashAttention: SDPA on each example, not a dense mask over the whole row.
+    if spec.packing and fastpath.packed_attention(model):
+        ctx.say("fast path: packed rows attend per example (SDPA, no dense mask)")
 
     # 3. The method makes the model trainable (LoRA matrices, adapters, prompts, top layers, ...).
     model, sizes = common.make_trainable(ctx, job, method, model, params, "causal_lm")
