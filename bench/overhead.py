@@ -7,9 +7,10 @@ the queue and run by a real ``studio worker``; prints both wall times and their 
 Wall times: (a) from starting the script's process to its exit; (b) from submitting the job to the
 database saying it succeeded (the worker is already running, as in the studio). Both load the model,
 tokenise, train ``--steps`` steps of batch 4 and save the adapter; the studio also writes metrics,
-TensorBoard files, samples the system, saves a checkpoint (save_steps = steps) and registers the
-version. To compare the same computation the job trains on padded batches (``packing=false``);
-bench/throughput.py measures what packing adds. Runs alternate a, b, a, b... so drifting load on a
+TensorBoard files, samples the system and registers the version (save_steps = steps: the checkpoint at the
+last step is skipped, as the version is saved from the same weights right after). To compare the same
+computation the job trains on padded batches (``packing=false``); bench/throughput.py measures what
+packing adds. Runs alternate a, b, a, b... so drifting load on a
 shared machine hits both sides alike; the best of each side is compared. The evaluation job the
 studio queues after each training job is waited for between runs and not counted: the training job
 has succeeded, and its version is usable, before it starts."""

@@ -13,6 +13,8 @@ Used by default for causal-LM packing on CPU, and on CUDA when flash-attn is not
 (worker/fastpath.py)."""
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -37,7 +39,7 @@ def _lengths(cu_seq_lens: torch.Tensor | None, position_ids: torch.Tensor | None
     else:
         starts = (torch.diff(position_ids[0], prepend=position_ids[0, :1] - 1) != 1).nonzero().flatten().tolist()
         bounds = [*starts, total] if starts and starts[0] == 0 else [0, *starts, total]
-    lengths = [b - a for a, b in zip(bounds, bounds[1:]) if b > a]
+    lengths = [b - a for a, b in pairwise(bounds) if b > a]
     if sum(lengths) != total:  # not boundaries of this row (e.g. a row cut by the caller): do not guess
         return None
     _last = (source, lengths)

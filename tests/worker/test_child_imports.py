@@ -55,9 +55,8 @@ from models_db import Job
 from worker.child import skip_bitsandbytes
 
 skip_bitsandbytes(Job(kind="train", config={"method": "lora", "training": {}}))
-from transformers import Trainer  # imports peft, which imports bitsandbytes where it may
-import peft
-from peft import LoraConfig, get_peft_model
+import peft  # the Trainer imports it; it imports bitsandbytes wherever it may
+
 print(sys.modules.get("bitsandbytes", "unloaded"), peft.import_utils.is_bnb_available())
 try:
     import bitsandbytes  # noqa: F401
@@ -67,8 +66,8 @@ except ImportError:
 
 
 def test_a_lora_training_process_runs_without_bitsandbytes():
-    """In its own process (as ``python -m worker.child`` runs): peft and the Trainer import and see no
-    bitsandbytes, as on a machine without it."""
+    """In its own process (as ``python -m worker.child`` runs): peft imports and sees no bitsandbytes, as on
+    a machine without it (the fault tests train through such processes)."""
     pytest.importorskip("bitsandbytes")  # installed here: the switch has something to skip
     p = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=300, check=False)
     assert p.returncode == 0, p.stderr[-3000:]
