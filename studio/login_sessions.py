@@ -22,7 +22,10 @@ from models_db import User, session_scope
 from models_db.schema import LoginSession, utcnow
 from studio.settings import get_settings
 
-HASHED = "sha256:"  # how iterating names a session: by its hash (the token itself is never stored)
+class StoredSession(str):
+    """How iterating names a session: by its stored hash (the token itself is never stored). Only this
+    type indexes by hash; a plain string is always a token and is hashed, so a leaked hash (a database
+    dump, say) presented as a cookie is just an unknown token."""
 
 
 def token_hash(token: str) -> str:
@@ -30,13 +33,13 @@ def token_hash(token: str) -> str:
 
 
 def _key(token: str) -> str:
-    return token[len(HASHED):] if token.startswith(HASHED) else token_hash(token)
+    return str.__str__(token) if isinstance(token, StoredSession) else token_hash(token)
 
 
 class LoginSessions(MutableMapping):
     """``token -> user name`` for the logins that have not expired, of enabled accounts (Gradio's
-    ``app.tokens``). Iterating yields ``sha256:<hash>`` keys, which index it like the token does: that
-    is what Gradio's logout walks to end every session of one person."""
+    ``app.tokens``). Iterating yields :class:`StoredSession` keys (hashes), which index it like the token
+    does: that is what Gradio's logout walks to end every session of one person."""
 
     def _live(self):
         return (select(User.name).join(LoginSession, LoginSession.user_id == User.id)
@@ -70,7 +73,7 @@ class LoginSessions(MutableMapping):
         with session_scope() as db:
             hashes = list(db.scalars(select(LoginSession.token_hash).join(User, LoginSession.user_id == User.id)
                                      .where(LoginSession.expires_at > utcnow(), User.disabled.is_(False))))
-        return iter(HASHED + h for h in hashes)
+        return iter(StoredSession(h) for h in hashes)
 
     def __len__(self) -> int:
         with session_scope() as db:

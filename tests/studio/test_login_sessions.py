@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from models_db import session_scope
 from models_db.schema import LoginSession, utcnow
 from studio import auth
-from studio.login_sessions import HASHED, LoginSessions, cookie_id, token_hash
+from studio.login_sessions import LoginSessions, StoredSession, cookie_id, token_hash
 from tests.backends import backend_env
 from tests.cli import Cli, stop_process, wait_until
 from tests.e2e.conftest import _free_port
@@ -31,9 +31,11 @@ def test_sessions_store_hashes_expire_and_end_with_the_account(backend):
         stored = set(db.scalars(select(LoginSession.token_hash)))
     assert stored == {token_hash(t) for t in ("tok-alice-1", "tok-alice-2", "tok-bob")}
     assert LoginSessions()["tok-bob"] == "bob"  # another mapping (a restarted server) reads the same logins
+    leaked = token_hash("tok-bob")  # a stored hash sent as a cookie is an unknown token, not a login
+    assert leaked not in tokens and f"sha256:{leaked}" not in tokens and tokens.get(leaked) is None
 
     for token in list(tokens.keys()):  # Gradio's /logout: every session of the person, by iterating
-        assert token.startswith(HASHED)
+        assert isinstance(token, StoredSession)
         if tokens[token] == "alice":
             del tokens[token]
     assert "tok-alice-1" not in tokens and "tok-alice-2" not in tokens and tokens["tok-bob"] == "bob"
