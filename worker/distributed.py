@@ -45,11 +45,14 @@ class NullWriter:
 
 
 def save_trained(trainer, method, out_dir: Path) -> None:
-    """Save the trained part. Under FSDP the weights are sharded, so every rank takes part in gathering
-    them (``Trainer.save_model``, which writes on rank 0); otherwise rank 0 saves the unwrapped model
-    with the method's own ``save`` (the other ranks hold the same weights)."""
+    """Save the trained part with the method's own ``save`` (PiSSA/OLoRA conversion, the adapter
+    method's files, the method json; safetensors only), on rank 0. Under FSDP each rank holds a shard:
+    every rank takes part in gathering the full weights (accelerate's ``get_state_dict``, a collective)
+    and rank 0 saves them. Otherwise every rank holds the same weights and rank 0 saves its own."""
     if strategy() == "fsdp":
-        trainer.save_model(str(out_dir))
+        state = trainer.accelerator.get_state_dict(trainer.model)  # the full weights, on rank 0
+        if is_main():
+            method.save(trainer.accelerator.unwrap_model(trainer.model), out_dir, state_dict=state)
     elif is_main():
         method.save(trainer.model, out_dir)
 

@@ -62,3 +62,52 @@ def test_two_cpu_ranks_train_one_version_and_cancel_kills_both(studio):
     too_many = s.submit(gpus=3, max_steps=2)
     job = s.wait_state(too_many, "failed", timeout=60)
     assert "asks for 3 GPUs" in job.error and "2 CPU processes" in job.error
+
+
+@pytest.mark.parametrize("name", ["lora", "full", "adapter"])
+def test_a_sharded_save_writes_the_gathered_weights_through_the_methods_own_save(name, tiny_llama_dir, tmp_path,
+                                                                                 monkeypatch):
+    """Under FSDP each rank holds a shard: ``save_trained`` gathers the full weights (accelerate's
+    ``get_state_dict``, a collective) and rank 0 saves *them* with the method's own ``save``: its files
+    (the method json of full fine-tuning, the adapter method's config), safetensors only, no Trainer
+    pickles. Here one process stands in for the ranks: the model's own weights are zeroed, as a shard
+    would be, and the gathered dict holds the real ones, which must be what lands on disk."""
+    from types import SimpleNamespace
+
+    import torch
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from worker import distributed, methods
+
+    method = methods.get(name)
+    model = method.apply(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), methods.parse_params(name), "causal_lm")
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(0.5)  # the trained weights...
+    gathered = {n: t.clone() for n, t in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # ...which this "rank" no longer holds in full
+
+    accelerator = Accelerator(cpu=True)
+    calls = []
+    monkeypatch.setattr(accelerator, "get_state_dict", lambda m: calls.append(m) or gathered)
+    monkeypatch.setattr(distributed, "strategy", lambda: "fsdp")
+    out = tmp_path / "version"
+    distributed.save_trained(SimpleNamespace(model=model, accelerator=accelerator), method, out)
+
+    assert calls == [model]  # every rank takes part in the gather
+    files = sorted(p.name for p in out.iterdir())
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl", ".md"))], files
+    saved = {}
+    for f in out.glob("*.safetensors"):
+        saved.update(load_file(str(f)))
+    assert saved and all(t.abs().sum() > 0 for t in saved.values())  # the gathered weights, not the zeroed shard
+    if name == "full":
+        assert "studio_method.json" in files and len(saved) >= len(trained) - 1  # tied embeddings are saved once
+    if name == "adapter":
+        assert "adapter_config.json" in files and set(saved) == set(trained)

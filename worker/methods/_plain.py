@@ -13,12 +13,12 @@ def remember(model, name: str, params, task: str) -> None:
     model.studio_method_config = {"method": name, "params": dataclasses.asdict(params), "task": task}
 
 
-def save_model(model, out_dir: Path) -> None:
+def save_model(model, out_dir: Path, state_dict: dict | None = None) -> None:
     """The whole model as safetensors + config.json (it is already standalone), plus the method json."""
     from .base import save_pretrained_only
 
     out_dir = Path(out_dir)
-    save_pretrained_only(model, out_dir)
+    save_pretrained_only(model, out_dir, state_dict=state_dict)
     config = getattr(model, "studio_method_config", None)
     if config:
         (out_dir / METHOD_FILE).write_text(json.dumps(config, indent=2))

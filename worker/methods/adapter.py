@@ -119,15 +119,17 @@ def apply(model, params, task: str):
     return model
 
 
-def _saved_tensors(model) -> dict:
-    """Adapter weights, plus the head for classification (it was trained from scratch)."""
+def _saved_tensors(model, state_dict: dict | None = None) -> dict:
+    """Adapter weights, plus the head for classification (it was trained from scratch); taken from
+    ``state_dict`` when given (full weights gathered from shards), else from the model's parameters."""
     config = model.studio_adapter_config
     heads = tuple(h + "." for h in _arch.head_names(model)) if config["task"] == "seq_cls" else ()
-    return {n: p.detach().contiguous() for n, p in model.named_parameters()
-            if PREFIX in n or (heads and n.startswith(heads))}
+    names = [n for n, _ in model.named_parameters() if PREFIX in n or (heads and n.startswith(heads))]
+    source = state_dict if state_dict is not None else dict(model.named_parameters())
+    return {n: source[n].detach().contiguous() for n in names}
 
 
-def save(model, out_dir: Path) -> None:
+def save(model, out_dir: Path, state_dict: dict | None = None) -> None:
     """Write adapter_model.safetensors and adapter_config.json to ``out_dir``."""
     from safetensors.torch import save_file
 
@@ -135,7 +137,7 @@ def save(model, out_dir: Path) -> None:
         raise MethodError("adapter: this model has no studio adapters to save (apply the adapter method first).")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(_saved_tensors(model), str(out_dir / WEIGHTS_NAME), metadata={"format": "pt"})
+    save_file(_saved_tensors(model, state_dict), str(out_dir / WEIGHTS_NAME), metadata={"format": "pt"})
     (out_dir / CONFIG_NAME).write_text(json.dumps(model.studio_adapter_config, indent=2))
 
 

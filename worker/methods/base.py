@@ -27,9 +27,9 @@ def save_pretrained_only(model, out_dir: Path, **kwargs) -> None:
         (out_dir / "README.md").unlink()
 
 
-def _default_save(model, out_dir: Path) -> None:
+def _default_save(model, out_dir: Path, state_dict: dict | None = None) -> None:
     """Write only safetensors (+ json config): peft adapters or a full transformers model."""
-    save_pretrained_only(model, out_dir)
+    save_pretrained_only(model, out_dir, state_dict=state_dict)
 
 
 def _default_load(base_model, saved_dir: Path, *, trainable: bool = False):
@@ -57,7 +57,8 @@ class Method:
 
     ``apply(model, params, task)`` returns the trainable model (task in ``TASKS``).
     ``load_kwargs(params)`` are extra ``from_pretrained`` kwargs for the base (qlora quantizes).
-    ``save(model, dir)`` writes only safetensors + json; ``load(base, dir, trainable=False)`` rebuilds.
+    ``save(model, dir, state_dict=None)`` writes only safetensors + json (``state_dict``: the model's full
+    weights when they are gathered from shards, as under FSDP, where the model itself holds only a shard); ``load(base, dir, trainable=False)`` rebuilds.
     ``merge(model)`` returns a plain transformers model (consumes ``model``); None if not mergeable.
     ``check(params, model_config)`` validates params against the base's config.json dict, torch-free.
     ``after_optimizer_step(model, global_step)``, when set, must be called by the training loop after
@@ -73,7 +74,7 @@ class Method:
     mergeable: bool
     apply: Callable[[Any, Any, str], Any]
     load_kwargs: Callable[[Any], dict] = _no_load_kwargs
-    save: Callable[[Any, Path], None] = _default_save
+    save: Callable[..., None] = _default_save
     load: Callable[..., Any] = _default_load
     merge: Callable[[Any], Any] | None = None
     default_training: dict = field(default_factory=dict)

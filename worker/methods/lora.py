@@ -100,11 +100,11 @@ def apply(model, params, task: str):
     return wrap("lora", model, params, task)
 
 
-def save(model, out_dir: Path) -> None:
+def save(model, out_dir: Path, state_dict: dict | None = None) -> None:
     """save_pretrained as safetensors; PiSSA/OLoRA are converted to a LoRA for the original base."""
     initial = getattr(model, "studio_initial_adapter", None)
     if initial is None:
-        save_pretrained_only(model, out_dir)
+        save_pretrained_only(model, out_dir, state_dict=state_dict)
         return
     from safetensors.torch import save_file
 
@@ -112,7 +112,8 @@ def save(model, out_dir: Path) -> None:
         init_dir = Path(tmp) / "initial"
         init_dir.mkdir()
         save_file(initial, str(init_dir / "adapter_model.safetensors"))
-        save_pretrained_only(model, out_dir, path_initial_model_for_weight_conversion=str(init_dir))
+        save_pretrained_only(model, out_dir, state_dict=state_dict,
+                             path_initial_model_for_weight_conversion=str(init_dir))
 
 
 METHOD = register(Method(
