@@ -171,7 +171,7 @@ def _fitting_plan(method, est, hw: Hardware, target_batch, unknown_budget) -> Pl
         fits_on = [label for label, g in zip(hw.labels(), budgets) if total <= usable_bytes(g)]
     changes = _changes(est, target_batch)
     if unknown_budget:
-        changes.append("RAM size unknown: assumed enough; give --ram-gb to check")
+        changes.append("RAM size unknown: assumed enough; give the RAM in GB (--ram-gb in the CLI) to check")
     return Plan(method, est, True, fits_on, changes, 0.0, _settings(est, target_batch))
 
 
