@@ -236,6 +236,13 @@ def metric_rows_since(session: Session, job_id: int, after_id: int = 0, *, upto:
     return session.connection().execute(query).all()
 
 
+def has_metrics(session: Session, job_id: int, names) -> bool:
+    """Whether the job has any point of ``names`` (stops at the first: cheap on a long job)."""
+    t = Metric.__table__
+    query = select(t.c.id).where(t.c.job_id == job_id, t.c.name.in_(tuple(names))).limit(1)
+    return session.connection().execute(query).first() is not None
+
+
 def latest_metrics(session: Session, job_id: int) -> tuple[int, dict[str, float]]:
     """(the job's newest metric id, or 0; the newest value of each metric name)."""
     t = Metric.__table__

@@ -347,6 +347,8 @@ def poll(job_id: int | None, cache: dict | None):
     plot = frame if drawn else gr.skip()
     sys_frame = system_frame(cache["system"]) if redraw else None
     sys_plot = sys_frame if sys_frame is not None and not sys_frame.empty else gr.skip()
+    if sys_plot is sys_frame:
+        cache["sys_drawn"] = job_id
     pace = cache["pace"] if cache["pace"] and cache["pace"][4] == job.attempt else None
     return (status_html(job, cache["latest"], pace and pace[:4]), plot, sys_plot, log_tail(job_id),
             _changed(cache, "attempts", attempt_rows(job)), _changed(cache, "queue", queue_rows()), cache)
@@ -376,12 +378,29 @@ def select_job(job_id):
 
 
 def layout(job_id: int | None):
-    """The charts for a training job only: an export, evaluation or combination has no loss curve and no
-    system samples; its log and result are the page. Returns (loss chart, system chart) updates."""
+    """The charts for a training job only, and each only once it has points (an empty chart is a large
+    blank box; :func:`reveal` shows it with its first points): an export, evaluation or combination has no
+    loss curve and no system samples; its log and result are the page. Returns (loss, system) updates."""
     with session_scope() as db:
         job = db.get(Job, job_id) if job_id else None
-        charts = job is None or view(job.kind).charts
-    return gr.LinePlot(visible=charts), gr.LinePlot(visible=charts)
+        if job is None or not view(job.kind).charts:
+            return gr.LinePlot(visible=job is None), gr.LinePlot(visible=job is None)
+        loss, system = jobq.has_metrics(db, job_id, CURVES), jobq.has_metrics(db, job_id, SYSTEM)
+    return gr.LinePlot(visible=loss), gr.LinePlot(visible=system)
+
+
+def reveal(job_id: int | None, cache: dict | None):
+    """After a tick: show a chart that has just drawn its first points (once per job and chart)."""
+    if not cache or cache.get("job") != job_id:
+        return gr.skip(), gr.skip(), cache
+    out = []
+    for chart, drawn in (("loss", "drawn"), ("system", "sys_drawn")):
+        if cache.get(drawn) == job_id and cache.get(f"shown_{chart}") != job_id:
+            cache[f"shown_{chart}"] = job_id
+            out.append(gr.LinePlot(visible=True))
+        else:
+            out.append(gr.skip())
+    return (*out, cache)
 
 
 def pick_from_queue(rows, evt: gr.SelectData):
@@ -416,7 +435,8 @@ def render(shell: Shell) -> None:
                          elem_id="job-queue")
     log = gr.Code(label="Log (last lines)", language=None, lines=12, elem_id="job-log")
     timer = gr.Timer(get_settings().poll_seconds)
-    timer.tick(poll, [shell.job_id, cache], [status, plot, system, log, attempts, queue, cache], show_progress="hidden")
+    timer.tick(poll, [shell.job_id, cache], [status, plot, system, log, attempts, queue, cache],
+               show_progress="hidden").then(reveal, [shell.job_id, cache], [plot, system, cache], show_progress="hidden")
     picker.input(select_job, picker, [shell.job_id, cache])
     queue.select(pick_from_queue, queue, [shell.job_id, cache])
     shell.job_id.change(lambda j: gr.Dropdown(choices=job_choices(), value=j), shell.job_id, picker)

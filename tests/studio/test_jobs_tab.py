@@ -95,7 +95,7 @@ def test_an_export_shows_its_log_and_result_and_no_loss_chart(backend):
     loss_chart, system_chart = jobs.layout(ids["export"])
     assert (loss_chart.visible, system_chart.visible) == (False, False)
     loss_chart, system_chart = jobs.layout(ids["train"])
-    assert (loss_chart.visible, system_chart.visible) == (True, True)
+    assert (loss_chart.visible, system_chart.visible) == (False, False)  # no points yet: no blank boxes
     assert "train loss" in jobs.poll(ids["train"], None)[0]  # a training job keeps its training cards
 
 
@@ -109,3 +109,38 @@ def test_an_evaluation_and_a_combination_show_what_they_measured(backend):
     assert "combine: ties of #4 × 0.7 + #5 × 0.3" in status and ">running for<" in status
     assert "job-done" not in status  # no result while it runs
     assert "(no log yet: the job has not started)" == jobs.poll(ids["combine"], None)[3]
+
+
+def test_a_training_jobs_charts_appear_with_their_first_points(backend):
+    """A chart without points is a large blank box: the job page shows each chart once it has points,
+    on selection when they exist, else right after the tick that draws the first ones."""
+    import gradio as gr
+
+    from models_db import Metric, session_scope
+    from models_db import jobs as jobq
+    from studio.tabs import jobs
+
+    with session_scope() as db:
+        job, _ = jobq.create_job(db, kind="train", config={"method": "lora", "eval_split": 0.0})
+        job_id = job.id
+    assert [c.visible for c in jobs.layout(job_id)] == [False, False]
+    *_, cache = jobs.poll(job_id, None)
+    loss, system, cache = jobs.reveal(job_id, cache)
+    assert loss is gr.skip() or not isinstance(loss, gr.LinePlot)  # still nothing to show
+    assert not isinstance(system, gr.LinePlot)
+
+    with session_scope() as db:
+        db.add_all([Metric(job_id=job_id, step=1, name="loss", value=2.0),
+                    Metric(job_id=job_id, step=2, name="loss", value=1.5)])
+    *_, cache = jobs.poll(job_id, cache)
+    loss, system, cache = jobs.reveal(job_id, cache)
+    assert isinstance(loss, gr.LinePlot) and loss.visible and not isinstance(system, gr.LinePlot)
+    loss, _, cache = jobs.reveal(job_id, cache)
+    assert not isinstance(loss, gr.LinePlot)  # shown once, not re-sent on every tick
+
+    with session_scope() as db:
+        db.add(Metric(job_id=job_id, step=2, name="sys_cpu_pct", value=40.0))
+    *_, cache = jobs.poll(job_id, cache)
+    _, system, cache = jobs.reveal(job_id, cache)
+    assert isinstance(system, gr.LinePlot) and system.visible
+    assert [c.visible for c in jobs.layout(job_id)] == [True, True]  # selected again later: shown at once
