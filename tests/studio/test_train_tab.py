@@ -19,7 +19,7 @@ from studio import cli, services
 from studio.advisor.jobcost import count_trainable, estimate_vs_measured
 from studio.jobspec import TrainSpec, build_train_spec
 from studio.shell import Shell
-from studio.tabs import jobs, train
+from studio.tabs import job_views, train
 from tests.studio import test_advise_cli as cli_tests
 from worker import methods
 
@@ -135,7 +135,7 @@ def test_submit_keeps_the_estimate_and_the_job_shows_it_beside_the_measured_peak
     assert TrainSpec(**job.config).estimate == estimate  # the worker rebuilds its spec from this config
     assert estimate["total_gb"] > estimate["live_gb"] > 0
     assert services.job_json(job)["memory"]["measured_gb"] is None
-    assert "est. " in jobs.status_html(job, [])
+    assert "est. " in job_views.status_html(job, [])
 
     measured = {"metrics": {"peak_memory_gb": 2 * estimate["total_gb"], "peak_memory_kind": "cpu_rss"}}
     with session_scope() as db:
@@ -146,7 +146,7 @@ def test_submit_keeps_the_estimate_and_the_job_shows_it_beside_the_measured_peak
     shown = json.loads(capsys.readouterr().out)["memory"]
     assert shown["error_pct"] == pytest.approx(-50, abs=0.1) and shown["estimated_gb"] == estimate["total_gb"]
     with session_scope() as db:
-        assert "(-50 %)" in jobs.status_html(db.get(Job, job.id), [])
+        assert "(-50 %)" in job_views.status_html(db.get(Job, job.id), [])
     cuda = estimate_vs_measured(job.config, {"metrics": {"peak_memory_gb": estimate["live_gb"],
                                                          "peak_memory_kind": "cuda_allocated"}})
     assert cuda["compared"] == "live_gb" and cuda["error_pct"] == 0  # CUDA measures tensors, not the context

@@ -136,10 +136,10 @@ def test_download_jobs_build_the_zips_with_a_full_model_card(studio, lora):
     assert f"**Data set**: {cfg['dataset']} (id {version.dataset_id})" in card and "**Method**: lora" in card
     assert re.search(r"\| learning_rate \| 0\.005 \|", card) and re.search(r"\| r \| \d+ \|", card)  # hyperparameters
     assert re.search(r"\| train_loss \| [\d.]+ \|", card)  # metrics
-    from studio.tabs import jobs as jobs_tab
+    from studio.tabs import job_views
     from studio.tabs import versions as tab
 
-    assert f"The merged export of version #{lora.id} is ready to download on the Versions tab" in jobs_tab.status_html(job)
+    assert f"The merged export of version #{lora.id} is ready to download on the Versions tab" in job_views.status_html(job)
     message, button = tab.export_status(job.id)
     assert message.startswith(f"Ready: `version-{lora.id}-merged.zip`") and button.visible
     # the same request again reuses the built zip instead of queuing another job
