@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from contextlib import contextmanager
 
 
@@ -23,6 +24,20 @@ class Cli:
     def json(self, *args: str, **kw) -> dict:
         p = self.run(*args, "--json", **kw)
         return json.loads(p.stdout)  # --json prints exactly one JSON object
+
+    def serve(self, *args: str, log_path) -> subprocess.Popen:
+        """`studio serve ARGS` on the env's ``STUDIO_PORT``, returned once its page answers (its output
+        appended to ``log_path``); stop it with :func:`stop_process`."""
+        url = f"http://127.0.0.1:{self.env['STUDIO_PORT']}"
+        with open(log_path, "a") as log:  # the server keeps its own copy of the descriptor
+            proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "serve", *args], env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: answers(url), timeout=90)
+        except BaseException:
+            stop_process(proc)
+            raise
+        return proc
 
     @contextmanager
     def worker(self):
@@ -44,6 +59,15 @@ def stop_process(proc: subprocess.Popen, grace: float = 30) -> None:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 (a server that is up; a login page counts)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def write_instruction_jsonl(path, n: int = 40) -> None:

@@ -6,15 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.backends import backend_env
-from tests.cli import Cli, stop_process, wait_until
+from tests.cli import Cli, stop_process
 
 SHOTS = Path(__file__).parent / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -58,22 +55,11 @@ def studio(tmp_path_factory, tiny_llama_dir):
         cli = Cli(env)
         cli.run("db", "upgrade")
         cli.run("models", "import", str(tiny_llama_dir), "--name", "tiny-llama")
-        log = open(home / "serve.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "serve"], env=cli.env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-
-        def up():
-            try:
-                return urllib.request.urlopen(url, timeout=2).status == 200
-            except OSError:
-                return False
+        proc = cli.serve(log_path=home / "serve.log")
         try:
-            wait_until(up, timeout=90)
-            yield url, cli
+            yield f"http://127.0.0.1:{port}", cli
         finally:
             stop_process(proc)
-            log.close()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from models_db.schema import LoginSession, utcnow
 from studio import auth
 from studio.login_sessions import LoginSessions, StoredSession, cookie_id, token_hash
 from tests.backends import backend_env
-from tests.cli import Cli, stop_process, wait_until
+from tests.cli import Cli, stop_process
 from tests.e2e.conftest import _free_port
 
 
@@ -65,21 +65,7 @@ def test_a_login_survives_a_restart_of_studio_serve(tmp_path):
                            text=True, timeout=60, check=False)
         assert p.returncode == 0, p.stderr
         url = f"http://127.0.0.1:{port}"
-
-        def up():
-            try:
-                return httpx.get(url, timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        def serve():
-            log = open(home / "serve.log", "a")  # noqa: SIM115 - closed with the process
-            proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "serve", "--no-worker"], env=cli.env,
-                                    stdout=log, stderr=subprocess.STDOUT)
-            wait_until(up, timeout=90)
-            return proc
-
-        proc = serve()
+        proc = cli.serve("--no-worker", log_path=home / "serve.log")
         try:
             client = httpx.Client(base_url=url, timeout=10)
             assert client.get("/config").status_code == 401
@@ -89,7 +75,7 @@ def test_a_login_survives_a_restart_of_studio_serve(tmp_path):
             assert token, dict(client.cookies)
         finally:
             stop_process(proc)
-        proc = serve()  # a restart: same cookie name, same login
+        proc = cli.serve("--no-worker", log_path=home / "serve.log")  # a restart: same cookie name, same login
         try:
             assert client.get("/config").status_code == 200
             assert httpx.get(f"{url}/config", timeout=10).status_code == 401  # without the cookie: still no entry

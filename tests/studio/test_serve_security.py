@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.backends import backend_env
-from tests.cli import Cli, stop_process, wait_until
+from tests.cli import Cli, stop_process
 from tests.e2e.conftest import _free_port
 
 PASSWORDS = {"root": "root-password", "alice": "alice-password", "bob": "bob-password"}
@@ -71,21 +71,11 @@ def served(tmp_path_factory):
         _add_user(cli, "alice", "member", "red")
         _add_user(cli, "bob", "member", "blue")
         ids = _seed_exports(cli.env)
-        url = f"http://127.0.0.1:{port}"
-
-        def up():
-            try:
-                return httpx.get(url, timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-        with open(home / "serve.log", "w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "serve", "--host", "0.0.0.0", "--no-worker"],
-                                    env=cli.env, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                wait_until(up, timeout=90)
-                yield {"url": url, "port": port, "home": home.resolve(), "ids": ids, "cli": cli}
-            finally:
-                stop_process(proc)
+        proc = cli.serve("--host", "0.0.0.0", "--no-worker", log_path=home / "serve.log")
+        try:
+            yield {"url": f"http://127.0.0.1:{port}", "port": port, "home": home.resolve(), "ids": ids, "cli": cli}
+        finally:
+            stop_process(proc)
 
 
 def _login(s: dict, name: str) -> httpx.Client:
@@ -201,24 +191,13 @@ def test_embedded_loopback_without_accounts_needs_no_login(tmp_path):
         exports.mkdir(parents=True)
         (exports / "version-1-adapter.zip").write_bytes(b"zip")
         (exports / ".env").write_text("STUDIO_S3_SECRET=x")
-        url = f"http://127.0.0.1:{port}"
-        with open(home / "serve.log", "w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "serve", "--no-worker"], env=cli.env,
-                                    stdout=log, stderr=subprocess.STDOUT)
-            try:
-                wait_until(lambda: _up(url), timeout=90)
-                c = httpx.Client(base_url=url, timeout=10)
-                assert c.get("/config").status_code == 200  # no login
-                assert c.get(f"/gradio_api/file={exports}/version-1-adapter.zip").content == b"zip"
-                s = {"port": port}
-                assert _raw_get(s, f"/gradio_api/file={exports}/.env")[0] == 403
-                assert _raw_get(s, f"/gradio_api/file={exports}/%2e%2e%2fstudio.db")[0] == 403
-            finally:
-                stop_process(proc)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        proc = cli.serve("--no-worker", log_path=home / "serve.log")
+        try:
+            c = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+            assert c.get("/config").status_code == 200  # no login
+            assert c.get(f"/gradio_api/file={exports}/version-1-adapter.zip").content == b"zip"
+            s = {"port": port}
+            assert _raw_get(s, f"/gradio_api/file={exports}/.env")[0] == 403
+            assert _raw_get(s, f"/gradio_api/file={exports}/%2e%2e%2fstudio.db")[0] == 403
+        finally:
+            stop_process(proc)
