@@ -194,14 +194,7 @@ def test_submit_stores_the_queue_and_says_when_no_worker_can_hold_the_job(studio
     assert job.config["estimate"]["device"] == "cuda"
     assert job.queue == f"{base}.mem3.5" and job.message == "" and sent[-1] == ("train", job.id, f"{base}.mem3.5")
 
-    folder = tmp_path / "llama-8b"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(LLAMA_8B))
-    with session_scope() as db:
-        row = BaseModel(name="llama-8b", path=str(folder), source="test")
-        db.add(row)
-        db.flush()
-        big_model = row.id
+    big_model = _add_llama_8b(tmp_path)
     spec = build_train_spec(model_id=big_model, dataset_id=studio["dataset"], method="full", settings={"max_steps": 2})
     job, _ = services.submit_train(spec)  # a full fine-tune of 8B parameters: far beyond a 24 GB card
     need = routing.gpu_need_gb(job.config["estimate"])
@@ -215,6 +208,18 @@ def test_submit_stores_the_queue_and_says_when_no_worker_can_hold_the_job(studio
     shown = json.loads(out)
     assert shown["queue"] == job.queue and shown["message"] == job.message
     assert f"note: job {shown['id']} waits for a worker with >= {need:.1f} GB" in err
+
+
+def _add_llama_8b(tmp_path) -> int:
+    """A base model row with Llama-3-8B's config only (the estimate needs no weights); returns its id."""
+    folder = tmp_path / "llama-8b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(LLAMA_8B))
+    with session_scope() as db:
+        row = BaseModel(name="llama-8b", path=str(folder), source="test")
+        db.add(row)
+        db.flush()
+        return row.id
 
 
 def _queued_job(config: dict, queue: str | None = None) -> int:
@@ -259,14 +264,7 @@ def test_the_sweep_reroutes_a_job_submitted_to_a_cpu_only_fleet_once_gpu_workers
                             settings={"max_steps": 2})
     job, _ = services.submit_train(spec)  # nobody registered: a CPU estimate, the default queue
     assert (job.queue, job.config["estimate"]["device"]) == (base, "cpu")
-    folder = tmp_path / "llama-8b"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(LLAMA_8B))
-    with session_scope() as db:
-        row = BaseModel(name="llama-8b", path=str(folder), source="test")
-        db.add(row)
-        db.flush()
-        big_model = row.id
+    big_model = _add_llama_8b(tmp_path)
     big, _ = services.submit_train(build_train_spec(model_id=big_model, dataset_id=studio["dataset"], method="full",
                                                     settings={"max_steps": 2}))
     assert big.queue == base
