@@ -26,7 +26,8 @@ class Knob:
 
 
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
-OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+BNB_OPTIMIZERS = ("adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit")  # bitsandbytes' (8-bit and paged)
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", *BNB_OPTIMIZERS)
 
 # The TrainingArguments the studio exposes. Fractions below 1 for *_steps mean "of the total steps".
 TRAINING: dict[str, Knob] = {

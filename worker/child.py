@@ -11,6 +11,7 @@ import traceback
 from models_db import Job, JobState, session_scope
 from models_db import jobs as jobq
 from studio import evaluations
+from studio.jobspec import BNB_OPTIMIZERS
 from worker import distributed
 from worker.context import JobContext
 from worker.errors import UserFacingError, humanize
@@ -32,9 +33,6 @@ def _recipe(job: Job):
         module, _, fn = JOB_KINDS[job.kind].partition(":")
         return getattr(importlib.import_module(module), fn)
     raise UserFacingError(f"unknown job kind {job.kind!r}")
-
-
-BNB_OPTIMIZERS = ("adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit")  # studio/jobspec.py OPTIMIZERS
 
 
 def needs_bitsandbytes(job: Job) -> bool:
