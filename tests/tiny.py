@@ -49,8 +49,13 @@ def build_tiny_tokenizer(out_dir: Path):
     return fast
 
 
-def build_tiny_llama(out_dir: Path, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
-    """Save a random 2-layer Llama (about 40k parameters) plus tokenizer to ``out_dir``."""
+# 64 wide (not 32): bitsandbytes' 4-bit CPU fast path needs every quantized layer's width to be a multiple
+# of its 64-wide block, so the quantized tests run the real path on every CPU (worker/methods/qlora.py).
+WIDTH = 64
+
+
+def build_tiny_llama(out_dir: Path, *, layers: int = 2, hidden: int = WIDTH, seed: int = 0) -> Path:
+    """Save a random 2-layer Llama (about 125k parameters) plus tokenizer to ``out_dir``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -76,7 +81,7 @@ def build_tiny_llama(out_dir: Path, *, layers: int = 2, hidden: int = 32, seed: 
     return out_dir
 
 
-def build_tiny_bert(out_dir: Path, *, num_labels: int = 2, seed: int = 0) -> Path:
+def build_tiny_bert(out_dir: Path, *, num_labels: int = 2, seed: int = 0, hidden: int = WIDTH) -> Path:
     """Save a random 2-layer BERT encoder (for sequence classification) plus tokenizer."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
@@ -84,7 +89,7 @@ def build_tiny_bert(out_dir: Path, *, num_labels: int = 2, seed: int = 0) -> Pat
     out_dir = Path(out_dir)
     tok = build_tiny_tokenizer(out_dir)
     config = BertConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=256, num_labels=num_labels,
         pad_token_id=tok.pad_token_id,
     )

@@ -87,22 +87,27 @@ def save_bnb(model, tokenizer, out: Path, fmt: exports.ExportFormat, say) -> dic
     import transformers
     from transformers import BitsAndBytesConfig
 
-    from worker.methods.qlora import SKIP_MODULES
+    from worker.methods.qlora import SKIP_MODULES, narrow_linears
 
     device = bnb_device(fmt.bits)
     cls = getattr(transformers, model.__class__.__name__)
-    if fmt.bits == 8:
-        config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=SKIP_MODULES)
-    else:
-        import torch
-
-        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                    bnb_4bit_compute_dtype=torch.float32, llm_int8_skip_modules=SKIP_MODULES)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         say("saving the merged float32 weights to quantize them")
         model.save_pretrained(tmp, safe_serialization=True)
         del model  # the caller passed its only reference: free the float32 copy before quantizing
         gc.collect()
+        if fmt.bits == 8:
+            config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=SKIP_MODULES)
+        else:
+            import torch
+
+            narrow = narrow_linears(tmp)  # layers the 4-bit blocks cannot hold stay in full precision
+            if narrow:
+                say(f"{len(narrow)} linear layers stay unquantized: their width is not a multiple of the "
+                    f"4-bit block ({', '.join(narrow[:3])}{' ...' if len(narrow) > 3 else ''})")
+            config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                        bnb_4bit_compute_dtype=torch.float32,
+                                        llm_int8_skip_modules=SKIP_MODULES + narrow)
         say(f"quantizing to {fmt.bits}-bit with bitsandbytes on {device}")
         quantized = cls.from_pretrained(tmp, quantization_config=config, device_map={"": device}, use_safetensors=True)
         quantized.save_pretrained(out, safe_serialization=True)

@@ -134,6 +134,29 @@ class Studio:
             time.sleep(0.02)
         raise AssertionError(f"job {job_id} wrote no checkpoint in {timeout} s\n{self.log(job_id)[-3000:]}")
 
+    def hold_after_checkpoint(self, job_id: int, attempt: int = 1, timeout: float = 180) -> int:
+        """Stop the attempt's training process (SIGSTOP) once it has a complete checkpoint and return its
+        pid: the job is then certainly still running, however fast this machine trains, until ``release``.
+        The process runs in slices of 10 ms between checks, so it cannot finish unobserved."""
+        pid = self.current_pid(job_id, attempt)
+        os.kill(pid, signal.SIGSTOP)
+        end = time.monotonic() + timeout
+        while not self.complete_steps(job_id):
+            if time.monotonic() > end or not alive(pid):
+                os.kill(pid, signal.SIGCONT) if alive(pid) else None
+                job = self.job(job_id)
+                raise AssertionError(f"job {job_id} ({job.state}) wrote no checkpoint while held: {job.error}\n"
+                                     f"{self.log(job_id)[-3000:]}")
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.01)
+            os.kill(pid, signal.SIGSTOP)
+        return pid
+
+    @staticmethod
+    def release(pid: int) -> None:
+        """Let a process stopped by ``hold_after_checkpoint`` go on."""
+        os.kill(pid, signal.SIGCONT)
+
     def checkpoints(self, job_id: int) -> Path:
         return self.home / "jobs" / str(job_id) / "checkpoints"
 

@@ -13,8 +13,7 @@ def test_kill9_training_process_resumes_at_last_checkpoint_with_identical_weight
     killed = s.submit()
     reference = s.submit()  # the same run, never interrupted (on the other worker)
 
-    pid = s.current_pid(killed, attempt=1)
-    s.wait_checkpoint(killed)
+    pid = s.hold_after_checkpoint(killed)  # still running when killed, however fast this machine is
     kill9(pid)
     resume_at = max(s.complete_steps(killed))  # the newest complete checkpoint when it died
 

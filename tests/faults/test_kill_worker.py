@@ -12,8 +12,7 @@ def test_kill9_worker_is_reaped_and_another_worker_finishes(services_studio):
     s = services_studio
     lost = s.start_worker()
     job_id = s.submit(max_steps=20)
-    child = s.current_pid(job_id, attempt=1)
-    s.wait_checkpoint(job_id)
+    child = s.hold_after_checkpoint(job_id)  # still running when its worker dies, however fast this machine is
 
     kill9(lost.pid)
     wait_until(lambda: not alive(child), timeout=10, every=0.1)  # no orphan keeps training

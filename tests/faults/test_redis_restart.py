@@ -11,12 +11,15 @@ def test_redis_restart_while_idle_and_during_a_run_loses_no_job(redis_studio):
     s.redis.restart()  # while idle
     running = s.submit(max_steps=40)  # taken by the same worker once it has reconnected
     waiting = s.submit(max_steps=4)  # its message sits in Redis behind the running job...
-    s.wait_checkpoint(running)
+    training = s.hold_after_checkpoint(running)  # held mid-run: this test must not race the machine's speed
 
-    s.redis.kill()  # ...and dies with it, during the run
-    offline = s.submit(max_steps=400)  # the broker is down: stored as queued, not sent
-    assert [s.job(j).state for j in (running, waiting, offline)] == ["running", "queued", "queued"]
-    s.redis.start()
+    try:
+        s.redis.kill()  # ...and dies with it, during the run
+        offline = s.submit(max_steps=400)  # the broker is down: stored as queued, not sent
+        assert [s.job(j).state for j in (running, waiting, offline)] == ["running", "queued", "queued"]
+        s.redis.start()
+    finally:
+        s.release(training)
 
     for job_id in (running, waiting):
         assert s.wait_state(job_id, "succeeded", timeout=180).attempt == 1

@@ -26,7 +26,7 @@ def load_base(model_dir, method=None, params=None, task="causal_lm"):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cls = AutoModelForCausalLM if task == "causal_lm" else AutoModelForSequenceClassification
-    extra = method.load_kwargs(params) if method else {}
+    extra = method.load_kwargs(params, model_dir) if method else {}
     return cls.from_pretrained(str(model_dir), **extra)
 
 
@@ -220,6 +220,30 @@ def test_qlora_quantizes_the_base_and_trains(bits, layer, tiny_llama_dir):
     assert type(model.base_model.model.lm_head).__name__ == "Linear"  # heads stay full precision
     batch = fixed_batch(model.config.vocab_size)
     before = eval_loss(model, batch)
+    train(model, qlora, batch, steps=3)
+    assert eval_loss(model, batch) < before
+
+
+def test_qlora_keeps_layers_narrower_than_the_4bit_block_in_full_precision(tmp_path):
+    # A 32-wide layer crashed bitsandbytes' 4-bit CPU fast path (AVX-512 bf16: "shape '[32, 0]' is
+    # invalid"); such layers now stay unquantized, and the log line and the counts say so.
+    from tests.tiny import build_tiny_llama
+    from worker.methods.qlora import describe, fits_4bit_blocks
+
+    assert fits_4bit_blocks(576, 192) and not fits_4bit_blocks(32, 32) and not fits_4bit_blocks(96, 64)
+    narrow = build_tiny_llama(tmp_path / "narrow", hidden=32)  # q_proj 32x32, up_proj 32->64, down_proj 64->32
+    qlora = methods.get("qlora")
+    params = methods.parse_params("qlora", {"bits": 4})
+    model = qlora.apply(load_base(narrow, qlora, params), params, "causal_lm")
+    layer = model.base_model.model.model.layers[0]
+    assert type(layer.self_attn.q_proj.base_layer).__name__ == "Linear"  # in_features 32: kept
+    down = getattr(layer.mlp.down_proj, "base_layer", layer.mlp.down_proj)  # a LoRA target or not
+    assert type(down).__name__ == "Linear4bit"  # 64 -> 32 fits the blocks
+    line, counts = describe(model)
+    assert counts["quantized_params"] == 2 * 64 * 32 and counts["unquantized_linear_params"] > 0
+    assert "kept in full precision because their width is not a multiple of the 64-wide 4-bit block" in line
+    batch = fixed_batch(model.config.vocab_size)
+    before = eval_loss(model, batch)  # inference under no_grad: the path that took the packed CPU kernel
     train(model, qlora, batch, steps=3)
     assert eval_loss(model, batch) < before
 

@@ -43,7 +43,7 @@ def _default_load(base_model, saved_dir: Path, *, trainable: bool = False):
     return model
 
 
-def _no_load_kwargs(params) -> dict:
+def _no_load_kwargs(params, model_dir=None) -> dict:
     return {}
 
 
@@ -56,7 +56,10 @@ class Method:
     """One fine-tuning method: its params class, how to apply, save, reload and merge it.
 
     ``apply(model, params, task)`` returns the trainable model (task in ``TASKS``).
-    ``load_kwargs(params)`` are extra ``from_pretrained`` kwargs for the base (qlora quantizes).
+    ``load_kwargs(params, model_dir=None)`` are extra ``from_pretrained`` kwargs for the base in
+    ``model_dir`` (qlora quantizes, and leaves the layers its 4-bit blocks cannot hold in full precision).
+    ``describe(model)``, when set, returns a job-log line and counts for the version's metrics about what
+    the method did to the base (qlora: how many weights are quantized, which layers are not).
     ``save(model, dir, state_dict=None)`` writes only safetensors + json (``state_dict``: the model's full
     weights when they are gathered from shards, as under FSDP, where the model itself holds only a shard); ``load(base, dir, trainable=False)`` rebuilds.
     ``merge(model)`` returns a plain transformers model (consumes ``model``); None if not mergeable.
@@ -73,13 +76,14 @@ class Method:
     summary: str
     mergeable: bool
     apply: Callable[[Any, Any, str], Any]
-    load_kwargs: Callable[[Any], dict] = _no_load_kwargs
+    load_kwargs: Callable[..., dict] = _no_load_kwargs
     save: Callable[..., None] = _default_save
     load: Callable[..., Any] = _default_load
     merge: Callable[[Any], Any] | None = None
     default_training: dict = field(default_factory=dict)
     check: Callable[[Any, dict | None], None] = _no_check
     after_optimizer_step: Callable[[Any, int], None] | None = None
+    describe: Callable[[Any], tuple[str, dict]] | None = None
     count_as: str | None = None
     packable: bool = True
 

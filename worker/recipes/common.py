@@ -143,8 +143,13 @@ def make_trainable(ctx: JobContext, job: TrainJob, method, model, params, task: 
     counts = count_parameters(model)
     ctx.say(f"{job.spec.method}: {counts['trainable']:,} of {counts['total']:,} parameters trainable "
             f"({100 * counts['ratio']:.3f}%)")
-    return model, {"trainable_params": counts["trainable"], "total_params": counts["total"],
-                   "trainable_ratio": counts["ratio"]}
+    sizes = {"trainable_params": counts["trainable"], "total_params": counts["total"],
+             "trainable_ratio": counts["ratio"]}
+    if method.describe:  # e.g. qlora: what is quantized, and which layers stayed in full precision
+        line, extra = method.describe(model)
+        ctx.say(line)
+        sizes.update(extra)
+    return model, sizes
 
 
 def build_trainer(ctx: JobContext, job: TrainJob, method, args: TrainingArguments, **trainer_kwargs) -> Trainer:

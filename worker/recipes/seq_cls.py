@@ -68,7 +68,7 @@ def train(ctx: JobContext) -> dict:
         return load_classifier(path, report.labels, tokenizer, **kwargs)
 
     set_seed(job.training["seed"])
-    model = common.load_start(ctx, job, load, method.load_kwargs(params))
+    model = common.load_start(ctx, job, load, method.load_kwargs(params, job.base.path))
 
     # 3. The method makes the model trainable; the head always trains in full.
     model, sizes = common.make_trainable(ctx, job, method, model, params, "seq_cls")

@@ -39,7 +39,7 @@ def train(ctx: JobContext) -> dict:
     #    FlashAttention-2 where installed (16-bit weights on CUDA), else PyTorch SDPA (worker/fastpath.py).
     attn = fastpath.load_kwargs(cuda=job.cuda, half_precision_weights=job.base_dtype != torch.float32)
     load = functools.partial(AutoModelForCausalLM.from_pretrained, **attn)
-    model = common.load_start(ctx, job, load, method.load_kwargs(params))
+    model = common.load_start(ctx, job, load, method.load_kwargs(params, job.base.path))
     #    Packed rows without FlashAttention: SDPA on each example, not a dense mask over the whole row.
     if spec.packing and fastpath.packed_attention(model):
         ctx.say("fast path: packed rows attend per example (SDPA, no dense mask)")
