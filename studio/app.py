@@ -24,6 +24,7 @@ def build_app() -> gr.Blocks:
             for tab_id, label, module in TABS:
                 with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}") as tab_objs[tab_id]:
                     module.render(shell)
+            shell.wire_pending()
         # each tab refreshes its lists when opened, and all of them once when the page loads
         for tab_id, (fn, inputs, outputs) in shell.on_select.items():
             tab_objs[tab_id].select(fn, inputs, outputs)

@@ -12,8 +12,29 @@ class Shell:
     job_id: gr.State  # the job this browser tab watches (per user, never global)
     # tab id -> (handler, inputs, outputs): refreshed when the tab is opened and when the page loads
     on_select: dict = field(default_factory=dict)
-    # name -> gr.State one tab writes and another listens to ("train_settings": the Advisor fills the Train form)
-    handoff: dict = field(default_factory=dict)
+    # tab id -> (fill(payload) -> values, outputs): a tab whose form another tab can fill (the Train form)
+    receivers: dict = field(default_factory=dict)
+    # wiring that needs every tab rendered first (a button on one tab whose outputs are on a later tab)
+    pending: list = field(default_factory=list)
+
+    def hand_to(self, tab_id: str, trigger, make_payload, inputs: list) -> None:
+        """When ``trigger`` fires (e.g. ``button.click``), ``make_payload(*inputs)`` fills tab ``tab_id``'s
+        form and opens that tab, in one update: the fields, their choices and the tab switch arrive together,
+        so the tab's own refresh on opening reads the filled values and cannot put back older ones."""
+        def wire() -> None:
+            fill, outputs = self.receivers[tab_id]
+
+            @friendly
+            def handler(*args):
+                return [*fill(make_payload(*args)), gr.Tabs(selected=tab_id)]
+            trigger(handler, inputs, [*outputs, self.tabs])
+        self.pending.append(wire)
+
+    def wire_pending(self) -> None:
+        """Run the wiring that waited for every tab (build_app calls this once, after the last tab)."""
+        for wire in self.pending:
+            wire()
+        self.pending.clear()
 
 
 def friendly(fn):

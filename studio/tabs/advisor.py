@@ -6,7 +6,6 @@ rule, article and numbers, the whole tree with the path highlighted, a memory ta
 the suggested settings, which "Use these settings" copies into the Train form."""
 from __future__ import annotations
 
-import uuid
 
 import gradio as gr
 import pandas as pd
@@ -25,7 +24,6 @@ from studio.shell import Shell, friendly
 TASK_LABELS = {"classification": "classification", "instruction": "instruction following",
                "domain": "domain adaptation", "style": "style / tone", "generation": "open generation",
                "multi_task": "several tasks sharing one base", "cross_task": "cross-task (e.g. legal documents)"}
-SETTINGS = "train_settings"  # the shell.handoff key the Train tab listens to
 
 
 def model_choices() -> list[tuple[str, int | None]]:
@@ -141,21 +139,19 @@ def run(model_id, params_b, dataset_id, examples, p95, gpu_text, cpu_only, ram_g
 
 
 @friendly
-def use_settings(kept: dict | None):
-    """Hand the recommended method and settings to the Train form, and open the Train tab."""
+def use_settings(kept: dict | None) -> dict:
+    """What "Use these settings" hands the Train form: the advice's model, data set, method and every
+    suggested value (studio/tabs/train.py fills the form from it and opens the tab)."""
     if not kept:
         raise gr.Error("Ask for advice first.")
     if not kept.get("method"):
         raise gr.Error("Nothing fits this hardware, so there are no settings to use: see what would make it fit.")
-    # the nonce makes a second click on the same advice a change, so the Train form is filled again
-    settings = {"method": kept["method"], "settings": kept["hyperparameters"], "model_id": kept.get("model_id"),
-                "dataset_id": kept.get("dataset_id"), "nonce": uuid.uuid4().hex}
-    return settings, gr.Tabs(selected="train")
+    return {"method": kept["method"], "settings": kept["hyperparameters"], "model_id": kept.get("model_id"),
+            "dataset_id": kept.get("dataset_id")}
 
 
 def render(shell: Shell) -> None:
     kept = gr.State(None)
-    handoff = shell.handoff.setdefault(SETTINGS, gr.State(None))
     gr.Markdown("Tell the studio about the job; it walks the articles' decision tree, checks every method's memory "
                 "against your GPUs, and suggests settings. Fields are filled from the studio where it knows them.")
     with gr.Row(equal_height=False):
@@ -212,7 +208,7 @@ def render(shell: Shell) -> None:
     inputs = [model, params_b, dataset, examples, p95, gpu_text, cpu_only, ram_gb, task, complexity, quality,
               deploy, latency, seq_len, batch_size]
     go.click(run, inputs, [summary, tree, path, memory, hyper, kept, use])
-    use.click(use_settings, kept, [handoff, shell.tabs])
+    shell.hand_to("train", use.click, use_settings, [kept])
     model.change(describe_model, model, model_note, show_progress="hidden")
     gr.on([model.change, dataset.change], fill_from_dataset, [dataset, model], [examples, p95, data_note],
           show_progress="hidden")

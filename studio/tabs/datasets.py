@@ -172,11 +172,22 @@ def inspect(source: dict | None, fmt: str, mapping: dict | None, model_id, max_l
             gr.BarPlot(value=labels, visible=labels is not None), rendered_html(report.preview, model, model_name)]
 
 
+# What belongs to one file, and the value each starts from: a new file (or a version opened for correcting)
+# starts from these, so a name, a "drop the bad rows" tick or a "Registered #N" line is never carried over
+# to the next file. The model and max_seq_length are about the model, not the file: they stay.
+PER_FILE = {"name": "", "eval_ratio": 0, "eval_seed": 42, "eval_file": None, "drop_bad": False, "status": ""}
+
+
+def clean_form() -> list:
+    """The per-file fields' starting values, in :data:`PER_FILE` order."""
+    return list(PER_FILE.values())
+
+
 @friendly
 def on_upload(file_path: str | None, model_id, max_len):
-    """A new file: detect its format and mapping from scratch."""
+    """A new file: detect its format and mapping from scratch, on a clean form."""
     source = {"path": file_path, "name": Path(file_path).name, "parent": None} if file_path else None
-    return [source, "", *inspect(source, "auto", None, model_id, max_len)]
+    return [source, "", *inspect(source, "auto", None, model_id, max_len), *clean_form()]
 
 
 @friendly
@@ -283,7 +294,7 @@ def edit_version(dataset_id, model_id, max_len):
         fmt, mapping, name = d.format, dict(d.mapping), d.name
     note = (f"Correcting the mapping of **#{source['parent']} {name}** (`{source['name']}`). Registering makes a new "
             "version of it, with the same split; the old version stays as it is.")
-    return [source, note, *inspect(source, fmt, mapping, model_id, max_len)]
+    return [source, note, *inspect(source, fmt, mapping, model_id, max_len), *clean_form()]
 
 
 def refresh():
@@ -301,7 +312,7 @@ def render(shell: Shell) -> None:
                              elem_id="dataset-upload")
             source_note = gr.Markdown(elem_id="dataset-source-note")
             with gr.Row():
-                name = gr.Textbox(label="Name", placeholder="defaults to the file name")
+                name = gr.Textbox(label="Name", placeholder="defaults to the file name", elem_id="dataset-name")
                 fmt = gr.Dropdown(FORMATS, value="auto", label="Format", elem_id="dataset-format")
             with gr.Accordion("Column mapping (field ← your column)", open=True), gr.Row():
                 fields = [gr.Dropdown(label=f, choices=[NONE], value="", visible=False, elem_id=f"map-{f}")
@@ -317,7 +328,7 @@ def render(shell: Shell) -> None:
                                   info="0: none stored; then each job holds out its own eval_split")
                 seed = gr.Number(value=42, precision=0, label="Seed", info="picks the held-out rows")
                 eval_file = gr.File(label="…or a separate eval file (same columns)", type="filepath")
-            drop_bad = gr.Checkbox(label="Drop the bad rows", value=False)
+            drop_bad = gr.Checkbox(label="Drop the bad rows", value=False, elem_id="dataset-drop-bad")
             register_btn = gr.Button("Register data set", variant="primary", elem_id="register-dataset")
             status = gr.Markdown(elem_id="dataset-status")
             report = gr.Markdown(elem_id="dataset-report")
@@ -337,7 +348,9 @@ def render(shell: Shell) -> None:
             details = gr.Markdown(value=lambda: details_markdown(None), elem_id="dataset-details")
             edit_btn = gr.Button("Correct the mapping of this version", elem_id="edit-dataset")
     checked = [fmt, *fields, report, preview, hist, labels, rendered]
-    upload.change(on_upload, [upload, model, max_len], [source, source_note, *checked])
+    per_file = dict(name=name, eval_ratio=ratio, eval_seed=seed, eval_file=eval_file, drop_bad=drop_bad, status=status)
+    assert list(per_file) == list(PER_FILE)
+    upload.change(on_upload, [upload, model, max_len], [source, source_note, *checked, *per_file.values()])
     fmt.input(on_format, [source, fmt, model, max_len], checked)
     for control in (*fields, model, max_len):
         control.input(on_mapping, [source, fmt, model, max_len, *fields], checked)
@@ -346,5 +359,5 @@ def render(shell: Shell) -> None:
     picker.change(details_markdown, picker, details)
     picker.change(lambda d: sharing.shared_box("dataset", d), picker, share)
     share.input(sharing.toggle("dataset"), [picker, share], share)
-    edit_btn.click(edit_version, [picker, model, max_len], [source, source_note, *checked])
+    edit_btn.click(edit_version, [picker, model, max_len], [source, source_note, *checked, *per_file.values()])
     shell.on_select["datasets"] = (refresh, [], [model, table, picker])

@@ -40,7 +40,6 @@ LAYOUT = [
 ]
 METHOD_MAIN = 4  # a method's first fields are shown; the rest wait under "More options"
 PER_ROW = 4
-SETTINGS = "train_settings"  # the shell.handoff key the Advisor writes
 
 
 def component_for(name: str, kind: type, default, help_: str, *, choices=None, elem_id: str | None = None):
@@ -157,17 +156,24 @@ def form_values(method: str, settings: dict) -> list:
     return out
 
 
-def apply_suggestion(suggestion: dict | None):
-    """The Advisor's "Use these settings": pick its model, data set and method and fill the form."""
-    if not suggestion:
-        n = 4 + len(methods.names()) + len(SPECS)
-        return [gr.skip()] * n
-    method = suggestion["method"]
-    model_id, dataset_id = suggestion.get("model_id"), suggestion.get("dataset_id")
+def fill_from_advice(advice: dict) -> list:
+    """The Advisor's "Use these settings": the form gets the advice's model and data set (with fresh
+    choices, so a data set registered since the page loaded is there), its method and every suggested
+    value, the rest back to the defaults, and a line that says where they came from. Outputs:
+    ``[model, dataset, method, note, *method groups, *every field, filled]``."""
+    method = advice["method"]
+    model_id, dataset_id = advice.get("model_id"), advice.get("dataset_id")
+    models, data = model_choices(), dataset_choices()
     shows = [gr.Group(visible=name == method) for name in methods.names()]
-    gr.Info(f"Filled the form with the Advisor's {method} settings; check them and start training.")
-    return [gr.skip() if model_id is None else model_id, gr.skip() if dataset_id is None else dataset_id,
-            method, _note(methods.get(method)), *shows, *form_values(method, suggestion.get("settings", {}))]
+    suggested = advice.get("settings", {})
+    where = (f"data set #{dataset_id}" if dataset_id is not None else "no data set (pick one)") + \
+        (f" on {dict((v, k) for k, v in models).get(model_id, f'model #{model_id}')}" if model_id is not None else "")
+    filled = (f"Filled from the advice for {where}: **{method}** and {len(suggested)} suggested settings "
+              f"({', '.join(sorted(suggested))}); every other field is back to its default.")
+    gr.Info(f"Filled the form from the advice for {where}; check it and start training.")
+    return [gr.Dropdown(choices=models, value=model_id if model_id is not None else _keep(None, models)),
+            gr.Dropdown(choices=data, value=dataset_id if dataset_id is not None else None),
+            method, _note(methods.get(method)), *shows, *form_values(method, suggested), filled]
 
 
 def _task(db, dataset_id) -> str | None:
@@ -269,6 +275,7 @@ def render(shell: Shell) -> None:
         method = gr.Dropdown(methods.names(), value="lora", label="Method", elem_id="train-method")
         parent = gr.Dropdown(label="Continue from version", elem_id="train-parent")
     note = gr.Markdown(_note(methods.get("lora")))
+    filled = gr.Markdown(elem_id="train-filled")  # "Filled from the advice for data set #1 ..."
     cost_line = gr.Markdown(elem_id="train-cost", elem_classes=["train-cost"])
     inputs: dict = {}
     groups = _method_groups(inputs, "lora")
@@ -285,6 +292,7 @@ def render(shell: Shell) -> None:
                     [shell.job_id, shell.tabs, nonce])
     gr.on([model.change, dataset.change, method.change, *(c.change for c in ordered)], cost,
           [model, dataset, method, *ordered], cost_line, trigger_mode="always_last", show_progress="hidden")
-    suggested = shell.handoff.setdefault(SETTINGS, gr.State(None))
-    suggested.change(apply_suggestion, suggested, [model, dataset, method, note, *groups.values(), *ordered])
+    # once the person picks another model, data set or method, the form is no longer the advice's
+    gr.on([model.input, dataset.input, method.input], lambda: "", None, filled, show_progress="hidden")
+    shell.receivers["train"] = (fill_from_advice, [model, dataset, method, note, *groups.values(), *ordered, filled])
     shell.on_select["train"] = (refresh_choices, [model, dataset, parent, after], [model, dataset, parent, after])

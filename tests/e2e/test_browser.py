@@ -22,32 +22,53 @@ def test_upload_train_watch_download(studio, page, tmp_path):
     page.goto(url)
     page.get_by_text("FineTune Studio").first.wait_for()
 
-    # Datasets: upload, see the report and the preview, register
+    # Datasets: upload, see the report and the preview, name it, register
     data = tmp_path / "arith.jsonl"
     write_instruction_jsonl(data, 40)
     page.locator("#dataset-upload input[type=file]").set_input_files(str(data))
     page.get_by_text("40 usable").wait_for(timeout=30_000)
+    page.locator("#dataset-name input, #dataset-name textarea").first.fill("arith")
+    page.locator("#dataset-drop-bad input").check()
     page.locator("#register-dataset").click()
     page.locator("#dataset-status").get_by_text("Registered data set").wait_for(timeout=30_000)
     shot(page, "1-datasets")
 
-    # Advisor: the tree is drawn with the path taken, every method's memory is estimated, and its
-    # settings fill the Train form
+    # The next file starts from a clean form: no old name, no "drop the bad rows" tick, no old status line
+    page.locator("#dataset-upload button[aria-label='Clear']").first.click()
+    other = tmp_path / "other.jsonl"
+    write_instruction_jsonl(other, 24)
+    page.locator("#dataset-upload input[type=file]").set_input_files(str(other))
+    page.get_by_text("24 usable").wait_for(timeout=30_000)
+    expect(page.locator("#dataset-name input, #dataset-name textarea").first).to_have_value("")
+    expect(page.locator("#dataset-drop-bad input")).not_to_be_checked()
+    expect(page.locator("#dataset-status")).not_to_contain_text("Registered")
+    shot(page, "1a-datasets-next-file")
+    page.locator("#register-dataset").click()
+    page.locator("#dataset-status").get_by_text("#2 other").wait_for(timeout=30_000)
+
+    # Advisor: advice for data set #1 (not the newest); the tree is drawn with the path taken, every
+    # method's memory is estimated, and its settings fill the Train form for that same data set
     open_tab(page, "Advisor")
+    page.locator("#adv-dataset input").click()
+    page.get_by_role("option", name=re.compile(r"^#1 arith")).click()
+    expect(page.locator("#adv-dataset input")).to_have_value(re.compile(r"^#1 arith"))
     page.locator("#adv-run").click()
     expect(page.locator("#adv-summary h3").first).to_contain_text("Recommended", timeout=30_000)
     expect(page.locator("#adv-tree svg .chosen").first).to_be_attached(timeout=30_000)
     expect(page.locator("#adv-memory")).to_contain_text("lora", timeout=10_000)
     shot(page, "1b-advisor")
     page.locator("#adv-use").click()
-    expect(page.locator("#train-cost")).to_contain_text("parameters train", timeout=30_000)
 
-    # Train: the tiny model and the data set are preselected; LoRA with a short run
-    open_tab(page, "Train")
+    # Train: opened by the button, with the advice's model, data set #1 and method, and says so
+    expect(page.locator("#train-filled")).to_contain_text("Filled from the advice for data set #1", timeout=30_000)
+    expect(page.locator("#train-dataset input")).to_have_value(re.compile(r"^#1 arith"), timeout=15_000)
+    expect(page.locator("#train-cost")).to_contain_text("parameters train", timeout=30_000)
+    page.wait_for_timeout(1500)  # the tab's own refresh on opening has run: it must not have changed the pick
+    expect(page.locator("#train-dataset input")).to_have_value(re.compile(r"^#1 arith"))
+    shot(page, "1c-train-filled-from-advice")
     page.locator("#train-method input").click()
     page.get_by_role("option", name="lora", exact=True).click()
     expect(page.locator("#train-method input")).to_have_value("lora")
-    expect(page.locator("#train-dataset input")).to_have_value(re.compile("arith"), timeout=15_000)
     # packed batches make a tiny step take milliseconds: enough steps that the page sees the job mid-run
     for key, value in {"max_steps": "600", "learning_rate": "0.002", "per_device_train_batch_size": "8",
                        "eval_split": "0.1", "eval_steps": "100", "max_seq_length": "64"}.items():

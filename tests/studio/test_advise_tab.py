@@ -90,21 +90,45 @@ def test_cpu_only_and_bad_answers(studio):
 
 def test_use_these_settings_fills_the_train_form(studio):
     *_, kept, _ = run(studio["tiny-llama"], gpus="24", dataset=studio["dataset"], examples=40, p95=30, task="style")
-    handoff, tabs = tab.use_settings(kept)
-    assert tabs.selected == "train" and handoff["method"] == kept["method"] == "lora"
-    out = train.apply_suggestion(handoff)
+    handoff = tab.use_settings(kept)
+    assert handoff["method"] == kept["method"] == "lora" and handoff["dataset_id"] == studio["dataset"]
+    out = train.fill_from_advice(handoff)
     model, dataset, method, _note = out[:4]
-    assert (model, dataset, method) == (studio["tiny-llama"], studio["dataset"], "lora")
-    groups, values = out[4:4 + len(train.methods.names())], out[4 + len(train.methods.names()):]
+    assert (model.value, dataset.value, method) == (studio["tiny-llama"], studio["dataset"], "lora")
+    assert studio["dataset"] in [v for _, v in dataset.choices]  # offered, even if registered after page load
+    groups = out[4:4 + len(train.methods.names())]
+    values, filled = out[4 + len(train.methods.names()):-1], out[-1]
+    assert f"Filled from the advice for data set #{studio['dataset']} on tiny-llama" in filled
     assert [g.visible for g in groups] == [n == "lora" for n in train.methods.names()]
     form = {(o, k): v for (o, k, _), v in zip(train.SPECS, values)}
     hp = kept["hyperparameters"]
     assert form[("lora", "r")] == hp["r"] == 8  # 001: narrow adaptation (style) -> r <= 8
-    assert form[("lora", "target_modules")] == "attention"
-    assert form[("training", "learning_rate")] == hp["learning_rate"]
-    assert form[("training", "max_seq_length")] == hp["max_seq_length"]
+    for key, value in hp.items():  # every suggested value lands in its field
+        owner = "training" if ("training", key) in form else "lora"
+        assert form[(owner, key)] == value, key
     assert form[("training", "max_steps")] == -1  # not suggested: back to the default (train by epochs)
     # the filled form is one the studio accepts as a job
-    spec = train.build_train_spec(model_id=model, dataset_id=dataset, method=method,
+    spec = train.build_train_spec(model_id=model.value, dataset_id=dataset.value, method=method,
                                   settings=train._collect(method, values))
     assert spec.method_params["r"] == 8 and spec.training["learning_rate"] == hp["learning_rate"]
+
+
+def test_use_these_settings_fills_and_opens_the_train_tab_in_one_update(studio):
+    # The tab switch and the fields arrive together, so the Train tab's refresh on opening (which keeps
+    # what is picked) cannot put back the data set it showed before: it once showed the newest, #2.
+    from studio.shell import Shell
+
+    with gr.Blocks():
+        with gr.Tabs() as tabs:
+            shell = Shell(tabs=tabs, job_id=gr.State(None))
+            with gr.Tab("Advisor", id="advisor"):
+                tab.render(shell)
+            with gr.Tab("Train", id="train"):
+                train.render(shell)
+            shell.wire_pending()
+        use = next(d for d in gr.context.Context.root_block.fns.values() if d.name == "handler")
+    outputs = [o._id for o in use.outputs]
+    assert outputs[-1] == tabs._id and len(outputs) == len(shell.receivers["train"][1]) + 1
+    *_, kept, _ = run(studio["tiny-llama"], gpus="24", dataset=studio["dataset"], examples=40, p95=30)
+    *fields, switch = use.fn(kept)
+    assert switch.selected == "train" and fields[1].value == studio["dataset"]

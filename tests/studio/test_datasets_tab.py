@@ -35,13 +35,22 @@ def field(outputs, name):
     return outputs[DROPDOWNS][tab.FIELD_NAMES.index(name)]
 
 
+def upload(*args) -> list:
+    """on_upload's outputs without the per-file fields it resets (tested on their own below)."""
+    return tab.on_upload(*args)[:-len(tab.PER_FILE)]
+
+
+def edit(*args) -> list:
+    return tab.edit_version(*args)[:-len(tab.PER_FILE)]
+
+
 def values(outputs) -> list:
     return [d.value for d in outputs[DROPDOWNS]]
 
 
 def test_unknown_columns_are_offered_for_a_mapping_by_hand(backend, tmp_path, model_id):
     path = write(tmp_path, "qa.jsonl", jsonl(QA))
-    source, note, *out = tab.on_upload(str(path), model_id, 512)
+    source, note, *out = upload(str(path), model_id, 512)
     assert source == {"path": str(path), "name": "qa.jsonl", "parent": None} and note == ""
     assert out[-5].startswith("**Cannot use this file.** qa.jsonl: the columns do not match any known format")
     out = tab.on_format(source, "instruction", model_id, 512)
@@ -66,7 +75,7 @@ def test_unknown_columns_are_offered_for_a_mapping_by_hand(backend, tmp_path, mo
 
 def test_a_short_max_seq_length_reports_rows_too_long(backend, tmp_path, model_id):
     path = write(tmp_path, "qa.jsonl", jsonl([{"instruction": r["q"], "output": r["a"]} for r in QA]))
-    out = tab.on_upload(str(path), model_id, 512)[2:]
+    out = upload(str(path), model_id, 512)[2:]
     out = tab.on_mapping({"path": str(path), "name": "qa.jsonl"}, "instruction", model_id, 10, *values(out))
     assert "Cannot use this file" in out[-5] and "all 12 rows are longer than max_seq_length" in out[-5]
     assert field(out, "output").visible and field(out, "output").value == "output"  # still there to correct
@@ -77,7 +86,7 @@ def test_a_short_max_seq_length_reports_rows_too_long(backend, tmp_path, model_i
 
 def test_classification_shows_the_label_distribution(backend, tmp_path):
     path = write(tmp_path, "cls.csv", "text,label\ngood,pos\nbad,neg\nfine,pos\n")
-    out = tab.on_upload(str(path), "", 512)[2:]
+    out = upload(str(path), "", 512)[2:]
     hist, labels = out[-3:-1]
     assert out[0].value == "classification" and labels.visible
     assert labels.value["data"] == [["pos", 2], ["neg", 1]]
@@ -86,7 +95,7 @@ def test_classification_shows_the_label_distribution(backend, tmp_path):
 
 def test_register_with_a_split_then_correct_the_mapping(backend, tmp_path, model_id):
     path = write(tmp_path, "qa.jsonl", jsonl([r | {"instruction": r["q"], "output": r["a"]} for r in QA]))
-    source, _, *out = tab.on_upload(str(path), model_id, 512)
+    source, _, *out = upload(str(path), model_id, 512)
     status, table, picker, details = tab.register(source, "arith", "instruction", model_id, 512, 0.25, 3, None, False,
                                                   *values(out))
     assert status == "Registered data set **#1 arith** — 9 rows, 3 eval rows (instruction)."
@@ -97,7 +106,7 @@ def test_register_with_a_split_then_correct_the_mapping(backend, tmp_path, model
     assert "- jobs: none yet" in details and "`instruction` ← `instruction`" in details
     # correct the mapping of version 1: the kept upload is checked again, registering derives version 2
     path.unlink()
-    source, note, *out = tab.edit_version(1, model_id, 512)
+    source, note, *out = edit(1, model_id, 512)
     assert source["parent"] == 1 and "Correcting the mapping of **#1 arith**" in note
     assert field(out, "instruction").value == "instruction"
     picks = dict(zip(tab.FIELD_NAMES, values(out))) | {"instruction": "q", "output": "a"}
@@ -116,5 +125,27 @@ def test_errors_reach_the_person_as_messages(backend):
     with pytest.raises(gr.Error, match="Upload a file first"):
         tab.register(None, "", "auto", "", 512, 0, 42, None, False, *[""] * len(tab.FIELD_NAMES))
     with pytest.raises(gr.Error, match="Pick a registered data set first"):
-        tab.edit_version(None, "", 512)
-    assert tab.on_upload(None, "", 512)[0] is None
+        edit(None, "", 512)
+    assert upload(None, "", 512)[0] is None
+
+
+def test_a_new_file_starts_from_a_clean_form(backend, tmp_path, model_id):
+    # Registering one file and uploading the next kept its Name, the "Drop the bad rows" tick and the
+    # "Registered #N" line: the next file could have been registered under the old name, dropping rows.
+    path = write(tmp_path, "qa.jsonl", jsonl([{"instruction": r["q"], "output": r["a"]} for r in QA]))
+    out = tab.on_upload(str(path), model_id, 512)
+    fresh = dict(zip(tab.PER_FILE, out[-len(tab.PER_FILE):]))
+    assert fresh == {"name": "", "eval_ratio": 0, "eval_seed": 42, "eval_file": None, "drop_bad": False, "status": ""}
+    tab.register(out[0], "first", "instruction", model_id, 512, 0, 42, None, True, *values(out[2:]))
+    out = tab.edit_version(1, model_id, 512)  # correcting a version starts clean too
+    assert dict(zip(tab.PER_FILE, out[-len(tab.PER_FILE):]))["drop_bad"] is False
+
+
+def test_the_tab_resets_every_per_file_field_on_upload(backend):
+    with gr.Blocks() as demo:
+        from studio.shell import Shell
+
+        tab.render(Shell(tabs=None, job_id=None))
+    upload_event = next(d for d in demo.fns.values() if d.name == "on_upload")
+    ids = {c.elem_id for c in upload_event.outputs}
+    assert {"dataset-name", "dataset-drop-bad", "dataset-status"} <= ids

@@ -172,8 +172,9 @@ def test_every_method_trains_saves_and_reloads_a_classifier(name, studio, tiny_b
     assert head, f"{name} left the classification head frozen"
     batch = encode(tiny_bert_dir, toy_rows(8))
     load_kwargs = methods.get(name).load_kwargs(methods.parse_params(name, version.config["method_params"]))
+    atol = 2e-3 if load_kwargs else 1e-5  # bitsandbytes' 4-bit CPU kernel computes in bf16 on AVX-512 machines
     torch.testing.assert_close(logits(reload(version, tiny_bert_dir, **load_kwargs), batch), logits(model, batch),
-                               atol=1e-5, rtol=0)
+                               atol=atol, rtol=0)
 
 
 def test_decoder_with_a_classification_head(studio, tiny_llama_dir, trained_models):
