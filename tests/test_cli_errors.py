@@ -99,3 +99,19 @@ def test_bad_settings_fail_before_queueing(model_and_data, setting, needle):
 def test_unknown_model_and_dataset(cli):
     p = cli.run("train", "--model", "nope", "--dataset", "1", ok=False)
     assert p.returncode == 2 and "nope" in p.stderr
+
+
+@pytest.mark.parametrize("kind", ["embedded", "services"])
+def test_before_the_schema_exists_no_sql_reaches_the_person(kind, tmp_path):
+    # `studio dataset list` on a new home once printed raw SQL and an SQLAlchemy link
+    with backend_env(kind, tmp_path / "home") as env:
+        cli = Cli(env)
+        p = cli.run("dataset", "list", "--json", ok=False)
+        assert "SELECT" not in p.stderr and "sqlalche.me" not in p.stderr and "Traceback" not in p.stderr
+        if kind == "embedded":  # SQLite under STUDIO_HOME: created on first use
+            assert p.returncode == 0 and json.loads(p.stdout)["datasets"] == []
+            assert "first use: creating the database" in p.stderr
+            assert cli.run("advise", "--params-b", "1", "--json").returncode == 0
+        else:  # a server database is never migrated behind its operator's back: one line says what to do
+            assert p.returncode == 2 and p.stderr.count("\n") == 1
+            assert "has no studio tables yet: run `studio db upgrade` first" in p.stderr and "postgres" in p.stderr

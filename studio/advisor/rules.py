@@ -59,6 +59,13 @@ def has_gpu(c: Context):
     return "yes", c.hw.describe()
 
 
+def cpu_prompt_task(c: Context):
+    """003's CPU row is about zero-shot / creative writing (open generation), not every task on a CPU: an
+    instruction or classification task with room for LoRA in RAM gets LoRA."""
+    data = "example count unknown" if c.examples is None else f"{c.examples:,} examples"
+    return _yes(c.task == "generation"), f"task {c.task}, {data}"
+
+
 def full_000(c: Context):
     ok = c.complexity > 0.8 and (c.hw.largest or 0) > 32 and c.quality == "high"
     return _yes(ok), f"complexity {c.complexity:g}, largest GPU {_gb(c.hw.largest)}, quality {c.quality}"
@@ -115,7 +122,7 @@ def fits(c: Context, method: str):
     return "no", f"{method} needs {plan.estimate.total_gb:.1f} GB at its leanest; {plan.make_it_fit[0]}"
 
 
-PREDICATES = {f.__name__: f for f in (has_gpu, full_000, full_003, data_002, edge, phone, simple_classification,
+PREDICATES = {f.__name__: f for f in (has_gpu, cpu_prompt_task, full_000, full_003, data_002, edge, phone, simple_classification,
                                        cross_task_t4, multi_task, small_memory, low_complexity)}
 
 

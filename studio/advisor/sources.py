@@ -86,6 +86,21 @@ def worker_gpus(db) -> list[float]:
             for g in (w.gpus or []) if g.get("memory_gb")]
 
 
+def _size_b(model: BaseModel) -> float:
+    """The model's parameter count in billions, from its config.json (as the advisor counts it)."""
+    from studio.advisor.memory import resolve_shape
+
+    return resolve_shape(model_config(model)).total() / 1e9
+
+
+def worker_ram_gb(db) -> float | None:
+    """RAM (GiB) of the largest alive worker that reported it: where a CPU job would train."""
+    since = utcnow() - ALIVE
+    sizes = [w.ram_total / 2**30 for w in q.list_workers(db)
+             if w.last_heartbeat and w.last_heartbeat >= since and w.ram_total]
+    return round(max(sizes), 1) if sizes else None
+
+
 def known_gpus() -> list[float]:
     with session_scope() as db:
         return worker_gpus(db)
@@ -118,6 +133,11 @@ def studio_inputs(*, model=None, dataset=None, params_b: float | None = None, ex
     config = None
     with session_scope() as db:
         m = find_model(db, model) if model not in (None, "") else None
+        if m is not None and params_b:
+            raise SourceError(
+                f"give a model or a size, not both: {m.name} has its own size "
+                f"({_size_b(m):.3g} B parameters), and the size says {params_b:g} B. Clear the size (0) to "
+                f"advise for {m.name}, or leave the model out to advise for a {params_b:g} B one.")
         if m is not None:
             config = model_config(m)
             where["model"] = f"{m.name} (config.json from the model store)"
@@ -136,6 +156,12 @@ def studio_inputs(*, model=None, dataset=None, params_b: float | None = None, ex
         else:
             gpus = worker_gpus(db)
             where["hardware"] = "the registered workers' GPUs" if gpus else "no worker with a GPU: CPU"
+        if not gpus:  # on the CPU the budget is RAM: as given, else what the workers reported
+            if answers.get("ram_gb"):
+                where["hardware"] += f", {answers['ram_gb']:g} GB RAM (as given)"
+            elif (ram := worker_ram_gb(db)) is not None:
+                answers["ram_gb"] = ram
+                where["hardware"] += f", {ram:g} GB RAM (the largest registered worker's)"
     if config is None and not params_b:
         raise SourceError("give a model (--model, an imported model) or its size in billions (--params-b)")
     inputs = AdvisorInputs(config=config, params_b=None if config else params_b, examples=examples,
@@ -144,4 +170,4 @@ def studio_inputs(*, model=None, dataset=None, params_b: float | None = None, ex
 
 
 __all__ = ["SourceError", "dataset_facts", "estimator_history", "find_dataset", "find_model", "known_gpus",
-           "model_config", "studio_inputs", "worker_gpus"]
+           "model_config", "studio_inputs", "worker_gpus", "worker_ram_gb"]

@@ -80,8 +80,16 @@ def yes_no(yes: str, no: str, *, yes_means: str | None = None, no_means: str | N
 
 TREE = Tree(root="gpu", items=(
     Node("gpu", "Is there a GPU to train on?", "GPU available?",
-         "003 matrix row 6: Prompt tuning · CPU · zero-shot, creative writing", "003",
-         "has_gpu", yes_no("full_000", "fits_prompt", no_means="prompt_tuning")),
+         "studio: without a GPU the job trains on the CPU, in the machine's RAM", "studio",
+         "has_gpu", yes_no("full_000", "cpu_003")),
+    Node("cpu_003", "On the CPU: a zero-shot or creative-writing task (open generation)?",
+         "CPU: zero-shot / creative writing?",
+         "003 matrix row 6: Prompt tuning · CPU · zero-shot, creative writing; an instruction task with room "
+         "for LoRA gets LoRA (001)", "003",
+         "cpu_prompt_task", yes_no("fits_prompt", "fits_lora_cpu", yes_means="prompt_tuning")),
+    Node("fits_lora_cpu", "Does LoRA fit in the machine's RAM?", "LoRA fits in RAM?",
+         "001: LoRA for instruction following; never recommend a method its own estimate says will run out "
+         "of memory", "001", "fits", yes_no("leaf_lora", "fits_prompt"), checks="lora"),
     Node("fits_prompt", "Does prompt tuning fit in the machine's RAM?", "prompt tuning fits in RAM?",
          "never recommend a method its own estimate says will run out of memory", "studio",
          "fits", yes_no("leaf_prompt_tuning", "leaf_none"), checks="prompt_tuning"),

@@ -36,9 +36,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# commands that manage the schema themselves (serve migrates at start; a worker waits for it)
+OWN_SCHEMA = ("db", "serve", "worker")
+
+
+def ensure_schema() -> None:
+    """Before the schema exists: the embedded SQLite database is created on first use (nothing to lose);
+    a server database is never migrated behind its operator's back: one line names it and the command."""
+    from models_db.migrate import current_revision, upgrade
+    from studio.auth import redact_url
+    from studio.settings import get_settings
+
+    url = get_settings().db_url
+    if current_revision(url) is not None:
+        return
+    if url.startswith("sqlite"):
+        print(f"studio: first use: creating the database at {redact_url(url)}", file=sys.stderr)
+        upgrade(url)
+        return
+    raise CliError(f"the database {redact_url(url)} has no studio tables yet: run `studio db upgrade` first")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        if args.cmd not in OWN_SCHEMA:
+            ensure_schema()
         # a command acts as the embedded/admin user, or as the account STUDIO_USER names (models_db.access);
         # a worker acts for every owner, and `serve` for whoever logs in
         with cli_acting(args.cmd not in ("worker", "serve")):

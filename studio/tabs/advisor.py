@@ -121,8 +121,6 @@ def run(model_id, params_b, dataset_id, examples, p95, gpu_text, cpu_only, ram_g
         gpu_memory_gb=gpus or None, cpu_only=not gpus, ram_gb=float(ram_gb) if ram_gb else None, task=task,
         complexity=float(complexity), quality=quality, deploy=deploy, latency_ok=bool(latency_ok),
         seq_len_p95=_int(p95), seq_len=_int(seq_len), batch_size=_int(batch_size))
-    if not gpus:
-        where["hardware"] = "CPU only" + (f", {float(ram_gb):g} GB RAM" if ram_gb else "")
     if dataset_id is not None:
         where["data"] = f"data set #{dataset_id}: {_int(examples) or '?'} examples, p95 {_int(p95) or '?'} tokens"
     advice = advise(inputs)

@@ -167,3 +167,33 @@ def test_advise_imports_no_torch(backend):
         env["STUDIO_DATABASE_URL"] = backend.database_url
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env={**os.environ, **env},
                    capture_output=True)
+
+
+def test_a_model_and_a_size_together_are_refused_naming_both(studio, capsys):
+    # `--model M --params-b 7` once gave M's 135M numbers without a word about the 7
+    with pytest.raises(SystemExit):
+        cli.main(["advise", "--model", "smollm2", "--params-b", "7", "--json"])
+    err = capsys.readouterr().err
+    assert "give a model or a size, not both: smollm2 has its own size (0.135 B parameters)" in err and "the size says 7 B" in err
+    assert "Traceback" not in err
+
+
+def test_cpu_instruction_task_with_room_gets_lora_and_says_which_rule(studio, capsys):
+    out = advise(capsys, "--model", "smollm2", "--dataset", str(studio["dataset"]), "--task", "instruction",
+                 "--ram-gb", "24")
+    assert out["method"] == "lora"
+    cpu = next(s for s in out["path"] if s["node"] == "cpu_003")
+    assert cpu["answer"] == "no" and cpu["source"] == "003" and "instruction" in cpu["detail"]
+    assert not any("RAM size unknown" in " ".join(e.get("make_it_fit", [])) for e in out["estimates"].values())
+    # 003's CPU row: creative writing (or tiny data) gets prompt tuning
+    assert advise(capsys, "--model", "smollm2", "--task", "generation", "--ram-gb", "24")["method"] == "prompt_tuning"
+
+
+def test_cpu_advice_uses_the_registered_workers_ram(studio, capsys):
+    with session_scope() as db:
+        db.add(Worker(id="cpu-box", host="h", gpus=[], ram_total=24 * 2**30))
+    out = advise(capsys, "--model", "smollm2", "--examples", "500", "--task", "instruction")
+    assert out["method"] == "lora"
+    assert "24 GB RAM (the largest registered worker's)" in out["model"]["hardware"] or \
+        "24 GB RAM" in json.dumps(out)
+    assert "RAM size unknown" not in json.dumps(out)

@@ -132,3 +132,8 @@ def test_use_these_settings_fills_and_opens_the_train_tab_in_one_update(studio):
     *_, kept, _ = run(studio["tiny-llama"], gpus="24", dataset=studio["dataset"], examples=40, p95=30)
     *fields, switch = use.fn(kept)
     assert switch.selected == "train" and fields[1].value == studio["dataset"]
+
+
+def test_a_size_beside_a_model_is_refused_in_the_form(studio):
+    with pytest.raises(gr.Error, match=r"give a model or a size, not both: smollm2 .* the size says 7 B"):
+        run(studio["smollm2"], params_b=7, gpus="24")
