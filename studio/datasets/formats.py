@@ -1,11 +1,14 @@
 """The five dataset formats, their fields and column aliases, and format detection.
 
-Detection looks at the column names only (case-insensitive), trying the formats in
-:data:`DETECTION_ORDER`; the first whose required fields all have a column wins. A person can
-override both the format and the mapping (canonical field -> their column).
+Detection looks at the column names only, trying the formats in :data:`DETECTION_ORDER`; the first
+whose required fields all have a column wins. A column matches a field by its whole name (any case,
+``Question``) or, failing that, by one of its words (``Correct Answer`` -> output). A person can override
+both the format and the mapping (canonical field -> their column).
 """
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 
 from .errors import DatasetError
@@ -59,20 +62,36 @@ def accepted_names() -> str:
     return "; ".join(parts)
 
 
+def words(column: str) -> list[str]:
+    """A column name's words, lowercase: 'Correct Answer' / 'correct_answer' / 'correctAnswer' -> correct, answer."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", column.strip())
+    return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
+
+
+def _column_for(field: Field, columns: list[str], used: set[str]) -> str | None:
+    """The column for ``field``: a whole-name match first (any case), then a column that has an alias as
+    one of its words (the shortest such name: 'Correct Answer' before 'Incorrect Answer 1')."""
+    free = [c for c in columns if c not in used]
+    for alias in field.aliases:
+        for column in free:
+            if column.strip().lower() == alias or "_".join(words(column)) == alias:
+                return column
+    for alias in field.aliases:
+        by_word = [c for c in free if alias in words(c)]
+        if by_word:
+            return min(by_word, key=lambda c: (len(words(c)), free.index(c)))
+    return None
+
+
 def match_columns(fmt: str, columns: list[str]) -> dict[str, str]:
     """Map the fields of ``fmt`` to ``columns`` by alias; fields without a column are left out."""
-    by_lower: dict[str, str] = {}
-    for column in columns:
-        by_lower.setdefault(column.strip().lower(), column)
     mapping: dict[str, str] = {}
     used: set[str] = set()
     for field in FIELDS[fmt]:
-        for alias in field.aliases:
-            column = by_lower.get(alias)
-            if column is not None and column not in used:
-                mapping[field.name] = column
-                used.add(column)
-                break
+        column = _column_for(field, columns, used)
+        if column is not None:
+            mapping[field.name] = column
+            used.add(column)
     return mapping
 
 
@@ -150,13 +169,61 @@ def _list(columns: list[str]) -> str:
     return ", ".join(repr(c) for c in columns) if columns else "(none)"
 
 
+SUGGESTED = 3  # columns offered for a missing field
+# Words that suggest a field without being safe to map on their own (a suggestion, never an automatic match).
+HINTS = {
+    "instruction": ("ask", "problem", "task", "user", "human", "request", "prompt", "question", "q"),
+    "output": ("reply", "target", "solution", "gold", "correct", "result", "assistant", "bot", "gpt", "a", "reference"),
+    "text": ("body", "review", "document", "passage", "article", "message", "tweet", "comment"),
+    "label": ("sentiment", "target", "tag", "y", "gold", "rating"),
+    "messages": ("dialog", "dialogue", "chat", "turns", "history"),
+    "prompt": ("question", "instruction", "query", "input"),
+    "chosen": ("preferred", "better", "winner", "good"),
+    "rejected": ("dispreferred", "worse", "loser", "bad"),
+}
+
+
+def likely_columns(field: Field, columns: list[str], used: set[str]) -> list[str]:
+    """The few columns most likely to hold ``field``: names closest to its aliases, then the rest in order."""
+    free = [c for c in columns if c not in used]
+
+    hints = set(HINTS.get(field.name, ()))
+
+    def closeness(column: str) -> float:
+        names = words(column) or [column.strip().lower()]
+        if hints & set(names):
+            return 2.0
+        return max(difflib.SequenceMatcher(None, w, alias).ratio() for w in names for alias in field.aliases)
+    return sorted(free, key=lambda c: -closeness(c))[:SUGGESTED]
+
+
 def _unrecognised(name: str, columns: list[str], fmt: str | None) -> str:
+    """Short: the format closest to the columns, the roles found, the missing ones, and for each the few
+    columns most likely to fill it, as a --map to copy. Never a dump of every column name."""
+    candidates = (fmt,) if fmt else DETECTION_ORDER
+    # the closest format: most required fields found (ties: detection order)
+    best = max(candidates, key=lambda f: (len(match_columns(f, columns)) - len(_missing(f, match_columns(f, columns))),
+                                          -candidates.index(f)))
+    found = match_columns(best, columns)
+    missing = _missing(best, found)
     target = f"the {fmt} format" if fmt else "any known format"
-    return (
-        f"{name}: the columns do not match {target}. Columns found: {_list(columns)}. "
-        f"Accepted column names — {accepted_names() if not fmt else _accepted_for(fmt)}. "
-        "Rename the columns in the file or choose the column mapping by hand."
-    )
+    shown = _list(columns) if len(columns) <= 8 else f"{len(columns)} columns"
+    if not found and not fmt:  # nothing recognised: what each format accepts
+        return (f"{name}: the columns do not match {target}. Columns found: {shown}. Accepted column names — "
+                f"{accepted_names()}. Rename the columns in the file or map them (--map FIELD=COLUMN).")
+    have = ", ".join(f"{k} ← {v!r}" for k, v in found.items()) or "no field"
+    lead = f"For {fmt}" if fmt else f"Closest is {best}"
+    lines = [f"{name}: the columns do not match {target} (columns found: {shown}). {lead}: "
+             f"found {have}; missing {', '.join(f.name for f in missing)}."]
+    used = set(found.values())
+    for field in missing:
+        likely = likely_columns(field, columns, used)
+        if likely:
+            lines.append(f"For {field.name}, the likeliest columns are {', '.join(map(repr, likely))}: "
+                         f"e.g. --map {field.name}=\"{likely[0]}\".")
+    lines.append(f"Accepted names for {best}: {_accepted_for(best)}; other formats: "
+                 f"{', '.join(f for f in FORMATS if f != best)}.")
+    return " ".join(lines)
 
 
 def _accepted_for(fmt: str) -> str:

@@ -89,7 +89,24 @@ def _csv(source: Source, delimiter: str) -> Reader:
         raise DatasetError(f"{source.name}: the header row is not valid CSV ({exc}).") from exc
     _check_header(source.name, header, f)
     kind = "tsv" if delimiter == "\t" else "csv"
-    return Reader(kind, header, False, _csv_rows(source.name, f, reader, header), "line")
+    return Reader(kind, header, False, _csv_rows(source.name, f, reader, header), "row")
+
+
+class CsvRow(int):
+    """A CSV data row's number (1 = the first row after the header) that also knows the file line it
+    starts on: a quoted value can span lines, so messages say both, "row 5 (line 9)"."""
+
+    line: int
+
+    def __new__(cls, number: int, line: int):
+        row = super().__new__(cls, number)
+        row.line = line
+        return row
+
+    def __str__(self) -> str:
+        return f"{int(self)} (line {self.line})"
+
+    __format__ = lambda self, spec: format(str(self), spec)  # noqa: E731 - f"row {row}" reads the same
 
 
 def _check_header(name: str, header: list[str], f) -> None:
@@ -104,7 +121,7 @@ def _check_header(name: str, header: list[str], f) -> None:
 
 def _csv_rows(name: str, f, reader, header: list[str]) -> Iterator[Item]:
     with f:
-        start = reader.line_num + 1
+        start, number = reader.line_num + 1, 0
         while True:
             try:
                 fields = next(reader)
@@ -113,14 +130,16 @@ def _csv_rows(name: str, f, reader, header: list[str]) -> Iterator[Item]:
             except csv.Error as exc:
                 raise DatasetError(f"{name}: line {start} is not valid CSV ({exc}); "
                                    "fix the quoting on that line.") from exc
-            row, start = start, reader.line_num + 1
+            line, start = start, reader.line_num + 1
             if not fields:  # a blank line
                 continue
+            number += 1
+            row = CsvRow(number, line)
             if len(fields) != len(header):
+                shown = ", ".join(header) if len(header) <= 8 else f"{', '.join(header[:8])}, ..."
                 yield row, Problem(
                     "ragged_row", row, None,
-                    f"line {row} has {len(fields)} fields but the header has {len(header)} "
-                    f"({', '.join(header)})",
+                    f"row {row} has {len(fields)} fields but the header has {len(header)} ({shown})",
                 )
                 continue
             yield row, dict(zip(header, fields))

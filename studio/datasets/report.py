@@ -43,8 +43,14 @@ def problem_groups(log_or_problems: ProblemLog) -> list[tuple[str, str | None, i
 
 
 def _rows_text(kind: str, n: int, rows: list[int]) -> str:
+    more = ", …" if n > len(rows[:5]) else ""
+    lines = [getattr(r, "line", None) for r in rows[:5]]
+    if rows and None not in lines:  # CSV: data rows, and the lines they start on ("rows 4, 9 (lines 5, 11)")
+        if n == 1:
+            return f"row {int(rows[0])}, line {lines[0]}"
+        return f"rows {', '.join(str(int(r)) for r in rows[:5])}{more} (lines {', '.join(map(str, lines))}{more})"
     word = "line" if kind in _LINE_KINDS else "row"
-    shown = ", ".join(map(str, rows[:5])) + (", …" if n > len(rows[:5]) else "")
+    shown = ", ".join(map(str, rows[:5])) + more
     return f"{word}{'s' if n > 1 else ''} {shown}"
 
 

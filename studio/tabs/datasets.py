@@ -5,6 +5,7 @@ a version with a corrected mapping."""
 from __future__ import annotations
 
 import html
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -159,9 +160,9 @@ def inspect(source: dict | None, fmt: str, mapping: dict | None, model_id, max_l
         found = e.found or Found()
         shown = found.format or fmt
         guess = match_columns(shown, found.columns) if found.columns and shown in FIELDS else {}
-        hint = " Choose the format and the columns below." if found.columns else ""
+        hint = " Choose the format and the columns under **Column mapping** above." if found.columns else ""
         return [gr.Dropdown(choices=FORMATS, value=shown), *_dropdowns(shown, found.columns, found.mapping or mapping or guess),
-                f"**Cannot use this file.** {e}{hint}", _preview(None), *_no_plots(), ""]
+                f"**Cannot use this file.** {for_form(str(e))}{hint}", _preview(None), *_no_plots(), ""]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     hist = histogram_frame(lengths, limit.max_tokens if limit else None) if model else None
@@ -181,6 +182,13 @@ PER_FILE = {"name": "", "eval_ratio": 0, "eval_seed": 42, "eval_file": None, "dr
 def clean_form() -> list:
     """The per-file fields' starting values, in :data:`PER_FILE` order."""
     return list(PER_FILE.values())
+
+
+def for_form(message: str) -> str:
+    """An intake message worded for this tab: the CLI's ``--map output="Answer"`` is the Column mapping's
+    ``output`` field here."""
+    message = re.sub(r'e\.g\. --map (\w+)="([^"]*)"', r"e.g. pick '\2' for \1 under Column mapping", message)
+    return message.replace("map them (--map FIELD=COLUMN)", "map them under Column mapping")
 
 
 @friendly

@@ -83,7 +83,28 @@ def test_the_error_says_what_was_found(tmp_path):
 
 def test_explicit_format_missing_columns(tmp_path):
     msg = fails(tmp_path, "t.jsonl", jsonl([{"text": "x"}]), format="classification")
-    assert "do not match the classification format" in msg and "Columns found: 'text'" in msg
+    assert "do not match the classification format (columns found: 'text')" in msg
+    assert "For classification: found text ← 'text'; missing label." in msg
+
+
+def test_columns_match_by_case_and_by_word(tmp_path):
+    from studio.datasets.formats import detect
+
+    cols = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Explanation"]
+    assert detect("gpqa.csv", cols) == ("instruction", {"instruction": "Question", "output": "Correct Answer"})
+    assert detect("r.csv", ["Prompt", "Response"])[1] == {"instruction": "Prompt", "output": "Response"}
+    assert detect("c.csv", ["reviewText", "sentimentLabel"]) == ("classification",
+                                                                 {"text": "reviewText", "label": "sentimentLabel"})
+
+
+def test_a_missing_role_names_the_likely_columns_not_every_column(tmp_path):
+    # A 78-column CSV once got all 78 names in its error; now: the roles found, the one missing, and the
+    # few columns most likely to fill it, as a --map to copy
+    header = ["Record ID", "Question", "Right Reply"] + [f"Extra {i}" for i in range(75)]
+    msg = fails(tmp_path, "wide.csv", ",".join(header) + "\n" + ",".join(["x"] * len(header)) + "\n")
+    assert "(columns found: 78 columns). Closest is instruction: found instruction ← 'Question'; missing output" in msg
+    assert "For output, the likeliest columns are 'Right Reply'," in msg and '--map output="Right Reply"' in msg
+    assert "Extra 40" not in msg and len(msg) < 700
 
 
 def test_mapping_naming_a_missing_column(tmp_path):
@@ -150,7 +171,7 @@ BAD_UPLOADS = {
         "mixed.json", json.dumps([{"instruction": "q", "output": "a"}, {"instruction": "q", "output": 42}]), {},
         r"mixed.json: 2 rows, 1 bad: 1 wrong type in output \(row 2\)"),
     "csv ragged row": ("r.csv", "instruction,output\nq,a\nq,a,extra\n", {},
-                       r"r.csv: 2 rows, 1 bad: 1 ragged row \(line 3\)"),
+                       r"r.csv: 2 rows, 1 bad: 1 ragged row \(row 2, line 3\)"),
     "messages with a tool role": (
         "tool.jsonl", jsonl([_chat(("user", "hi"), ("assistant", "yo")), _chat(("user", "x"), ("tool", "{}"))]), {},
         r"1 unknown role \(row 2\)"),
@@ -161,7 +182,7 @@ BAD_UPLOADS = {
                            {"model": "tok", "max_seq_length": 8},
                            r"long.jsonl has no usable rows: all 2 rows are longer than max_seq_length"),
     "labels not consistent": ("l.csv", "text,label\na,1\nb,2\nc,1\nd,positive\n", {},
-                              r"l.csv: 4 rows, 1 bad: 1 inconsistent label \(row 5\)"),
+                              r"l.csv: 4 rows, 1 bad: 1 inconsistent label \(row 4\)"),
     "over the size limit": ("big.jsonl", jsonl([{"text": "x" * 1000}] * 1100), {},
                             r"big.jsonl is 1.1 MB, over the 1.0 MB upload limit"),
     "zip bomb in gzip": ("bomb.jsonl.gz", gzip.compress(b" " * (8 << 20)), {},

@@ -113,11 +113,19 @@ def test_duplicates_point_at_the_first_copy(tmp_path):
 
 def test_csv_ragged_row(tmp_path):
     report = run(tmp_path, "r.csv", "instruction,output\nq1,a1\nq2,a2,extra\nq3\nq4,a4\n")
+    # problems are numbered by data row (a quoted CSV row can span lines), with the line it starts on
     assert [(p.row, p.message) for p in by_kind(report, "ragged_row")] == [
-        (3, "line 3 has 3 fields but the header has 2 (instruction, output)"),
-        (4, "line 4 has 1 fields but the header has 2 (instruction, output)"),
+        (2, "row 2 (line 3) has 3 fields but the header has 2 (instruction, output)"),
+        (3, "row 3 (line 4) has 1 fields but the header has 2 (instruction, output)"),
     ]
-    assert report.valid_rows == 2 and report.summary().endswith("2 ragged row (lines 3, 4)")
+    assert report.valid_rows == 2 and report.summary().endswith("2 ragged row (rows 2, 3 (lines 3, 4))")
+
+
+def test_csv_rows_are_numbered_by_row_when_a_value_spans_lines(tmp_path):
+    body = 'instruction,output\n"a question\nover\nthree lines",an answer\nq2,\n'
+    report = run(tmp_path, "m.csv", body)
+    [p] = by_kind(report, "empty_field")
+    assert p.row == 2 and p.message.startswith("row 2 (line 5): output is empty")
 
 
 def test_inconsistent_label_types_drop_the_minority(tmp_path):
@@ -133,7 +141,7 @@ def test_inconsistent_label_types_drop_the_minority(tmp_path):
 def test_csv_labels_mixing_numbers_and_words(tmp_path):
     body = "".join(f"t{i},{i % 3}\n" for i in range(6)) + "x,neutral\n"
     report = run(tmp_path, "l.csv", "text,label\n" + body)
-    assert [(p.kind, p.row) for p in report.problems] == [("inconsistent_label", 8)]
+    assert [(p.kind, p.row) for p in report.problems] == [("inconsistent_label", 7)]  # data row 7, line 8
 
 
 def test_wrong_label_types(tmp_path):
@@ -157,7 +165,7 @@ def test_label_seen_once_among_thousands_is_a_kept_warning(tmp_path):
 def test_chat_messages_as_json_text_in_csv(tmp_path):
     cell = json.dumps([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]).replace('"', '""')
     report = run(tmp_path, "c.csv", f'messages\n"{cell}"\nnot json\n')
-    assert report.valid_rows == 1 and by_kind(report, "wrong_type")[0].row == 3
+    assert report.valid_rows == 1 and by_kind(report, "wrong_type")[0].row == 2  # data row 2, line 3
 
 
 def test_examples_are_capped_per_kind_but_counted(tmp_path):

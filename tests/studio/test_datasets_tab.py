@@ -54,7 +54,7 @@ def test_unknown_columns_are_offered_for_a_mapping_by_hand(backend, tmp_path, mo
     assert source == {"path": str(path), "name": "qa.jsonl", "parent": None} and note == ""
     assert out[-5].startswith("**Cannot use this file.** qa.jsonl: the columns do not match any known format")
     out = tab.on_format(source, "instruction", model_id, 512)
-    assert "Choose the format and the columns below" in out[-5]
+    assert "Choose the format and the columns under **Column mapping** above" in out[-5]
     instr = field(out, "instruction")
     assert instr.visible and [c[0] for c in instr.choices] == ["— none —", "q", "a", "id"]
     assert not field(out, "text").visible
