@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 
@@ -126,6 +126,7 @@ def _ingest(source: Source, work: Path, out_dir: Path, fmt: str, mapping: dict |
         total_rows=total, valid_rows=stats.rows, problem_counts=dict(log.counts),
         problems=log.sorted_examples(), preview=preview, stats=stats.to_json(), content_hash=digest,
         canonical_path=target, problem_groups=problem_groups(log), source_digest=source.digest, columns=columns,
+        too_long_lengths=where.too_long,
     )
 
 
@@ -188,6 +189,7 @@ class _Where:
     row_word: str
     label: str
     length_limit: LengthLimit | None = None
+    too_long: list[int] = field(default_factory=list)  # token lengths of the rows over the limit (histogram)
 
 
 def _finalise(candidates: Path, final: Path, work: Path, fmt: str, label_types: Counter,
@@ -229,6 +231,7 @@ def _too_long(row: int, data: bytes, where: _Where, log: ProblemLog) -> bool:
     if tokens <= limit.max_tokens:
         return False
     log.add(Problem("too_long", row, None, limit.problem_text(f"{where.row_word} {row}", tokens)))
+    where.too_long.append(tokens)
     return True
 
 

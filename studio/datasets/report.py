@@ -91,6 +91,7 @@ class IntakeReport:
     problem_groups: list[tuple[str, str | None, int, list[int]]] = field(default_factory=list)
     source_digest: str = ""  # SHA-256 of the uploaded (decompressed) bytes: versions of one upload share it
     columns: list[str] = field(default_factory=list)  # the file's columns, for mapping by hand
+    too_long_lengths: list[int] = field(default_factory=list)  # token lengths of the rows left out as too long
 
     def to_json(self) -> dict:
         """A JSON-serialisable dict of the whole report."""

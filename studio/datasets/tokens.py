@@ -137,16 +137,22 @@ def histogram(lengths: list[int], max_seq_length: int | None = None, bins: int =
     """About ``bins`` equal-width bins from the shortest to the longest length:
     ``{"tokens": "64-127", "rows": n, "fits": bool}``.
 
-    With ``max_seq_length`` the bins are aligned on it, so a bin either fits entirely or is
-    entirely too long (``fits`` is False for rows longer than ``max_seq_length``)."""
+    With ``max_seq_length`` the bins cover the lengths that fit, up to the limit, and every longer row
+    goes into one overflow bin ``"> 512"`` (``fits`` False): a few very long rows neither vanish nor
+    stretch the bins of the rest."""
     if not lengths:
         return []
-    low, top = min(lengths), max(lengths)
-    width = max(1, -(-(top - low + 1) // bins))
-    edge = max_seq_length + 1 if max_seq_length else low  # the first length that is too long
-    counts = Counter((n - edge) // width for n in lengths)
+    fitting = [n for n in lengths if not max_seq_length or n <= max_seq_length]
+    over = len(lengths) - len(fitting)
     out = []
-    for j in range((low - edge) // width, (top - edge) // width + 1):  # bin j starts at edge + j * width
-        lo, hi = max(0, edge + j * width), edge + (j + 1) * width - 1
-        out.append({"tokens": f"{lo}-{hi}", "rows": counts.get(j, 0), "fits": not max_seq_length or j < 0})
+    if fitting:
+        low, top = min(fitting), max(fitting)
+        width = max(1, -(-(top - low + 1) // bins))
+        counts = Counter((n - low) // width for n in fitting)
+        for j in range((top - low) // width + 1):
+            lo = low + j * width
+            hi = min(lo + width - 1, max_seq_length) if max_seq_length else lo + width - 1
+            out.append({"tokens": f"{lo}-{hi}", "rows": counts.get(j, 0), "fits": True})
+    if over:
+        out.append({"tokens": f"> {max_seq_length}", "rows": over, "fits": False})
     return out

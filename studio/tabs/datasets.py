@@ -30,6 +30,14 @@ NONE = ("— none —", "")
 HIST_COLORS = {"fits": "#4f46e5", "too long": "#f97316"}
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters at a word boundary, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ;,")
+    return cut + " …"
+
+
 def report_markdown(report) -> str:
     """The intake report as the person reads it: counts first, then the first examples of each problem."""
     bad = report.total_rows - report.valid_rows
@@ -40,7 +48,7 @@ def report_markdown(report) -> str:
         return head + ". No problems found."
     lines = [head + f", **{bad}** with problems:\n", "| problem | count | first examples |", "|---|---|---|"]
     for kind, count in report.problem_counts.items():  # each message names its own row or line
-        ex = "; ".join(p.message for p in report.problems if p.kind == kind)[:300]
+        ex = clip("; ".join(p.message for p in report.problems if p.kind == kind), 300)
         lines.append(f"| {kind.replace('_', ' ')} | {count} | {ex} |")
     if bad:
         lines.append("\nFix the file and upload it again, or tick **Drop the bad rows** to register the "
@@ -155,7 +163,8 @@ def inspect(source: dict | None, fmt: str, mapping: dict | None, model_id, max_l
     try:
         report = ingest(Path(source["path"]), original_name=source["name"], out_dir=work, format=fmt, mapping=mapping,
                         max_bytes=get_settings().max_upload_mb * 2**20, length_limit=limit)
-        lengths = token_lengths(report.canonical_path, model) if model else []
+        # the rows left out as too long belong in the picture too (its overflow bin)
+        lengths = token_lengths(report.canonical_path, model) + report.too_long_lengths if model else []
     except DatasetError as e:
         found = e.found or Found()
         shown = found.format or fmt

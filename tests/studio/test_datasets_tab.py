@@ -149,3 +149,22 @@ def test_the_tab_resets_every_per_file_field_on_upload(backend):
     upload_event = next(d for d in demo.fns.values() if d.name == "on_upload")
     ids = {c.elem_id for c in upload_event.outputs}
     assert {"dataset-name", "dataset-drop-bad", "dataset-status"} <= ids
+
+
+def test_the_histogram_shows_the_rows_too_long_in_an_overflow_bin(backend, tmp_path, model_id):
+    rows = [{"instruction": r["q"], "output": r["a"]} for r in QA]
+    rows += [{"instruction": f"Tell long story {i}. " * 30, "output": "Once upon a time. " * 30} for i in range(2)]
+    path = write(tmp_path, "mixed.jsonl", jsonl(rows))
+    out = upload(str(path), model_id, 60)
+    hist = out[-3]
+    assert "**14** rows, **12** usable" in out[-5]
+    assert hist.visible and hist.value["data"][-1] == ["> 60", 2, "too long"]
+    assert sum(row[1] for row in hist.value["data"]) == 14
+
+
+def test_problem_examples_are_cut_between_words(backend):
+    assert tab.clip("short", 300) == "short"
+    long = "; ".join(f"row {i}: output is empty" for i in range(40))
+    clipped = tab.clip(long, 300)
+    assert len(clipped) <= 302 and clipped.endswith(" …") and long.startswith(clipped[:-2])
+    assert long[len(clipped) - 2] in " ;"  # the cut fell between words

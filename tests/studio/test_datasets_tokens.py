@@ -107,15 +107,16 @@ def test_render_row_marks_what_is_trained():
     assert render_row({"text": "abc", "label": "x"}) == ("abc", [])
 
 
-def test_histogram_bins_are_aligned_on_max_seq_length():
-    bins = histogram([1, 5, 10, 512, 513, 600, 700], 512, bins=10)
+def test_histogram_bins_the_rows_that_fit_and_one_overflow_bin_past_the_limit():
+    bins = histogram([1, 5, 10, 512, 513, 600, 7000], 512, bins=10)
     assert sum(b["rows"] for b in bins) == 7
     fits = [b for b in bins if b["fits"]]
-    assert fits[-1]["tokens"].endswith("-512") and bins[len(fits)]["tokens"].startswith("513-")
-    assert sum(b["rows"] for b in bins if not b["fits"]) == 3
+    assert fits[-1]["tokens"].endswith("-512") and all(b["fits"] for b in bins[:-1])
+    assert bins[-1] == {"tokens": "> 512", "rows": 3, "fits": False}  # a 7000-token row stretches nothing
     assert [b["tokens"] for b in histogram([0, 3], None, bins=2)] == ["0-1", "2-3"]
     assert [(b["tokens"], b["rows"]) for b in histogram([31, 33, 34, 34], 512, bins=4)] == [
         ("31-31", 1), ("32-32", 0), ("33-33", 1), ("34-34", 2)]  # from the shortest row, not from 0
+    assert histogram([900], 512) == [{"tokens": "> 512", "rows": 1, "fits": False}]
     assert histogram([], 10) == []
 
 
