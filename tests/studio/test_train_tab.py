@@ -64,7 +64,7 @@ def defaults(**changes) -> list:
 
 def test_cost_line_follows_model_method_and_params(studio):
     line = train.cost(studio["tiny-llama"], studio["dataset"], "lora", *defaults())
-    assert "**14.3k** of 140k parameters train (**10.3 %**)" in line  # q,k,v,o at r=16 on the tiny Llama
+    assert "**32.8k** of 158k parameters train (**20.7 %**)" in line  # every linear layer at r=16 (the default)
     assert "estimated peak memory" in line and "training on the CPU" in line
     wider = train.cost(studio["tiny-llama"], None, "lora", *defaults(target_modules="attention_mlp", r=8))
     assert "**16.4k** of 142k" in wider
@@ -133,7 +133,7 @@ def test_submit_keeps_the_estimate_and_the_job_shows_it_beside_the_measured_peak
                             settings={"max_steps": 2})
     job, _ = services.submit_train(spec)
     estimate = job.config["estimate"]
-    assert estimate["trainable"] == 14336 and estimate["total"] == 139584 and estimate["device"] == "cpu"
+    assert estimate["trainable"] == 32768 and estimate["total"] == 158016 and estimate["device"] == "cpu"
     assert TrainSpec(**job.config).estimate == estimate  # the worker rebuilds its spec from this config
     assert estimate["total_gb"] > estimate["live_gb"] > 0
     assert services.job_json(job)["memory"]["measured_gb"] is None

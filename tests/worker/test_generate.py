@@ -52,7 +52,7 @@ def test_version_streams_into_its_row_and_matches_plain_generate(studio, lora, s
     assert generate.run_generation(row["id"]) == "done"
     [done] = generations.status([row["id"]])
     assert done["state"] == "done", done["error"]
-    assert done["new_tokens"] == 12 and done["ms_per_token"] > 0 and done["ttft_ms"] > 0
+    assert 0 < done["new_tokens"] <= 12 and done["ms_per_token"] > 0 and done["ttft_ms"] > 0  # 12 or an EOS
     expected = greedy(reload(studio, lora), AutoTokenizer.from_pretrained(lineage.artifact(lora)), "What is 3 plus 1?", 12)
     assert done["output"] == expected
     growing = [o for o in flushed[:-1] if o is not None]  # the pieces written while streaming, then the final one

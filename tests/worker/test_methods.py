@@ -240,7 +240,7 @@ def test_qlora_keeps_layers_narrower_than_the_4bit_block_in_full_precision(tmp_p
     down = getattr(layer.mlp.down_proj, "base_layer", layer.mlp.down_proj)  # a LoRA target or not
     assert type(down).__name__ == "Linear4bit"  # 64 -> 32 fits the blocks
     line, counts = describe(model)
-    assert counts["quantized_params"] == 2 * 64 * 32 and counts["unquantized_linear_params"] > 0
+    assert counts["quantized_params"] == 2 * 64 * 32 and counts["unquantized_linear_params"] > 0  # down_proj x 2
     assert "kept in full precision because their width is not a multiple of the 64-wide 4-bit block" in line
     batch = fixed_batch(model.config.vocab_size)
     before = eval_loss(model, batch)  # inference under no_grad: the path that took the packed CPU kernel

@@ -124,7 +124,7 @@ def test_method_trains_through_the_job_reloads_and_exports(name, studio, trained
     expected = logits(trained, batch)
     params = methods.parse_params(name, version.config["method_params"])
     # bitsandbytes' 4-bit CPU kernel on AVX-512 machines computes in bf16: the same weights agree to ~1e-3
-    atol = 2e-3 if method.load_kwargs(params) else 1e-5
+    atol = 5e-3 if method.load_kwargs(params) else 1e-5
     torch.testing.assert_close(logits(reload(studio, version, **method.load_kwargs(params)), batch), expected,
                                atol=atol, rtol=0)
 

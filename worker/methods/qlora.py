@@ -137,12 +137,14 @@ def apply(model, params, task: str):
 def describe(model) -> tuple[str, dict]:
     """A job-log line and the version's counts: how many base weights are quantized, and which linear
     layers (other than the heads) stayed in full precision because they do not fit the 4-bit blocks."""
+    import bitsandbytes as bnb
     import torch
 
     quantized = kept = 0
     kept_names = []
     for name, module in model.named_modules():
-        if type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
+        # bitsandbytes' own layers (peft's LoRA wrapper around one has the same class name)
+        if isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
             quantized += _numel(module.weight)
         elif type(module) is torch.nn.Linear and not any(name.endswith(s) for s in SKIP_MODULES) \
                 and not any(part in name for part in ("lora_", "modules_to_save")):
