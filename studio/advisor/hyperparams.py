@@ -1,8 +1,10 @@
 """Suggested training settings for the chosen method, keyed by the CLI's ``--set`` names.
 
-Rank from the task kind (article 001), alpha = 2·r, learning rate per method (SEEDS.md: 2e-5 full,
-2e-4 LoRA; others from the method registry's defaults), epochs from the data size, micro-batch and
-accumulation from the memory plan, sequence length from the data's 95th-percentile token length.
+One source: everything not derived from this job's data, model or hardware is the method's own default
+(the registry: schedule, warm-up, dropout, target modules; the studio's hold-out rule), so the advice and
+a plain Start agree. Derived here: rank from the task kind (article 001), alpha = 2·r, epochs from the
+data size, micro-batch and accumulation from the memory plan, sequence length from the data's token
+lengths, and a short warm-up only for runs long enough to need one.
 """
 from __future__ import annotations
 
@@ -30,10 +32,20 @@ def lora_rank(task: str, complexity: float, quality: str) -> tuple[int, str]:
 
 
 def lora_targets(r: int) -> str:
-    """Attention projections for narrow ranks (001: q/v at least); all linear layers for more capacity."""
-    if r <= 8:
-        return "attention"
-    return "all_linear" if r >= 64 else "attention_mlp"
+    """Every linear layer, at any rank: the method's default (001: all linear layers for more capacity;
+    measured better than attention only at the same rank, bench/quality.py)."""
+    return "all_linear"
+
+
+LONG_RUN_STEPS = 300  # optimizer steps from which a warm-up helps (shorter runs: measured to hurt)
+WARMUP_RATIO = 0.03
+
+
+def planned_steps(examples: int | None, epochs_: float, batch: int) -> int | None:
+    """Optimizer steps the run will take: examples x epochs / examples per step."""
+    if not examples or not batch:
+        return None
+    return math.ceil(examples / batch) * math.ceil(epochs_)
 
 
 def seq_length(seq_len: int | None, p95: int | None, max_positions: int | None) -> tuple[int, str]:
@@ -80,8 +92,7 @@ def _registry_method(method: str):
 
 def _method_params(method: str, r: int, target: str, examples: int | None, layers: int) -> dict:
     if method in LORA_FAMILY:
-        dropout = 0.05 if examples is not None and examples >= 10_000 else 0.1
-        params = {"lora_alpha": 2 * r, "lora_dropout": dropout, "target_modules": target}
+        params = {"lora_alpha": 2 * r, "target_modules": target}  # dropout: the method's default
         if method == "adalora":
             return {"target_r": r, "init_r": math.ceil(1.5 * r), **params}
         return {"r": r, **params}
@@ -97,24 +108,30 @@ def suggest(method: str | None, settings: dict, *, examples: int | None, r: int,
     """Hyperparameters for ``method`` at the planned ``settings`` (micro_batch, accumulation, ...)."""
     if method is None:
         return {}
+    from studio.jobspec import SMALL_DATA_ROWS, STUDIO, TRAINING
+
     registered = _registry_method(method)
     defaults = dict(registered.default_training) if registered else {}
     lr = LORA_LR if method in LORA_FAMILY else defaults.get("learning_rate", FALLBACK_LR.get(method, 2e-4))
     full_like = method in ("full", "freeze")
+    n_epochs = epochs(examples)
+    steps = planned_steps(examples, n_epochs, settings["micro_batch"] * settings["gradient_accumulation_steps"])
+    long_run = steps is not None and steps >= LONG_RUN_STEPS
     out = {
         "learning_rate": lr,
-        "num_train_epochs": epochs(examples),
+        "num_train_epochs": n_epochs,
         "per_device_train_batch_size": settings["micro_batch"],
         "gradient_accumulation_steps": settings["gradient_accumulation_steps"],
-        "warmup_ratio": 0.1,
-        "lr_scheduler_type": "cosine",
+        "warmup_ratio": WARMUP_RATIO if long_run else defaults.get("warmup_ratio", TRAINING["warmup_ratio"].default),
+        "lr_scheduler_type": defaults.get("lr_scheduler_type", TRAINING["lr_scheduler_type"].default),
         "weight_decay": 0.01 if full_like else 0.0,
         "max_grad_norm": 1.0,
         "gradient_checkpointing": bool(settings["grad_ckpt"]),
         "bf16": not cpu,
         "fp16": False,
         "max_seq_length": settings["seq_len"],
-        "eval_split": 0.2 if examples is not None and examples < 500 else 0.1,
+        # the studio's own hold-out rule (studio/jobspec.py): none from a small data set
+        "eval_split": 0.0 if examples is not None and examples < SMALL_DATA_ROWS else STUDIO["eval_split"].default,
     }
     if settings.get("optimizer") not in (None, "adamw"):
         out["optim"] = settings["optimizer"]
