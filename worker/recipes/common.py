@@ -182,7 +182,7 @@ def fit(ctx: JobContext, trainer: Trainer) -> tuple[dict, dict]:
             if isinstance(callback, SystemSampler):
                 callback.stop()
     seconds = time.time() - started
-    final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
+    final_eval = final_evaluation(trainer)
     cuda = trainer.args.device.type == "cuda"
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     state = trainer.state
@@ -204,6 +204,19 @@ def fit(ctx: JobContext, trainer: Trainer) -> tuple[dict, dict]:
         "peak_memory_kind": "cuda_allocated" if cuda else "cpu_rss",
         **perf.summary(trainer),  # samples/s, step time, tokens/s over training steps only, MFU on CUDA
     }, final_eval
+
+
+def final_evaluation(trainer: Trainer) -> dict:
+    """The evaluation the version records: the one the Trainer already ran at the last step when there
+    was one (a second pass over the same rows with the same weights would only delay "version ready"),
+    else one pass now; {} without eval rows. With the best model loaded at the end, always a pass now."""
+    if trainer.eval_dataset is None:
+        return {}
+    step = trainer.state.global_step
+    last = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
+    if last and not trainer.args.load_best_model_at_end:
+        return {k: v for k, v in last[-1].items() if k.startswith("eval_")}
+    return trainer.evaluate()
 
 
 def save_version(ctx: JobContext, job: TrainJob, method, params, trainer: Trainer, tokenizer, metrics: dict,
