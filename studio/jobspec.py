@@ -58,7 +58,9 @@ TRAINING: dict[str, Knob] = {
     "seed": Knob(int, 42, "Seed for initialisation, data order and the eval split.", 0, 2**31 - 1),
 }
 STUDIO: dict[str, Knob] = {
-    "max_seq_length": Knob(int, 512, "Longest tokenised example; longer ones are truncated and counted.", 8, 131072),
+    "max_seq_length": Knob(int, 0, "Longest tokenised example; longer ones are truncated and counted. 0: from the "
+                           "data: the shortest multiple of 64 that holds 99 % of the rows whole (at most the "
+                           "model's context and 4096); the job log says what it chose.", 0, 131072),
     "eval_split": Knob(float, 0.1, "Fraction of rows held out for evaluation (0: none). Only for data sets without a "
                        "stored split: a split stored with the data set wins. Left unset, none is held out from a "
                        "data set under 300 rows: every row is needed for training; evaluate on a separate "
@@ -84,7 +86,7 @@ class TrainSpec:
     method: str
     method_params: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
-    max_seq_length: int = 512
+    max_seq_length: int = 0  # 0: from the data (worker/data.py covering_length)
     eval_split: float = 0.1
     early_stopping_patience: int = 0
     packing: bool = True  # padding-free; build_train_spec and services.submit_train switch it off where wrong

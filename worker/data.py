@@ -5,6 +5,7 @@ Rows are the canonical JSONL written by dataset intake (``{"messages": [...]}`` 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,13 @@ class DataReport:
     dropped: int
     max_seq_length: int
     eval_source: str = ""  # where the eval rows come from, e.g. "the data set's stored split"
+    length_source: str = ""  # how a data-derived max_seq_length was chosen
 
     def summary(self) -> str:
         parts = [f"{self.rows} rows: {self.train_rows} train, {self.eval_rows} eval"
                  + (f" ({self.eval_source})" if self.eval_source else "")]
+        if self.length_source:
+            parts.append(self.length_source)
         if self.truncated:
             parts.append(f"{self.truncated} longer than {self.max_seq_length} tokens were truncated")
         if self.dropped:
@@ -96,12 +100,14 @@ def stored_eval(path: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def build_sft(path: Path, tokenizer, *, max_len: int, eval_split: float, seed: int, cache_dir: Path, key: str):
+def build_sft(path: Path, tokenizer, *, max_len: int, eval_split: float, seed: int, cache_dir: Path, key: str,
+              cap: int = 4096):
     """Load and tokenise the training rows and pick the eval rows. Returns (train, eval or None, DataReport).
 
     Which eval rows: a split stored with the dataset version wins — its ``eval.jsonl`` is the eval
     set and the job's ``eval_split`` is not used. Only for a version without a stored split are
-    ``eval_split`` of the rows held out here, by ``seed``."""
+    ``eval_split`` of the rows held out here, by ``seed``. ``max_len`` 0: the length that holds 99 % of
+    the rows whole (a multiple of 64, at most ``cap``: the model's context or the studio's limit)."""
     import datasets
 
     def tokenise(file: Path, name: str):
@@ -112,9 +118,18 @@ def build_sft(path: Path, tokenizer, *, max_len: int, eval_split: float, seed: i
                           cache_file_name=str(cache_dir / f"kept-{name}.arrow")).remove_columns("status")
         return list(tok["status"]), kept
 
+    auto = not max_len  # 0: the length that covers the data (COVERAGE of the rows), up to the cap
+    if auto:
+        max_len = cap
     status, kept = tokenise(path, key)
     eval_file = stored_eval(path)
     eval_status, evals = tokenise(eval_file, f"{key}-eval") if eval_file else ([], None)
+    chosen = ""
+    if auto and len(kept):
+        max_len, chosen = covering_length([len(ids) for ids in kept["input_ids"]], cap)
+        status, kept = shorten(status, kept, max_len)
+        if evals is not None:
+            eval_status, evals = shorten(eval_status, evals, max_len)
     if len(kept) == 0:
         from worker.errors import UserFacingError
 
@@ -129,8 +144,48 @@ def build_sft(path: Path, tokenizer, *, max_len: int, eval_split: float, seed: i
         evals = None
     statuses = status + eval_status
     report = DataReport(len(statuses), len(train), len(evals) if evals is not None else 0, statuses.count(TRUNCATED),
-                        statuses.count(DROPPED), max_len, source)
+                        statuses.count(DROPPED), max_len, source, chosen)
     return train, evals, report
+
+
+COVERAGE = 0.99  # the share of rows the data-derived max_seq_length holds whole
+MAX_AUTO_LENGTH = 4096  # the longest data-derived max_seq_length (longer: ask for it)
+LENGTH_STEP = 64
+
+
+def covering_length(lengths: list[int], cap: int) -> tuple[int, str]:
+    """The shortest multiple of 64 that holds ``COVERAGE`` of the rows whole, at most ``cap``; and why."""
+    ordered = sorted(lengths)
+    at = ordered[max(0, math.ceil(COVERAGE * len(ordered)) - 1)]
+    length = min(cap, max(LENGTH_STEP, math.ceil(at / LENGTH_STEP) * LENGTH_STEP))
+    why = (f"max_seq_length {length} from the data: {COVERAGE:.0%} of the rows are at most {at} tokens"
+           + (f" (capped at {cap})" if length == cap and at > cap else ""))
+    return length, why
+
+
+def shorten(status: list[int], rows, max_len: int):
+    """Rows tokenised at a longer cap, cut to ``max_len``; statuses updated (a row with nothing left to
+    learn from is dropped, as ``_fit`` does)."""
+    lengths = [len(ids) for ids in rows["input_ids"]]
+    if max(lengths, default=0) <= max_len:
+        return status, rows
+
+    def cut(batch):
+        out = {k: [v[:max_len] for v in batch[k]] for k in ("input_ids", "attention_mask", "labels")}
+        out["keep"] = [any(x != IGNORE for x in labels) for labels in out["labels"]]
+        return out
+    cut_rows = rows.map(cut, batched=True, keep_in_memory=True)
+    keep = cut_rows["keep"]
+    kept = cut_rows.filter(lambda k: k, input_columns="keep", keep_in_memory=True).remove_columns("keep")
+    # the statuses of the kept rows, in order: truncated or dropped now where they were too long
+    updated, it = [], iter(zip(lengths, keep))
+    for st in status:
+        if st == DROPPED:
+            updated.append(st)
+            continue
+        n, ok = next(it)
+        updated.append(DROPPED if not ok else (TRUNCATED if n > max_len else st))
+    return updated, kept
 
 
 def collator(tokenizer, *, packing: bool = False, model=None):

@@ -89,5 +89,5 @@ def _plan(job, config: dict, training: dict, device_gb: float, cuda: bool):
         kwargs["target"] = params["target_modules"]
     batch = training.get("per_device_train_batch_size", 1) * training.get("gradient_accumulation_steps", 1)
     hw = Hardware((device_gb,)) if cuda else Hardware((), device_gb)
-    return plan_method(model_config, config["method"], hw, seq_len=config.get("max_seq_length", 512),
+    return plan_method(model_config, config["method"], hw, seq_len=config.get("max_seq_length") or 512,
                        target_batch=batch, precision="bf16" if cuda else "fp32", **kwargs)

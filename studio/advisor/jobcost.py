@@ -93,7 +93,7 @@ def job_estimate(config: dict, spec: dict, gpus: list[float] | None = None) -> d
     est = estimate_memory(
         config, method, spec=spec_from_params(method, spec.get("method_params")),
         precision=_precision(training, device), micro_batch=int(training.get("per_device_train_batch_size", 1)),
-        seq_len=int(spec.get("max_seq_length", 512)), grad_ckpt=bool(training.get("gradient_checkpointing")),
+        seq_len=int(spec.get("max_seq_length") or 512), grad_ckpt=bool(training.get("gradient_checkpointing")),
         optimizer=training.get("optim", "adamw"), quant=quant, device=device,
         lm_logits=spec.get("task") != "seq_cls",
     )

@@ -185,3 +185,25 @@ def test_packed_sdpa_falls_back_to_the_dense_mask_for_padded_batches(tokenizer, 
     torch.testing.assert_close(got[real], want[real], rtol=1e-5, atol=1e-5)
     eager = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager")
     assert not fastpath.packed_attention(eager)  # only models on SDPA are switched
+
+
+def test_covering_length_holds_99_percent_of_rows_in_a_multiple_of_64():
+    assert data.covering_length([10] * 99 + [5000], cap=4096)[0] == 64  # one outlier does not set the length
+    length, why = data.covering_length(list(range(1, 301)), cap=4096)
+    assert length == 320 and why == "max_seq_length 320 from the data: 99% of the rows are at most 297 tokens"
+    assert data.covering_length([9000] * 10, cap=2048) == (
+        2048, "max_seq_length 2048 from the data: 99% of the rows are at most 9000 tokens (capped at 2048)")
+
+
+def test_max_seq_length_0_is_chosen_from_the_data_and_cuts_the_rest(tokenizer, tmp_path):
+    short = [{"messages": [{"role": "user", "content": f"What is {i}?"}, {"role": "assistant", "content": f"It is {i}."}]}
+             for i in range(199)]
+    long = [{"messages": [{"role": "user", "content": "Tell me."},
+                          {"role": "assistant", "content": "The quick brown fox jumps over the lazy dog. " * 40}]}]
+    write_rows(tmp_path / "rows.jsonl", short + long)
+    train, evals, report = data.build_sft(tmp_path / "rows.jsonl", tokenizer, max_len=0, eval_split=0, seed=1,
+                                          cache_dir=tmp_path / "cache", key="auto")
+    assert report.max_seq_length == 64 and report.truncated == 1 and len(train) == 200 and evals is None
+    assert max(len(ids) for ids in train["input_ids"]) == 64
+    assert "max_seq_length 64 from the data: 99% of the rows are at most" in report.summary()
+    assert "1 longer than 64 tokens were truncated" in report.summary()

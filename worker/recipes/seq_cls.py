@@ -13,6 +13,8 @@ from worker import data, data_cls, methods
 from worker.context import JobContext
 from worker.recipes import common
 
+CLS_DEFAULT_LENGTH = 512  # max_seq_length 0 for a classifier: its texts are short, and a head needs no more
+
 
 def load_classifier(path, labels: list[str], tokenizer, **kwargs):
     """The base model with a classification head sized and named for ``labels``, and the tokenizer's
@@ -50,7 +52,8 @@ def train(ctx: JobContext) -> dict:
         tokenizer.pad_token = tokenizer.eos_token
     positions = getattr(AutoConfig.from_pretrained(job.base.path, trust_remote_code=job.base.trust_remote_code),
                         "max_position_embeddings", None)
-    max_len = min(spec.max_seq_length, positions or spec.max_seq_length)
+    wanted = spec.max_seq_length or CLS_DEFAULT_LENGTH  # 0 ("from the data"): classification texts are short
+    max_len = min(wanted, positions or wanted)
     train_ds, eval_ds, report = data_cls.build_cls(
         job.home / dataset.path, tokenizer, max_len=max_len, eval_split=spec.eval_split, seed=job.training["seed"],
         cache_dir=get_settings().path("cache", "tokenized"),
@@ -85,4 +88,5 @@ def train(ctx: JobContext) -> dict:
         **run, "eval_accuracy": final_eval.get("eval_accuracy"), "eval_f1": final_eval.get("eval_f1"), **sizes,
         "label_distribution": {"train": report.train_counts, "eval": report.eval_counts}, "rows": report.__dict__,
     }
-    return common.save_version(ctx, job, method, params, trainer, tokenizer, metrics, labels=report.labels)
+    return common.save_version(ctx, job, method, params, trainer, tokenizer, metrics, labels=report.labels,
+                               max_seq_length=max_len)

@@ -22,8 +22,10 @@ def train(ctx: JobContext) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(job.base.path, trust_remote_code=job.base.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    positions = (job.base.config or {}).get("max_position_embeddings") or data.MAX_AUTO_LENGTH
     train_ds, eval_ds, report = data.build_sft(
         job.home / dataset.path, tokenizer, max_len=spec.max_seq_length, eval_split=spec.eval_split,
+        cap=min(positions, data.MAX_AUTO_LENGTH),
         seed=job.training["seed"], cache_dir=get_settings().path("cache", "tokenized"),
         key=data.cache_key(dataset.content_hash, tokenizer, spec.max_seq_length))
     ctx.say(report.summary())
@@ -56,4 +58,6 @@ def train(ctx: JobContext) -> dict:
     # 5. Save the trained part (safetensors) with the tokenizer, and describe the version.
     perplexity = float(torch.exp(torch.tensor(final_eval["eval_loss"]))) if "eval_loss" in final_eval else None
     metrics = {**run, "perplexity": perplexity, **sizes, "rows": report.__dict__}
-    return common.save_version(ctx, job, method, params, trainer, tokenizer, metrics)
+    # the length trained at (chosen from the data when max_seq_length was 0), for evaluation and export
+    return common.save_version(ctx, job, method, params, trainer, tokenizer, metrics,
+                               max_seq_length=report.max_seq_length)
