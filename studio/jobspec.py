@@ -187,6 +187,11 @@ def continue_from(spec: TrainSpec, parent_method: str, parent_config: dict) -> T
     return replace(spec, method_params=dict(parent_config.get("method_params", spec.method_params)))
 
 
+def lineage_note(parent_id: int, parent_method: str, method: str) -> str:
+    """What training ``method`` on a ``parent_method`` version means for the lineage and a merged export."""
+    return methods.continuation_note(parent_id, parent_method, method)
+
+
 def check_against_model(spec: TrainSpec, model_dir: str, stored_config: dict | None = None) -> None:
     """Model-dependent checks before a job is queued: layer counts from config.json, module names from
     the safetensors headers (no torch). Without the folder here, the config stored at import is used."""

@@ -13,7 +13,7 @@ from studio import routing, store
 from studio.advisor.jobcost import estimate_vs_measured
 from studio.datasets import IntakeReport, versions
 from studio.datasets.split import Split
-from studio.jobspec import SpecError, TrainSpec, check_against_model, continue_from
+from studio.jobspec import SpecError, TrainSpec, check_against_model, continue_from, lineage_note
 from studio.settings import get_settings
 
 log = logging.getLogger("studio")
@@ -96,7 +96,10 @@ def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: 
         check_against_model(spec, base.path, base.config)
         spec = replace(spec, estimate=train_estimate(db, base, spec))
         placed = routing.place(spec.to_json(), routing.alive_fleet(db))  # the queue of its memory tier
-        job, created = jobq.create_job(db, kind="train", config=spec.to_json(), idempotency_key=idempotency_key,
+        config = spec.to_json()
+        if spec.parent_version_id is not None:  # what continuing means for the lineage and the merge
+            config["lineage_note"] = lineage_note(parent.id, parent.method, spec.method)
+        job, created = jobq.create_job(db, kind="train", config=config, idempotency_key=idempotency_key,
                                        max_attempts=s.max_attempts, base_model_id=spec.model_id,
                                        dataset_id=spec.dataset_id, parent_version_id=spec.parent_version_id,
                                        after_job_id=after, queue=placed.queue, message=placed.waiting)
@@ -151,6 +154,17 @@ def submit_export(version_id: int, *, merged: bool | None = None, format: str | 
         job, _ = jobq.create_job(db, kind="export", config=config, queue=routing.default_queue())
     send("export", job.id, job.queue)  # a broker outage leaves it queued; the sweep sends it later
     return job
+
+
+def built_export(version_id: int, format: str) -> int | None:
+    """The job that already built this version's zip in ``format`` (the zip still there), if any."""
+    with session_scope() as db:
+        for old in q.list_jobs(db, kind="export", limit=100):
+            config = old.config or {}
+            if (config.get("version_id"), config.get("format")) == (version_id, format) and \
+                    old.state == "succeeded" and _zip_exists(old):
+                return old.id
+    return None
 
 
 def _zip_exists(job: Job) -> bool:

@@ -3,6 +3,7 @@ metrics) and, for a version that is not merged, the snippet that loads it onto i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -47,7 +48,9 @@ def loading_snippet(version: ModelVersion, base: BaseModel, versions: list[Model
         base_line = (f"BASE = 'merged-v{below[-1].id}'  # `studio versions export {below[-1].id} --out merged-v{below[-1].id}"
                      f" --format merged`: {base.name} with the versions this one was trained on merged in")
     else:
-        base_line = f"BASE = {base.path!r}  # the studio's copy of {base.name}, imported from {base.source}"
+        # never the studio's own folder: the card travels; the person points BASE_MODEL at their copy
+        base_line = (f"BASE = os.environ.get('BASE_MODEL', {base.name!r})  # the base model {base.name} (imported "
+                     f"into the studio from {public_source(base.source)}): set BASE_MODEL to its folder or hub id")
     adapter_config = json.loads((folder / "adapter_config.json").read_text())
     if "peft_type" in adapter_config:
         load = "from peft import PeftModel\nmodel = PeftModel.from_pretrained(base, './adapter')"
@@ -57,9 +60,18 @@ def loading_snippet(version: ModelVersion, base: BaseModel, versions: list[Model
             if methods.get(version.method).mergeable else
             f"This `{version.method}` version cannot be merged into the base weights")
     return (f"{what}. Load the base, then the adapter:\n\n"
-            f"```python\nfrom transformers import {cls}, AutoTokenizer\n"
+            f"```python\nimport os\nfrom transformers import {cls}, AutoTokenizer\n"
             f"{base_line}\ntokenizer = AutoTokenizer.from_pretrained('./adapter')\n"
             f"base = {cls}.from_pretrained(BASE{base_args})\n{load}\n```")
+
+
+def public_source(source: str | None) -> str:
+    """Where a base came from, fit to publish: a hub id as it is, a local file or folder by its name only
+    (a card never carries a path of the machine that exported it)."""
+    if not source:
+        return "unknown"
+    path = Path(source)
+    return path.name if path.is_absolute() or source.startswith(("./", "../", "~")) else source
 
 
 def _lineage_line(base: BaseModel, versions: list[ModelVersion], parents: list[dict]) -> str:
@@ -143,7 +155,7 @@ def model_card(version: ModelVersion, base: BaseModel, fmt: exports.ExportFormat
 
 Fine-tuned with FineTune Studio.
 
-- **Base model**: {base.name} (imported from `{base.source}`)
+- **Base model**: {base.name} (imported from `{public_source(base.source)}`)
 - **Lineage**: {_lineage_line(base, versions, parents or [])}
 - **Parent version**: {_parent_line(version, parents or [])}
 - **Data set**: {_dataset_line(version, parents or [])}

@@ -21,6 +21,8 @@ def cmd_train(args):
                             task=args.task)
     job, created = services.submit_train(spec, idempotency_key=args.idempotency_key, after=args.after)
     _print_cost(job)
+    if (job.config or {}).get("lineage_note"):
+        print(f"note: {job.config['lineage_note']}", file=sys.stderr)
     if job.state == "queued" and routing.is_waiting(job.message):  # no alive worker's GPUs can hold it
         print(f"note: job {job.id} {job.message}", file=sys.stderr)
     if not args.json:

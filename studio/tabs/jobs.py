@@ -196,6 +196,19 @@ def cancel(job_id: int | None) -> None:
     (gr.Info if state in ("cancelled", "running", "interrupted") else gr.Warning)(text)
 
 
+ACTIVE = ("queued", "running")  # the states a cancel acts on
+
+
+def cancel_button(job_id: int | None) -> gr.Button:
+    """Cancel is offered only while the watched job can still be cancelled (queued or running)."""
+    if not job_id:
+        return gr.Button(interactive=False)
+    with session_scope() as db:
+        job = db.get(Job, int(job_id))
+        active = job is not None and job.state in ACTIVE
+    return gr.Button(interactive=active)
+
+
 def cancel_message(job_id: int, state: str) -> str:
     """What Cancel did, from the job's state after the request (a bare "Job 3: succeeded" read as if it
     had been cancelled into success)."""
@@ -252,7 +265,7 @@ def render(shell: Shell) -> None:
     cache = gr.State(None)
     with gr.Row():
         picker = gr.Dropdown(label="Job", elem_id="job-picker", scale=4)
-        cancel_btn = gr.Button("Cancel job", variant="stop", elem_id="cancel-job", scale=1)
+        cancel_btn = gr.Button("Cancel job", variant="stop", elem_id="cancel-job", scale=1, interactive=False)
     status = gr.HTML(elem_id="job-status")
     # a fixed colour map: the chart's first value is often empty, and an empty colour domain draws no lines
     plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=320, elem_id="loss-curve",
@@ -274,5 +287,7 @@ def render(shell: Shell) -> None:
     queue.select(pick_from_queue, queue, [shell.job_id, cache])
     shell.job_id.change(lambda j: gr.Dropdown(choices=job_choices(), value=j), shell.job_id, picker)
     shell.job_id.change(layout, shell.job_id, [plot, system])
-    cancel_btn.click(cancel, shell.job_id, None)
+    cancel_btn.click(cancel, shell.job_id, None).then(cancel_button, shell.job_id, cancel_btn, show_progress="hidden")
+    # finished jobs have nothing to cancel: the button follows the watched job's state
+    gr.on([timer.tick, shell.job_id.change], cancel_button, shell.job_id, cancel_btn, show_progress="hidden")
     shell.on_select["jobs"] = (on_open, [shell.job_id], [picker, shell.job_id])

@@ -219,6 +219,8 @@ def start(model_id, dataset_id, method, parent_id, after, nonce, *values):
     except SpecError as e:
         raise gr.Error(for_form(str(e)), print_exception=False) from None
     gr.Info(f"Job {job.id} queued" + (f" to start after job {int(after)}" if after else ""))
+    if (job.config or {}).get("lineage_note"):  # continuing a version: what it means for lineage and merge
+        gr.Info(job.config["lineage_note"])
     if routing.is_waiting(job.message):  # no alive worker's GPUs can hold it: say so plainly
         gr.Warning(f"No worker can run job {job.id} yet: it {job.message}")
     return job.id, gr.Tabs(selected="jobs"), uuid.uuid4().hex

@@ -173,6 +173,15 @@ def export_hint(version_id: int | None, format: str | None) -> str:
         return exports.preview(db, int(version_id), format)
 
 
+def known_export(version_id: int | None, format: str | None):
+    """A version reopened whose zip in this format was built before: its download is offered at once
+    (the export timer shows it); otherwise nothing to show until Build."""
+    job_id = services.built_export(int(version_id), format) if version_id and format else None
+    if job_id is None:
+        return None, "", gr.DownloadButton(visible=False)
+    return job_id, gr.skip(), gr.skip()
+
+
 @friendly
 def build_export(version_id: int | None, format: str | None):
     if not version_id:
@@ -369,6 +378,8 @@ def render(shell: Shell) -> None:
     no.click(lambda: (gr.Group(visible=False), None), None, [confirm_box, pending])
     yes.click(confirm_delete, [pending, compared], [table, picker, compared, confirm_box, pending])
     export_format.change(export_hint, [picker, export_format], export_note)
+    # a zip built before (this session or another) is offered again as soon as its version and format show
+    export_format.change(known_export, [picker, export_format], [export_job, export_msg, download])
     build_btn.click(build_export, [picker, export_format], [export_job, export_msg])
     gr.Timer(1.5).tick(export_status, export_job, [export_msg, download], show_progress="hidden")
     for event in (compared.change, axis.change):

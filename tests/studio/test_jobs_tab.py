@@ -144,3 +144,14 @@ def test_a_training_jobs_charts_appear_with_their_first_points(backend):
     _, system, cache = jobs.reveal(job_id, cache)
     assert isinstance(system, gr.LinePlot) and system.visible
     assert [c.visible for c in jobs.layout(job_id)] == [True, True]  # selected again later: shown at once
+
+
+def test_cancel_is_offered_only_for_queued_or_running_jobs(backend):
+    from models_db import Job, session_scope
+    from studio.tabs import jobs as tab
+
+    with session_scope() as db:
+        for state in ("queued", "running", "succeeded", "failed", "cancelled"):
+            db.add(Job(kind="train", state=state, config={}))
+    assert [tab.cancel_button(i).interactive for i in range(1, 6)] == [True, True, False, False, False]
+    assert tab.cancel_button(None).interactive is False and tab.cancel_button(99).interactive is False

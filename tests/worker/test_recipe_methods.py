@@ -143,7 +143,9 @@ def test_method_trains_through_the_job_reloads_and_exports(name, studio, trained
         export_version(version.id, tmp_path / "refused", merged=True)
     export_version(version.id, out, merged=False, say=lambda _: None)
     readme = (out / "README.md").read_text()
-    assert f"This `{name}` version cannot be merged" in readme and studio.model_dir in readme  # the base it needs
+    assert f"This `{name}` version cannot be merged" in readme and "BASE_MODEL" in readme  # the base it needs
+    assert studio.model_dir not in readme and "/tmp/" not in readme  # no path of this machine travels in the card
+    monkeypatch.setenv("BASE_MODEL", studio.model_dir)  # as the person points it at their copy of the base
     assert (out / "adapter" / "adapter_config.json").exists()
     torch.testing.assert_close(logits(run_snippet(readme, out, monkeypatch), batch), expected, atol=1e-5, rtol=0)
 
@@ -214,3 +216,17 @@ def test_model_dependent_mistakes_fail_before_the_job_is_queued(method, settings
         services.submit_train(spec)
     with session_scope() as db:
         assert db.scalar(select(Job.id).order_by(Job.id.desc()).limit(1)) == before
+
+
+def test_a_method_change_on_continue_says_what_it_means(studio):
+    from worker.methods import continuation_note
+
+    parent = run_train(studio, "lora", max_steps=2)
+    spec = build_train_spec(model_id=studio.model_id, dataset_id=studio.dataset_id, method="dora",
+                            settings={**TRAIN, "max_steps": 2}, parent_version_id=parent.id)
+    job, _ = services.submit_train(spec)
+    note = job.config["lineage_note"]
+    assert note.startswith(f"Version {parent.id} (lora) is merged into the base first, then a new dora adapter")
+    assert "a method change" in note and f"base → #{parent.id} → the new version" in note and "merged export" in note
+    assert "cannot be merged, so exports give" in continuation_note(parent.id, "lora", "adapter")
+    assert "weights keep training" in continuation_note(parent.id, "prompt_tuning", "prompt_tuning")

@@ -9,6 +9,7 @@ from .base import (
     Method,
     MethodError,
     check_continuation,
+    continuation_note,
     describe_all,
     get,
     names,
@@ -31,4 +32,4 @@ from . import dora  # noqa: E402,F401  isort: skip
 from . import ia3  # noqa: E402,F401  isort: skip
 
 __all__ = ["Method", "REGISTRY", "TASKS", "register", "get", "names", "describe_all", "parse_params",
-           "with_context", "MethodError", "check_continuation"]
+           "with_context", "MethodError", "check_continuation", "continuation_note"]

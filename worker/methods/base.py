@@ -125,6 +125,21 @@ def check_continuation(parent_id: int, parent_method: str, method: str) -> None:
             f"trained with a mergeable method ({mergeable}).")
 
 
+def continuation_note(parent_id: int, parent_method: str, method: str) -> str:
+    """What training ``method`` on version ``parent_id`` (trained with ``parent_method``) means for the
+    lineage and for a merged export, in a sentence (check_continuation has refused what cannot work)."""
+    parent, child = get(parent_method), get(method)
+    if not parent.mergeable:
+        return (f"Continuing version {parent_id}: its {parent_method} weights keep training; the new version "
+                f"replaces them in the lineage (base → #{parent_id}'s {parent_method}, trained further).")
+    what = ("the same kind of adapter, trained anew" if method == parent_method else
+            f"a new {method} adapter (a method change: #{parent_id}'s {parent_method} update is fixed from now on)")
+    merge = ("a merged export merges both into the weights" if child.mergeable else
+             f"{method} cannot be merged, so exports give #{parent_id} merged into the base plus the {method} adapter")
+    return (f"Version {parent_id} ({parent_method}) is merged into the base first, then {what} trains on top. "
+            f"The lineage records base → #{parent_id} → the new version; {merge}.")
+
+
 def check_task(method: str, task: str) -> None:
     """Refuse a task the studio does not know."""
     if task not in TASKS:
