@@ -209,6 +209,10 @@ def row_json(g: Generation, busy: bool = False) -> dict:
     result = (g.settings or {}).get("result", {})
     return {"id": g.id, "state": g.state, "output": g.output, "error": g.error, "new_tokens": g.new_tokens,
             "ms_per_token": g.ms_per_token, "ttft_ms": result.get("ttft_ms"),
+            "first_token_ms": result.get("first_token_ms"), "queued_ms": result.get("queued_ms"),
+            "max_new_tokens": (g.settings or {}).get("max_new_tokens"),
+            "stopped_at_limit": g.state == "done" and not result.get("probabilities")
+            and bool((g.settings or {}).get("max_new_tokens")) and g.new_tokens >= g.settings["max_new_tokens"],
             "probabilities": result.get("probabilities"), "version_id": g.version_id,
             "base_model_id": g.base_model_id, "prompt": g.prompt, "mode": (g.settings or {}).get("mode", "chat"),
             "note": stuck_note(g, busy)}

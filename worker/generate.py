@@ -220,6 +220,8 @@ def run_generation(generation_id: int, worker_id: str = WORKER_ID) -> str:
     with session_scope() as db:
         row = db.get(Generation, generation_id)
         base_id, version_id, prompt, settings = row.base_model_id, row.version_id, row.prompt, dict(row.settings)
+        # time in the queue before this worker took it: part of what the person waits for the first token
+        queued_ms = max(0.0, (utcnow() - row.created_at.replace(tzinfo=None)).total_seconds() * 1000)
     try:
         _set_threads()
         start = time.perf_counter()
@@ -231,6 +233,9 @@ def run_generation(generation_id: int, worker_id: str = WORKER_ID) -> str:
             output, stats = stream(loaded, prompt, settings,
                                    lambda text: write(generation_id, worker_id, output=text))
         stats["load_s"] = round(load_s, 3)
+        stats["queued_ms"] = round(queued_ms, 1)
+        if stats.get("ttft_ms") is not None:  # from the click, as the person experiences it
+            stats["first_token_ms"] = round(queued_ms + 1000 * load_s + stats["ttft_ms"], 1)
         write(generation_id, worker_id, state="done", output=output, new_tokens=stats.pop("new_tokens"),
               ms_per_token=stats.pop("ms_per_token"), settings={**settings, "result": stats})
         return "done"

@@ -42,9 +42,16 @@ def stats_line(row: dict) -> str:
     parts = [f"{row['new_tokens']} new tokens"]
     if row.get("ms_per_token"):
         parts.append(f"**{row['ms_per_token']:.1f} ms/token**")
-    if row.get("ttft_ms"):
+    if row.get("first_token_ms") is not None:  # from the click: queue wait and model loading included
+        waited = f", {row['queued_ms']:.0f} ms of it waiting for the worker" if row.get("queued_ms", 0) >= 1 else ""
+        parts.append(f"first token {row['first_token_ms']:.0f} ms after sending{waited}")
+    elif row.get("ttft_ms"):
         parts.append(f"first token after {row['ttft_ms']:.0f} ms")
-    return " · ".join(parts)
+    line = " · ".join(parts)
+    if row.get("stopped_at_limit"):
+        line += (f"  \n**Stopped at the {row['max_new_tokens']}-token limit**, not at its end: raise "
+                 "*Max new tokens* to let the reply finish.")
+    return line
 
 
 @friendly

@@ -203,3 +203,15 @@ def test_side_by_side_handlers_fill_the_grid(studio):
     assert typed["prompts"] == ["one", "two", "three"] and typed["references"] == []
     with pytest.raises(gr.Error, match="2 to 4 versions"):
         side_by_side.run([a], False, "x", None, 8, 0, 1, 0)
+
+
+def test_the_stats_line_says_where_the_reply_stopped_and_when_the_first_token_came():
+    from studio.tabs.playground import stats_line
+
+    row = {"new_tokens": 128, "ms_per_token": 20.0, "ttft_ms": 40.0, "first_token_ms": 1540.0, "queued_ms": 1200.0,
+           "stopped_at_limit": True, "max_new_tokens": 128}
+    line = stats_line(row)
+    assert "first token 1540 ms after sending, 1200 ms of it waiting for the worker" in line
+    assert "Stopped at the 128-token limit" in line and "Max new tokens" in line
+    done = stats_line({**row, "new_tokens": 12, "stopped_at_limit": False, "queued_ms": 0.2})
+    assert "Stopped" not in done and "waiting for the worker" not in done

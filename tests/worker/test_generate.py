@@ -53,6 +53,9 @@ def test_version_streams_into_its_row_and_matches_plain_generate(studio, lora, s
     [done] = generations.status([row["id"]])
     assert done["state"] == "done", done["error"]
     assert 0 < done["new_tokens"] <= 12 and done["ms_per_token"] > 0 and done["ttft_ms"] > 0  # 12 or an EOS
+    # from the click: the queue wait and the model load come before the first token
+    assert done["first_token_ms"] >= done["ttft_ms"] and done["queued_ms"] >= 0
+    assert done["stopped_at_limit"] == (done["new_tokens"] == 12)
     expected = greedy(reload(studio, lora), AutoTokenizer.from_pretrained(lineage.artifact(lora)), "What is 3 plus 1?", 12)
     assert done["output"] == expected
     growing = [o for o in flushed[:-1] if o is not None]  # the pieces written while streaming, then the final one
