@@ -53,7 +53,7 @@ STATS = (
     Stat("perplexity", "perplexity", "lower", 3), Stat("eval_accuracy", "accuracy", "higher"),
     Stat("eval_f1", "F1", "higher"), Stat("trainable_pct", "trainable %", None, 3),
     Stat("peak_memory_gb", "peak memory (GB)", "lower", 2), Stat("train_seconds", "training time (s)", "lower", 1),
-    Stat("tokens_per_s", "tokens/s", "higher", 0), Stat("size_mb", "size (MB)", "lower", 2),
+    Stat("tokens_per_s", "tokens/s (run average)", "higher", 0), Stat("size_mb", "size (MB)", "lower", 2),
     Stat("ms_per_token", "latency (ms/token)", "lower", 2),  # median of its generations (studio.generations)
 )
 
@@ -75,6 +75,9 @@ def stats(v: ModelVersion) -> dict:
     ratio = num.get("trainable_ratio")
     out = {s.key: num.get(s.key) for s in STATS}
     out["trainable_pct"] = 100 * ratio if ratio is not None else None
+    # tokens/s means what the Jobs tab shows: real tokens per second of training steps (evaluation and
+    # checkpoints excluded), here averaged over the run; older versions only have the whole-run figure
+    out["tokens_per_s"] = num.get("train_tokens_per_s", num.get("tokens_per_s"))
     out["size_mb"] = artifact_bytes(v) / 2**20 if v.artifacts else None
     out["ms_per_token"] = generations.median_ms_per_token(object_session(v), v.id) if object_session(v) else None
     return out

@@ -144,8 +144,12 @@ def _stats(job: Job, latest: dict, pace: list | None) -> list[tuple[str, str]]:
     memory = describe_memory(estimate_vs_measured(job.config, job.result))
     if not job.result and latest.get("peak_memory_gb") is not None:  # running: the peak so far
         memory = f"{latest['peak_memory_gb']:.2f} GB so far · {memory}"
+    speed = throughput_stats(latest)
+    run = (job.result or {}).get("metrics", {}) if job.state == "succeeded" else {}
+    if run.get("train_tokens_per_s"):  # finished: the run's average, the figure its version records
+        speed[0] = ("tokens/s (run average)", f"{run['train_tokens_per_s']:,.0f}")
     return [("learning rate", f"{latest['learning_rate']:.3g}" if "learning_rate" in latest else "—"),
-            *throughput_stats(latest),
+            *speed,
             ("train loss", f"{latest['loss']:.4f}" if "loss" in latest else "—"),
             ("eval loss", f"{latest['eval_loss']:.4f}" if "eval_loss" in latest else "—"),
             ("attempt", f"{job.attempt} of {job.max_attempts}"),

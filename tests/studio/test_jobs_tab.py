@@ -155,3 +155,15 @@ def test_cancel_is_offered_only_for_queued_or_running_jobs(backend):
             db.add(Job(kind="train", state=state, config={}))
     assert [tab.cancel_button(i).interactive for i in range(1, 6)] == [True, True, False, False, False]
     assert tab.cancel_button(None).interactive is False and tab.cancel_button(99).interactive is False
+
+
+def test_tokens_per_s_is_the_runs_average_once_finished_as_its_version_records_it(backend):
+    from models_db import Job
+    from studio.tabs.job_views import status_html
+
+    running = Job(id=1, kind="train", state="running", config={"method": "lora"}, step=5, max_steps=10)
+    assert "tokens/s</div><div class=\"v\">1,234" in status_html(running, {"tokens_per_s": 1234.0})
+    done = Job(id=2, kind="train", state="succeeded", config={"method": "lora"}, step=10, max_steps=10,
+               result={"metrics": {"train_tokens_per_s": 1500.0, "tokens_per_s": 900.0}})
+    html = status_html(done, {"tokens_per_s": 1234.0})
+    assert "tokens/s (run average)</div><div class=\"v\">1,500" in html
