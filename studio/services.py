@@ -167,6 +167,42 @@ def built_export(version_id: int, format: str) -> int | None:
     return None
 
 
+def waiting_for(job_id: int) -> str:
+    """Why a queued job has not started, in words: the jobs ahead of it on its queue (the running one with
+    its ETA from its pace so far), or that no worker takes its queue. '' once it runs or ended."""
+    with session_scope() as db:
+        job = db.get(Job, job_id)
+        if job is None or job.state != "queued":
+            return ""
+        if job.message:  # routing already said (no worker big enough, waiting for a predecessor, ...)
+            return job.message
+        same = [j for j in q.active_jobs(db) if j.queue == job.queue and j.id != job.id]
+        running = [j for j in same if j.state == "running"]
+        ahead = [j for j in same if j.state == "queued" and j.id < job.id]
+        if not running and not ahead:
+            return "waiting for a worker to take it"
+        parts = [f"job #{j.id} ({_what(j)}, {_eta_text(j)})" for j in running]
+        if ahead:
+            parts.append(f"{len(ahead)} queued job{'s' if len(ahead) > 1 else ''} before it")
+        return "waiting behind " + " and ".join(parts)
+
+
+def _what(job: Job) -> str:
+    config = job.config or {}
+    return f"training {config['method']}" if job.kind == "train" and config.get("method") else job.kind
+
+
+def _eta_text(job: Job) -> str:
+    """A running job's time left from its pace so far (steps done in the time since it started)."""
+    from models_db.schema import utcnow
+
+    if not (job.started_at and job.step and job.max_steps):
+        return "just started"
+    elapsed = (utcnow() - job.started_at).total_seconds()
+    left = elapsed / job.step * max(job.max_steps - job.step, 0)
+    return f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left"
+
+
 def _zip_exists(job: Job) -> bool:
     z = (job.result or {}).get("zip")
     return bool(z) and store.exists(z)  # here, or in the shared store (studio/store.py)

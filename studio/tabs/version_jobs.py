@@ -10,7 +10,7 @@ import gradio as gr
 
 from models_db import Job, session_scope
 from models_db import queries as q
-from studio import combine, evaluations
+from studio import combine, evaluations, services
 from studio.shell import friendly
 
 
@@ -70,7 +70,8 @@ def job_status(job_id: int | None, version_id: int | None = None):
         return f"{kind.capitalize()} job {job_id} done{made}.", evaluations_md(version_id)
     if state in ("failed", "cancelled"):
         return f"{kind.capitalize()} job {job_id} {state}: {html.escape(error or '')}", gr.skip()
-    return f"{state.capitalize()}: {html.escape(message or 'waiting for a worker')}", gr.skip()
+    why = services.waiting_for(int(job_id)) if state == "queued" else message
+    return f"{state.capitalize()}: {html.escape(why or 'starting')}", gr.skip()
 
 
 def evaluations_html(result: dict) -> str:

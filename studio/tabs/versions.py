@@ -209,7 +209,8 @@ def export_status(job_id: int | None):
     if job.state in ("failed", "cancelled"):
         return f"Export {job.state}: {job.error or ''}", gr.DownloadButton(visible=False)
     pct = f" ({job.step}/{job.max_steps})" if job.max_steps else ""
-    return f"{job.state.capitalize()}: {job.message or 'waiting for a worker'}{pct}", gr.DownloadButton(visible=False)
+    why = services.waiting_for(job.id) if job.state == "queued" else job.message
+    return f"{job.state.capitalize()}: {why or 'starting'}{pct}", gr.DownloadButton(visible=False)
 
 
 # --- comparison ---------------------------------------------------------------------------------------

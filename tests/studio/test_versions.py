@@ -229,3 +229,21 @@ def test_a_zip_built_before_is_offered_at_once_when_the_version_is_reopened(back
     assert tab.known_export(1, "onnx")[0] is None and tab.known_export(2, "merged")[0] is None
     (zips / "v1-merged.zip").unlink()  # deleted since: nothing to offer
     assert tab.known_export(1, "merged")[0] is None
+
+
+def test_a_queued_export_says_what_it_waits_behind_and_when_that_ends(backend):
+    from datetime import timedelta
+
+    from models_db.schema import utcnow
+
+    with session_scope() as db:
+        db.add(Job(kind="train", state="running", queue="gpu", config={"method": "lora"}, step=10, max_steps=40,
+                   started_at=utcnow() - timedelta(seconds=100)))
+        db.add(Job(kind="export", state="queued", queue="gpu", config={"version_id": 1, "format": "merged"}))
+        db.add(Job(kind="evaluate", state="queued", queue="other", config={}))
+    why = services.waiting_for(2)
+    assert why.startswith("waiting behind job #1 (training lora, about 5 min left)"), why
+    assert services.waiting_for(3) == "waiting for a worker to take it"
+    assert services.waiting_for(1) == ""  # running: nothing to wait for
+    message, _ = tab.export_status(2)
+    assert message.startswith("Queued: waiting behind job #1 (training lora")
