@@ -47,6 +47,20 @@ def check_pair(v: ModelVersion, ds: Dataset) -> None:
                             f"{', '.join(ours)}; evaluate it on data with exactly its labels.")
 
 
+def _fits_here(db, version: ModelVersion) -> bool:
+    """Whether this machine's free RAM holds the version for an evaluation (the base in float32 plus its
+    lineage, as a merged export would load it): the condition for running it beside a training job."""
+    from pathlib import Path
+
+    from models_db import BaseModel
+    from studio import exports
+
+    base = db.get(BaseModel, version.base_model_id)
+    if base is None or not Path(base.path, "config.json").exists():
+        return False
+    return exports.estimate(exports.get_format("merged"), Path(base.path), exports.lineage_dirs(version)).fits
+
+
 def submit_evaluate(version_id: int, dataset_id: int) -> tuple[Job, bool]:
     """Check the pair and queue an ``evaluate`` job; one already queued or running for it is reused.
     Returns (job, created)."""
@@ -64,8 +78,9 @@ def submit_evaluate(version_id: int, dataset_id: int) -> tuple[Job, bool]:
         for old in db.scalars(select(Job).where(Job.kind == "evaluate", Job.state.in_(("queued", "running")))):
             if old.config == config:
                 return old, False
+        queue, where = routing.side_queue(db, fits_beside=_fits_here(db, v))
         job, _ = jobq.create_job(db, kind="evaluate", config=config, base_model_id=v.base_model_id,
-                                 dataset_id=ds.id, queue=routing.default_queue())
+                                 dataset_id=ds.id, queue=queue, message=where or None)
     services.send("evaluate", job.id, job.queue)
     return job, True
 

@@ -204,3 +204,26 @@ def alive_fleet(db, now: datetime | None = None) -> list[list[dict]]:
     """The GPU lists of the workers alive now (an empty list per CPU-only worker)."""
     since = alive_since(now or utcnow())
     return [list(w.gpus or []) for w in db.scalars(select(Worker).where(Worker.last_heartbeat >= since))]
+
+
+def side_queue(db, fits_beside: bool) -> tuple[str, str]:
+    """Where an export or evaluation goes. In embedded mode (one machine: a training worker and an
+    interactive one) it need not wait hours behind a long training job: when every training worker is busy,
+    the interactive worker is alive and idle, and the machine has the memory (``fits_beside``, measured on
+    its free RAM now, the training job's share already taken), it runs there, beside the training job.
+    Returns (queue, where it runs in words; '' for the usual queue)."""
+    from models_db import Generation
+
+    s, default = get_settings(), default_queue()
+    if not s.broker.startswith("sqla+") or not fits_beside:
+        return default, ""
+    alive = list(db.scalars(select(Worker).where(Worker.last_heartbeat >= alive_since(utcnow()))))
+    trainers = [w for w in alive if default in (w.queues or "").split(",")]
+    side = [w for w in alive if (w.queues or "").split(",") == [s.interactive_queue] and w.current_job_id is None]
+    if not trainers or any(w.current_job_id is None for w in trainers) or not side:
+        return default, ""  # a training worker is free (or no interactive worker): the usual queue is quick
+    chatting = db.scalar(select(Generation.id).where(Generation.state == "running").limit(1))
+    if chatting is not None:
+        return default, ""
+    busy = ", ".join(f"#{w.current_job_id}" for w in trainers)
+    return s.interactive_queue, f"runs on the interactive worker, beside training job {busy}"

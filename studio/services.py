@@ -151,7 +151,9 @@ def submit_export(version_id: int, *, merged: bool | None = None, format: str | 
             if old.config == config and (old.state in ("queued", "running") or
                                          (old.state == "succeeded" and _zip_exists(old))):
                 return old
-        job, _ = jobq.create_job(db, kind="export", config=config, queue=routing.default_queue())
+        # embedded: beside a long training job on the idle interactive worker when the machine has the memory
+        queue, where = routing.side_queue(db, fits_beside=True)  # check_export measured this machine's free RAM
+        job, _ = jobq.create_job(db, kind="export", config=config, queue=queue, message=where or None)
     send("export", job.id, job.queue)  # a broker outage leaves it queued; the sweep sends it later
     return job
 

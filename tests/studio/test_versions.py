@@ -8,6 +8,7 @@ import pytest
 
 from models_db import BaseModel, Dataset, Job, Metric, ModelVersion, session_scope
 from studio import cli, services, versions
+from studio.settings import get_settings
 from studio.tabs import versions as tab
 
 TRAINING = {"learning_rate": 2e-4, "max_steps": 20, "seed": 42, "per_device_train_batch_size": 4}
@@ -247,3 +248,23 @@ def test_a_queued_export_says_what_it_waits_behind_and_when_that_ends(backend):
     assert services.waiting_for(1) == ""  # running: nothing to wait for
     message, _ = tab.export_status(2)
     assert message.startswith("Queued: waiting behind job #1 (training lora")
+
+
+def test_embedded_side_jobs_run_beside_a_busy_training_worker(backend):
+    from models_db import Worker
+    from studio import routing
+
+    if not get_settings().broker.startswith("sqla+"):
+        pytest.skip("the interactive worker's side lane is embedded mode's")
+    with session_scope() as db:
+        db.add(Worker(id="h-1", host="h", queues=routing.default_queue(), current_job_id=7))
+        db.add(Worker(id="h-2", host="h", queues=get_settings().interactive_queue))
+    with session_scope() as db:
+        queue, where = routing.side_queue(db, fits_beside=True)
+        assert queue == get_settings().interactive_queue and where == (
+            "runs on the interactive worker, beside training job #7")
+        assert routing.side_queue(db, fits_beside=False)[0] == routing.default_queue()  # not enough memory
+    with session_scope() as db:
+        db.get(Worker, "h-1").current_job_id = None  # the training worker is free: the usual queue
+    with session_scope() as db:
+        assert routing.side_queue(db, fits_beside=True) == (routing.default_queue(), "")
