@@ -96,6 +96,8 @@ class TrainSpec:
     parent_version_id: int | None = None
     # the advisor's estimate at submit (studio.advisor.jobcost.job_estimate), shown beside the measured peak
     estimate: dict = field(default_factory=dict)
+    # continuing a version: what it means for the lineage and a merged export (set at submit)
+    lineage_note: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -96,10 +96,9 @@ def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: 
         check_against_model(spec, base.path, base.config)
         spec = replace(spec, estimate=train_estimate(db, base, spec))
         placed = routing.place(spec.to_json(), routing.alive_fleet(db))  # the queue of its memory tier
-        config = spec.to_json()
         if spec.parent_version_id is not None:  # what continuing means for the lineage and the merge
-            config["lineage_note"] = lineage_note(parent.id, parent.method, spec.method)
-        job, created = jobq.create_job(db, kind="train", config=config, idempotency_key=idempotency_key,
+            spec = replace(spec, lineage_note=lineage_note(parent.id, parent.method, spec.method))
+        job, created = jobq.create_job(db, kind="train", config=spec.to_json(), idempotency_key=idempotency_key,
                                        max_attempts=s.max_attempts, base_model_id=spec.model_id,
                                        dataset_id=spec.dataset_id, parent_version_id=spec.parent_version_id,
                                        after_job_id=after, queue=placed.queue, message=placed.waiting)
