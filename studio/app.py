@@ -14,12 +14,25 @@ TABS = [("datasets", "Datasets", datasets), ("advisor", "Advisor", advisor), ("t
         ("playground", "Playground", playground)]
 
 
+def remember_tab(saved: dict | None, evt: gr.SelectData) -> dict:
+    """The tab this browser opened, kept in its localStorage so a reload reopens it."""
+    by_label = {label: tab_id for tab_id, label, _ in TABS}
+    return {**(saved or {}), "tab": by_label.get(evt.value, (saved or {}).get("tab"))}
+
+
+def restore_tab(saved: dict | None):
+    """On page load: the tab this browser had open (the first tab for a new browser)."""
+    tab = (saved or {}).get("tab")
+    return gr.Tabs(selected=tab) if tab in {t for t, _, _ in TABS} else gr.skip()
+
+
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="FineTune Studio") as app:
         gr.HTML((STATIC / "header.html").read_text())
         job_id = gr.State(None)  # outside gr.Tabs: any child of Tabs is taken for a tab
+        saved = gr.BrowserState({}, storage_key="finetune-studio")
         with gr.Tabs(elem_id="main-tabs") as tabs:
-            shell = Shell(tabs=tabs, job_id=job_id)
+            shell = Shell(tabs=tabs, job_id=job_id, saved=saved)
             tab_objs = {}
             for tab_id, label, module in TABS:
                 with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}") as tab_objs[tab_id]:
@@ -29,6 +42,8 @@ def build_app() -> gr.Blocks:
         for tab_id, (fn, inputs, outputs) in shell.on_select.items():
             tab_objs[tab_id].select(fn, inputs, outputs)
             app.load(fn, inputs, outputs)
+        tabs.select(remember_tab, saved, saved, show_progress="hidden")
+        app.load(restore_tab, saved, tabs)
     return app
 
 

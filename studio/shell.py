@@ -10,6 +10,8 @@ import gradio as gr
 class Shell:
     tabs: gr.Tabs
     job_id: gr.State  # the job this browser tab watches (per user, never global)
+    # what this browser keeps across reloads (localStorage): the open tab, the Train form's picks
+    saved: gr.BrowserState | None = None
     # tab id -> (handler, inputs, outputs): refreshed when the tab is opened and when the page loads
     on_select: dict = field(default_factory=dict)
     # tab id -> (fill(payload) -> values, outputs): a tab whose form another tab can fill (the Train form)
@@ -27,8 +29,15 @@ class Shell:
             @friendly
             def handler(*args):
                 return [*fill(make_payload(*args)), gr.Tabs(selected=tab_id)]
-            trigger(handler, inputs, [*outputs, self.tabs])
+            self.note_tab(trigger(handler, inputs, [*outputs, self.tabs]), tab_id)
         self.pending.append(wire)
+
+    def note_tab(self, dependency, tab_id: str) -> None:
+        """After an event that opens ``tab_id`` itself (not a click on the tab strip), this browser remembers
+        that tab for its next reload, as it does for clicks (studio/app.py remember_tab)."""
+        if self.saved is not None:
+            dependency.success(lambda saved: {**(saved or {}), "tab": tab_id}, self.saved, self.saved,
+                               show_progress="hidden")
 
     def wire_pending(self) -> None:
         """Run the wiring that waited for every tab (build_app calls this once, after the last tab)."""

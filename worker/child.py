@@ -15,6 +15,7 @@ from studio.jobspec import BNB_OPTIMIZERS
 from worker import distributed
 from worker.context import JobContext
 from worker.errors import UserFacingError, humanize
+from worker.quiet import quiet_known_messages
 
 RECIPES = {"causal_lm": "worker.recipes.sft", "seq_cls": "worker.recipes.seq_cls"}  # task -> module with train(ctx)
 JOB_KINDS = {"evaluate": "worker.evaluate:run_evaluate_job", "combine": "worker.combine:run_combine_job"}
@@ -88,6 +89,7 @@ def main(job_id: int, fence: int, *, own_process: bool = False) -> int:
     try:
         if own_process:
             skip_bitsandbytes(job)  # before the recipe imports transformers and peft
+            quiet_known_messages()  # harmless library alarms stay out of the job log (worker/quiet.py)
         result = _recipe(job)(ctx)
     except jobq.StaleFence:
         print("claim superseded by another attempt; stopping quietly", flush=True)

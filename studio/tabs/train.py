@@ -96,13 +96,22 @@ def _keep(current, choices):
     return current if current in values else (values[0] if values else None)
 
 
-def refresh_choices(model_id=None, dataset_id=None, parent_id=None, after_id=None):
-    """Fresh lists when the tab opens, keeping what is already picked (e.g. by the Advisor)."""
+def refresh_choices(model_id=None, dataset_id=None, parent_id=None, after_id=None, saved: dict | None = None):
+    """Fresh lists when the tab opens, keeping what is already picked (e.g. by the Advisor); after a
+    reload, what this browser picked last (its localStorage)."""
     models, data, parents, after = model_choices(), dataset_choices(), version_choices(), after_choices()
+    picks = (saved or {}).get("train") or {}
+    model_id = model_id if model_id is not None else picks.get("model")
+    dataset_id = dataset_id if dataset_id is not None else picks.get("dataset")
     return (gr.Dropdown(choices=models, value=_keep(model_id, models)),
             gr.Dropdown(choices=data, value=_keep(dataset_id, data)),
             gr.Dropdown(choices=parents, value=parent_id if parent_id in [v for _, v in parents] else None),
             gr.Dropdown(choices=after, value=after_id if after_id in [v for _, v in after] else None))
+
+
+def remember_picks(saved: dict | None, model_id, dataset_id) -> dict:
+    """The Train form's model and data set, kept in this browser's localStorage for the next reload."""
+    return {**(saved or {}), "train": {"model": model_id, "dataset": dataset_id}}
 
 
 def _note(m) -> str:
@@ -290,11 +299,17 @@ def render(shell: Shell) -> None:
     lr = inputs[("training", "learning_rate")]
     # .input, not .change: a method set by the Advisor must keep the Advisor's learning rate
     method.input(method_defaults, method, [*groups.values(), lr, note])
-    start_btn.click(start, [model, dataset, method, parent, after, nonce, *ordered],
-                    [shell.job_id, shell.tabs, nonce])
+    shell.note_tab(start_btn.click(start, [model, dataset, method, parent, after, nonce, *ordered],
+                                   [shell.job_id, shell.tabs, nonce]), "jobs")
     gr.on([model.change, dataset.change, method.change, *(c.change for c in ordered)], cost,
           [model, dataset, method, *ordered], cost_line, trigger_mode="always_last", show_progress="hidden")
     # once the person picks another model, data set or method, the form is no longer the advice's
     gr.on([model.input, dataset.input, method.input], lambda: "", None, filled, show_progress="hidden")
     shell.receivers["train"] = (fill_from_advice, [model, dataset, method, note, *groups.values(), *ordered, filled])
-    shell.on_select["train"] = (refresh_choices, [model, dataset, parent, after], [model, dataset, parent, after])
+    if shell.saved is not None:  # this browser remembers its picks across reloads
+        gr.on([model.input, dataset.input], remember_picks, [shell.saved, model, dataset], shell.saved,
+              show_progress="hidden")
+        shell.on_select["train"] = (refresh_choices, [model, dataset, parent, after, shell.saved],
+                                    [model, dataset, parent, after])
+    else:
+        shell.on_select["train"] = (refresh_choices, [model, dataset, parent, after], [model, dataset, parent, after])

@@ -92,9 +92,9 @@ def test_upload_train_watch_download(studio, page, tmp_path):
     job = cli.json("jobs", "show", "1")
     assert job["state"] == "succeeded" and job["version_id"] == 1
 
-    # Reloading loses nothing: the page shows the job again
+    # Reloading loses nothing: the page reopens on the Jobs tab (this browser remembers it) and shows the job
     page.reload()
-    open_tab(page, "Jobs")
+    expect(page.get_by_role("tab", name="Jobs")).to_have_attribute("aria-selected", "true", timeout=30_000)
     page.locator("#job-status").get_by_text("succeeded").wait_for(timeout=30_000)
 
     # Versions: the version with its metrics; build and download the merged zip

@@ -158,3 +158,19 @@ def test_cli_train_prints_the_cost_before_it_waits(studio, capsys):
     cli.main(["train", "--model", "tiny-llama", "--dataset", str(studio["dataset"]), "--method", "ia3"])
     err = capsys.readouterr().err
     assert "ia3: 384 of 126k parameters train" in err and "estimated peak memory" in err
+
+
+def test_a_reload_keeps_the_forms_picks_and_the_tab(studio):
+    from studio import app
+
+    saved = train.remember_picks({"tab": "train"}, studio["tiny-llama"], studio["dataset"])
+    assert saved == {"tab": "train", "train": {"model": studio["tiny-llama"], "dataset": studio["dataset"]}}
+    model, dataset, *_ = train.refresh_choices(None, None, None, None, saved)  # the page after a reload
+    assert (model.value, dataset.value) == (studio["tiny-llama"], studio["dataset"])
+    model, _, *_ = train.refresh_choices(studio["smollm2"], None, None, None, saved)  # a pick on the page wins
+    assert model.value == studio["smollm2"]
+    assert app.restore_tab({"tab": "jobs"}).selected == "jobs" and app.restore_tab({}) is not None
+
+    class Select:  # what Gradio passes when a tab is clicked
+        value = "Versions"
+    assert app.remember_tab({"train": {}}, Select()) == {"train": {}, "tab": "versions"}
