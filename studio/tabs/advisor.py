@@ -193,7 +193,8 @@ def render(shell: Shell) -> None:
         use = gr.Button("Use these settings", variant="secondary", interactive=False, elem_id="adv-use", scale=1)
     summary = gr.Markdown(elem_id="adv-summary")
     with gr.Accordion("The decision tree (path taken highlighted)", open=True):
-        tree = gr.Markdown(render_mermaid(), max_height=760, elem_id="adv-tree")
+        # the whole drawing, no scroll box of its own: the conclusion (bottom) is never hidden inside it
+        tree = gr.Markdown(render_mermaid(), elem_id="adv-tree")
     with gr.Accordion("Every branch: question, answer, rule, article, numbers", open=True):
         path = gr.Dataframe(headers=PATH_HEADERS, wrap=True, interactive=False, elem_id="adv-path",
                             column_widths=["4%", "26%", "7%", "27%", "31%", "5%"])

@@ -99,7 +99,7 @@ def test_upload_train_watch_download(studio, page, tmp_path):
 
     # Versions: the version with its metrics; build and download the merged zip
     open_tab(page, "Versions")
-    page.locator("#version-details").get_by_text("Lineage").wait_for(timeout=30_000)
+    page.locator("#version-details").get_by_text("Lineage:").wait_for(timeout=30_000)
     page.locator("#export-build").click()  # the format picker defaults to merged for a mergeable method
     page.locator("#download-zip").wait_for(state="visible", timeout=180_000)
     shot(page, "5-models")
@@ -136,7 +136,7 @@ def test_versions_compare_side_by_side_and_playground(studio, page, tmp_path):
     # Versions: the table, then two versions compared, then the same prompts through both
     open_tab(page, "Versions")
     expect(page.locator("#versions-table")).to_contain_text("lora", timeout=30_000)
-    page.locator("#version-details").get_by_text("Lineage").wait_for(timeout=30_000)
+    page.locator("#version-details").get_by_text("Lineage:").wait_for(timeout=30_000)
     expect(page.locator("#version-lineage svg").first).to_be_visible(timeout=30_000)  # the picture is drawn
     shot(page, "6-versions")
     picker = page.locator("#compare-picker input")

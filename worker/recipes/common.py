@@ -231,7 +231,8 @@ def save_version(ctx: JobContext, job: TrainJob, method, params, trainer: Traine
     if distributed.is_main():
         tokenizer.save_pretrained(job.home / rel)
         store.put(rel)  # into the shared store, for the studio and the other workers (studio/store.py)
-    config = {**spec.to_json(), "method_params": dataclasses.asdict(params), "training": job.training,
+    spec_json = {k: v for k, v in spec.to_json().items() if k != "lineage_note" or v}  # only where it says something
+    config = {**spec_json, "method_params": dataclasses.asdict(params), "training": job.training,
               "base_model": base.name, "dataset": dataset.name, **config}
     return {
         "step": trainer.state.global_step,
