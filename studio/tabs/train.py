@@ -165,6 +165,31 @@ def form_values(method: str, settings: dict) -> list:
     return out
 
 
+def source_info(owner: str, key: str, knob: Knob, method: str, value=None, suggested: bool = False) -> str:
+    """A field's tooltip: its help, then where its value comes from (the advisor, the method's spec or the
+    studio's default), so a person can tell a measured default from a suggestion for their data."""
+    if suggested:
+        return f"{knob.help} Value {value!r}: suggested by the advisor for this model, data set and hardware."
+    if owner == "training" and key in methods.get(method).default_training:
+        return f"{knob.help} Default {methods.get(method).default_training[key]!r}: {method}'s own (its spec)."
+    if owner == "training":
+        return f"{knob.help} Default {knob.default!r}: the studio's."
+    return f"{knob.help} Default {knob.default!r}: {owner}'s spec."
+
+
+def form_updates(method: str, settings: dict) -> list:
+    """``form_values`` as field updates whose tooltips say where each value came from (``settings`` are the
+    advisor's suggestions)."""
+    out = []
+    for (owner, key, knob), value in zip(SPECS, form_values(method, settings)):
+        if owner not in ("training", method):
+            out.append(value)  # gr.skip(): another method's field
+            continue
+        info = source_info(owner, key, knob, method, value, suggested=key in settings)
+        out.append(gr.update(value=value, info=info))
+    return out
+
+
 def fill_from_advice(advice: dict) -> list:
     """The Advisor's "Use these settings": the form gets the advice's model and data set (with fresh
     choices, so a data set registered since the page loaded is there), its method and every suggested
@@ -182,7 +207,7 @@ def fill_from_advice(advice: dict) -> list:
     gr.Info(f"Filled the form from the advice for {where}; check it and start training.")
     return [gr.Dropdown(choices=models, value=model_id if model_id is not None else _keep(None, models)),
             gr.Dropdown(choices=data, value=dataset_id if dataset_id is not None else None),
-            method, _note(methods.get(method)), *shows, *form_values(method, suggested), filled]
+            method, _note(methods.get(method)), *shows, *form_updates(method, suggested), filled]
 
 
 def _task(db, dataset_id) -> str | None:
@@ -237,7 +262,8 @@ def start(model_id, dataset_id, method, parent_id, after, nonce, *values):
 
 def _field(owner: str, key: str, knob: Knob):
     prefix = "t" if owner == "training" else f"p-{owner}"
-    return component_for(key, knob.type, knob.default, knob.help, choices=knob.choices, elem_id=f"{prefix}-{key}")
+    help_ = source_info(owner, key, knob, owner if owner != "training" else "lora")
+    return component_for(key, knob.type, knob.default, help_, choices=knob.choices, elem_id=f"{prefix}-{key}")
 
 
 def _grid(fields: list[tuple[str, str, Knob]], inputs: dict) -> None:

@@ -97,7 +97,13 @@ def test_use_these_settings_fills_the_train_form(studio):
     assert (model.value, dataset.value, method) == (studio["tiny-llama"], studio["dataset"], "lora")
     assert studio["dataset"] in [v for _, v in dataset.choices]  # offered, even if registered after page load
     groups = out[4:4 + len(train.methods.names())]
-    values, filled = out[4 + len(train.methods.names()):-1], out[-1]
+    updates, filled = out[4 + len(train.methods.names()):-1], out[-1]
+    values = [u["value"] if isinstance(u, dict) and "value" in u else u for u in updates]
+    infos = {(o, k): u["info"] for (o, k, _), u in zip(train.SPECS, updates) if isinstance(u, dict) and "info" in u}
+    # each field's tooltip says where its value came from
+    assert infos[("lora", "r")].endswith("Value 8: suggested by the advisor for this model, data set and hardware.")
+    assert infos[("training", "max_steps")].endswith("Default -1: the studio's.")
+    assert infos[("lora", "use_rslora")].endswith("Default False: lora's spec.")
     assert f"Filled from the advice for data set #{studio['dataset']} on tiny-llama" in filled
     assert [g.visible for g in groups] == [n == "lora" for n in train.methods.names()]
     form = {(o, k): v for (o, k, _), v in zip(train.SPECS, values)}
