@@ -106,15 +106,8 @@ class TrainSpec:
 def coerce(key: str, knob: Knob, raw: Any) -> Any:
     """Turn a CLI string or UI value into the knob's type, checking its range."""
     try:
-        if knob.type is bool and isinstance(raw, str):
-            if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ValueError
-            value = raw.lower() in {"true", "1", "yes"}
-        elif knob.type is int and isinstance(raw, str):
-            value = int(float(raw)) if float(raw).is_integer() else int(raw)
-        else:
-            value = knob.type(raw)
-    except (TypeError, ValueError):
+        value = methods.convert(raw, knob.type)  # the same converter as the methods' parameters
+    except (TypeError, ValueError, OverflowError):
         raise SpecError(f"{key}: expected {knob.type.__name__}, got {raw!r}") from None
     if knob.choices and value not in knob.choices:
         raise SpecError(f"{key}: {value!r} is not one of {', '.join(knob.choices)}")
@@ -147,6 +140,9 @@ def build_train_spec(*, model_id: int, dataset_id: int, method: str, settings: d
     studio = {k: coerce(k, knob, settings.get(k, knob.default)) for k, knob in STUDIO.items()}
     if "eval_split" not in settings:
         studio["eval_split"] = default_eval_split(dataset_id)
+    if 0 < studio["max_seq_length"] < MIN_SEQ_LENGTH:
+        raise SpecError(f"max_seq_length: {studio['max_seq_length']} tokens is too short to train on; give 0 "
+                        f"(chosen from the data) or at least {MIN_SEQ_LENGTH}.")
     if not m.packable:  # prompt learning: packed examples would share the virtual tokens (worker/data.py)
         studio["packing"] = False
     try:
@@ -157,6 +153,7 @@ def build_train_spec(*, model_id: int, dataset_id: int, method: str, settings: d
                      training=training, parent_version_id=parent_version_id, task=task, **studio)
 
 
+MIN_SEQ_LENGTH = 8  # tokens: below this not even a chat template's markers fit
 SMALL_DATA_ROWS = 300  # below this, a hold-out starves training (measured: bench/quality.py)
 
 

@@ -174,3 +174,18 @@ def test_a_reload_keeps_the_forms_picks_and_the_tab(studio):
     class Select:  # what Gradio passes when a tab is clicked
         value = "Versions"
     assert app.remember_tab({"train": {}}, Select()) == {"train": {}, "tab": "versions"}
+
+
+def test_one_converter_for_training_settings_and_method_parameters():
+    # `--set bf16=on` was refused while `--set use_rslora=on` was accepted; `seed=1e3` became 1000 while
+    # `r=1e3` was refused
+    from studio.jobspec import STUDIO, TRAINING, SpecError, coerce
+
+    assert coerce("bf16", TRAINING["bf16"], "on") is True and coerce("packing", STUDIO["packing"], "off") is False
+    assert methods.parse_params("lora", {"use_rslora": "on"}).use_rslora is True
+    assert coerce("seed", TRAINING["seed"], "1e3") == 1000 and methods.parse_params("lora", {"r": "1e3"}).r == 1000
+    for bad in ("maybe", "2.5"):
+        with pytest.raises(SpecError):
+            coerce("seed" if bad == "2.5" else "bf16", TRAINING["seed" if bad == "2.5" else "bf16"], bad)
+        with pytest.raises(methods.MethodError):
+            methods.parse_params("lora", {"r" if bad == "2.5" else "use_rslora": bad})

@@ -10,6 +10,7 @@ from .base import (
     MethodError,
     check_continuation,
     continuation_note,
+    convert,
     describe_all,
     get,
     names,
@@ -32,4 +33,5 @@ from . import dora  # noqa: E402,F401  isort: skip
 from . import ia3  # noqa: E402,F401  isort: skip
 
 __all__ = ["Method", "REGISTRY", "TASKS", "register", "get", "names", "describe_all", "parse_params",
-           "with_context", "MethodError", "check_continuation", "continuation_note"]
+           "with_context", "MethodError", "check_continuation", "continuation_note",
+           "convert"]

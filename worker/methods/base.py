@@ -165,41 +165,47 @@ def _base_type(tp) -> tuple[type, bool]:
     return tp, False
 
 
+def convert(value, scalar: type):
+    """A CLI string or UI value as ``scalar`` (bool, int, float or str): the one converter the studio uses
+    for method parameters and training settings alike. Booleans: true/false, 1/0, yes/no, on/off, y/n;
+    integers: whole numbers, also written as a float ("1e3", "16.0"). ValueError when it is not one."""
+    if scalar is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(value)
+    if scalar is int:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+        if not number.is_integer():
+            raise ValueError(value)
+        return int(number)
+    if scalar is float:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return float(str(value).strip()) if isinstance(value, str) else float(value)
+    if scalar is str:
+        if isinstance(value, (list, tuple)):  # the UI may send a multi-select
+            return ",".join(str(v).strip() for v in value)
+        return str(value).strip()
+    return value
+
+
 def _coerce(method: str, key: str, value, tp):
     """Turn a CLI string or UI value into the field's declared type."""
     scalar, optional = _base_type(tp)
     if optional and (value is None or (isinstance(value, str) and value.strip().lower() in {"", "none"})):
         return None
     try:
-        if scalar is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            raise ValueError
-        if scalar is int:
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise ValueError
-                return int(value)
-            return int(str(value).strip())
-        if scalar is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(str(value).strip()) if isinstance(value, str) else float(value)
-        if scalar is str:
-            if isinstance(value, (list, tuple)):  # the UI may send a multi-select
-                return ",".join(str(v).strip() for v in value)
-            return str(value).strip()
-    except (TypeError, ValueError):
+        return convert(value, scalar)
+    except (TypeError, ValueError, OverflowError):
         kind = getattr(scalar, "__name__", str(scalar))
         raise MethodError(f"{method}: {key} must be a {kind} (got {value!r}). Set --set {key}=<{kind}>.") from None
-    return value
 
 
 def _check_range(method: str, key: str, value, meta) -> None:
