@@ -143,7 +143,8 @@ class Studio:
         end = time.monotonic() + timeout
         while not self.complete_steps(job_id):
             if time.monotonic() > end or not alive(pid):
-                os.kill(pid, signal.SIGCONT) if alive(pid) else None
+                if alive(pid):
+                    os.kill(pid, signal.SIGCONT)
                 job = self.job(job_id)
                 raise AssertionError(f"job {job_id} ({job.state}) wrote no checkpoint while held: {job.error}\n"
                                      f"{self.log(job_id)[-3000:]}")
