@@ -145,6 +145,15 @@ def test_full_hyperparameters_follow_003():
                              gpu_memory_gb=[40])).hyperparameters
     assert h["learning_rate"] == 2e-5 and h["lr_scheduler_type"] == "cosine"
     assert h["max_grad_norm"] == 1.0 and h["weight_decay"] == 0.01 and h["num_train_epochs"] == 2
+    assert h["warmup_ratio"] == 0.03  # 1,250 steps: long enough for a warm-up and a cosine decay
+
+
+def test_short_runs_get_the_measured_defaults_long_runs_a_warm_up_and_cosine():
+    short = advise(AdvisorInputs(params_b=0.135, examples=200, gpu_memory_gb=[24])).hyperparameters
+    assert (short["lr_scheduler_type"], short["warmup_ratio"], short["eval_split"]) == ("linear", 0.0, 0.0)
+    assert short["target_modules"] == "all_linear" and "lora_dropout" not in short  # dropout: the method's own
+    long = advise(AdvisorInputs(params_b=0.135, examples=50_000, gpu_memory_gb=[24])).hyperparameters
+    assert (long["lr_scheduler_type"], long["warmup_ratio"], long["eval_split"]) == ("cosine", 0.03, 0.1)
 
 
 # ---- the arithmetic guard -------------------------------------------------------------------------
