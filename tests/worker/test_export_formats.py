@@ -290,6 +290,7 @@ def test_decoder_classifier_adapter_snippet_sets_the_pad_token(classifiers, tmp_
     out = export_version(version.id, tmp_path / "export", format="adapter", say=lambda _: None)
     readme = (out / "README.md").read_text()
     assert "pad_token_id=tokenizer.pad_token_id" in readme
+    monkeypatch.setenv("BASE_MODEL", str(classifiers.base_dir))  # the card names no local path: point it here
     batch = padded_batch(out / "adapter")
     reference = classifier_reference(classifiers, version, chain, out / "adapter")
     torch.testing.assert_close(logits(run_snippet(readme, out, monkeypatch), batch), logits(reference, batch),
