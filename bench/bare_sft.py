@@ -24,15 +24,8 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer,  # noqa: E402
                           TrainingArguments)
 
-
-def encode(tokenizer, row: dict, max_len: int) -> dict:
-    """The conversation's tokens, with the prompt's labels masked (-100): the loss is on the answer."""
-    prompt = [{"role": "user", "content": row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")}]
-    full = prompt + [{"role": "assistant", "content": row["output"]}]
-    prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
-    ids = tokenizer.apply_chat_template(full, tokenize=True, return_dict=False)[:max_len]
-    labels = [-100] * min(len(prompt_ids), len(ids)) + ids[len(prompt_ids):]
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.expert_sft import encode  # noqa: E402  the same tokenisation as the expert's script
 
 
 def main() -> None:
