@@ -18,8 +18,9 @@ def model_dropdown(current: str | None = None) -> gr.Dropdown:
     return gr.Dropdown(choices=choices, value=current if current in refs else (refs[0] if refs else None))
 
 
-def on_open(current):
-    return model_dropdown(current)
+def on_open(current, picked: bool = False):
+    """The newest version when the tab opens, unless the person picked one (kept while it exists)."""
+    return model_dropdown(current if picked else None)
 
 
 def settings_of(max_new_tokens, temperature, top_p, seed) -> dict:
@@ -126,4 +127,6 @@ def render(shell: Shell) -> None:
     clear_btn.click(clear, None, [chat, history, gen_id, timer, stats])
     chat.clear(clear, None, [chat, history, gen_id, timer, stats])  # the chat box's own bin button
     model.change(clear, None, [chat, history, gen_id, timer, stats])
-    shell.on_select["playground"] = (on_open, [model], [model])
+    picked = gr.State(False)  # the person chose the model: opening the tab keeps it; else the newest version
+    model.input(lambda: True, None, picked, show_progress="hidden")
+    shell.on_select["playground"] = (on_open, [model, picked], [model])

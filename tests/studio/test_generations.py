@@ -215,3 +215,14 @@ def test_the_stats_line_says_where_the_reply_stopped_and_when_the_first_token_ca
     assert "Stopped at the 128-token limit" in line and "Max new tokens" in line
     done = stats_line({**row, "new_tokens": 12, "stopped_at_limit": False, "queued_ms": 0.2})
     assert "Stopped" not in done and "waiting for the worker" not in done
+
+
+def test_the_playground_opens_on_the_newest_version_unless_one_was_picked(monkeypatch):
+    from studio import generations
+    from studio.tabs import playground
+
+    choices = [("#3 newest (lora)", "3"), ("#1 older (lora)", "1"), ("base · tiny", "base:1")]
+    monkeypatch.setattr(generations, "model_choices", lambda: choices)
+    assert playground.on_open("1").value == "3"  # shown by default earlier: a newer version now leads
+    assert playground.on_open("1", picked=True).value == "1"  # the person's pick stays while it exists
+    assert playground.on_open("7", picked=True).value == "3"  # deleted since: the newest
