@@ -9,6 +9,7 @@ from models_db import Dataset, Job, ModelVersion, session_scope
 from models_db import jobs as jobq
 from models_db import queries as q
 from models_db.access import hidden_reason
+from models_db.schema import utcnow
 from studio import routing, store
 from studio.advisor.jobcost import estimate_vs_measured
 from studio.datasets import IntakeReport, versions
@@ -195,8 +196,6 @@ def _what(job: Job) -> str:
 
 def _eta_text(job: Job) -> str:
     """A running job's time left from its pace so far (steps done in the time since it started)."""
-    from models_db.schema import utcnow
-
     if not (job.started_at and job.step and job.max_steps):
         return "just started"
     elapsed = (utcnow() - job.started_at).total_seconds()

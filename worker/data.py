@@ -13,6 +13,9 @@ from studio.datasets.split import EVAL_FILE
 from studio.datasets.template import assistant_spans
 
 IGNORE = -100
+COVERAGE = 0.99  # the share of rows the data-derived max_seq_length holds whole
+MAX_AUTO_LENGTH = 4096  # the longest data-derived max_seq_length (longer: ask for it)
+LENGTH_STEP = 64
 OK, TRUNCATED, DROPPED = 0, 1, 2
 
 
@@ -101,7 +104,7 @@ def stored_eval(path: Path) -> Path | None:
 
 
 def build_sft(path: Path, tokenizer, *, max_len: int, eval_split: float, seed: int, cache_dir: Path, key: str,
-              cap: int = 4096):
+              cap: int = MAX_AUTO_LENGTH):
     """Load and tokenise the training rows and pick the eval rows. Returns (train, eval or None, DataReport).
 
     Which eval rows: a split stored with the dataset version wins — its ``eval.jsonl`` is the eval
@@ -146,11 +149,6 @@ def build_sft(path: Path, tokenizer, *, max_len: int, eval_split: float, seed: i
     report = DataReport(len(statuses), len(train), len(evals) if evals is not None else 0, statuses.count(TRUNCATED),
                         statuses.count(DROPPED), max_len, source, chosen)
     return train, evals, report
-
-
-COVERAGE = 0.99  # the share of rows the data-derived max_seq_length holds whole
-MAX_AUTO_LENGTH = 4096  # the longest data-derived max_seq_length (longer: ask for it)
-LENGTH_STEP = 64
 
 
 def covering_length(lengths: list[int], cap: int) -> tuple[int, str]:

@@ -201,10 +201,10 @@ def _unrecognised(name: str, columns: list[str], fmt: str | None) -> str:
     """Short: the format closest to the columns, the roles found, the missing ones, and for each the few
     columns most likely to fill it, as a --map to copy. Never a dump of every column name."""
     candidates = (fmt,) if fmt else DETECTION_ORDER
-    # the closest format: most required fields found (ties: detection order)
-    best = max(candidates, key=lambda f: (len(match_columns(f, columns)) - len(_missing(f, match_columns(f, columns))),
-                                          -candidates.index(f)))
-    found = match_columns(best, columns)
+    matched = {f: match_columns(f, columns) for f in candidates}
+    # the closest format: most fields found, fewest required ones missing (ties: detection order)
+    best = max(candidates, key=lambda f: (len(matched[f]) - len(_missing(f, matched[f])), -candidates.index(f)))
+    found = matched[best]
     missing = _missing(best, found)
     target = f"the {fmt} format" if fmt else "any known format"
     shown = _list(columns) if len(columns) <= 8 else f"{len(columns)} columns"

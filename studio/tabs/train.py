@@ -332,10 +332,8 @@ def render(shell: Shell) -> None:
     # once the person picks another model, data set or method, the form is no longer the advice's
     gr.on([model.input, dataset.input, method.input], lambda: "", None, filled, show_progress="hidden")
     shell.receivers["train"] = (fill_from_advice, [model, dataset, method, note, *groups.values(), *ordered, filled])
+    picks = [model, dataset, parent, after]
     if shell.saved is not None:  # this browser remembers its picks across reloads
         gr.on([model.input, dataset.input], remember_picks, [shell.saved, model, dataset], shell.saved,
               show_progress="hidden")
-        shell.on_select["train"] = (refresh_choices, [model, dataset, parent, after, shell.saved],
-                                    [model, dataset, parent, after])
-    else:
-        shell.on_select["train"] = (refresh_choices, [model, dataset, parent, after], [model, dataset, parent, after])
+    shell.on_select["train"] = (refresh_choices, picks + ([shell.saved] if shell.saved is not None else []), picks)

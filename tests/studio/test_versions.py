@@ -250,12 +250,11 @@ def test_a_queued_export_says_what_it_waits_behind_and_when_that_ends(backend):
     assert message.startswith("Queued: waiting behind job #1 (training lora")
 
 
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)  # the side lane is embedded mode's
 def test_embedded_side_jobs_run_beside_a_busy_training_worker(backend):
     from models_db import Worker
     from studio import routing
 
-    if not get_settings().broker.startswith("sqla+"):
-        pytest.skip("the interactive worker's side lane is embedded mode's")
     with session_scope() as db:
         db.add(Worker(id="h-1", host="h", queues=routing.default_queue(), current_job_id=7))
         db.add(Worker(id="h-2", host="h", queues=get_settings().interactive_queue))
