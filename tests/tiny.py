@@ -54,8 +54,12 @@ def build_tiny_tokenizer(out_dir: Path):
 WIDTH = 64
 
 
-def build_tiny_llama(out_dir: Path, *, layers: int = 2, hidden: int = WIDTH, seed: int = 0) -> Path:
-    """Save a random 2-layer Llama (about 125k parameters) plus tokenizer to ``out_dir``."""
+def build_tiny_llama(out_dir: Path, *, layers: int = 2, hidden: int = WIDTH, seed: int = 0,
+                     tied: bool = False) -> Path:
+    """Save a random 2-layer Llama (about 125k parameters) plus tokenizer to ``out_dir``.
+
+    ``tied``: the head is the input embedding matrix, as in SmolLM2 (the demo model).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -72,7 +76,7 @@ def build_tiny_llama(out_dir: Path, *, layers: int = 2, hidden: int = WIDTH, see
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
         bos_token_id=tok.bos_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

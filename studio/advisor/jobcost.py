@@ -52,6 +52,7 @@ def spec_from_params(method: str, params: dict | None = None) -> MethodSpec:
         freeze_layers=p.get("num_trainable_layers"),
         freeze_parts=p.get("trainable_modules", "all"),
         freeze_head=p.get("train_head_side", True),
+        freeze_tied_head=p.get("train_tied_head", False),
         virtual_tokens=p.get("num_virtual_tokens"),
         prefix_projection=p.get("prefix_projection", False),
         encoder_hidden=p.get("encoder_hidden_size") or None,

@@ -70,8 +70,10 @@ def test_cost_line_follows_model_method_and_params(studio):
     assert "**16.4k** of 142k" in wider
     assert "**125k** of 125k parameters train (**100 %**)" in train.cost(studio["tiny-llama"], None, "full",
                                                                              *defaults())
-    smol = train.cost(studio["smollm2"], None, "freeze", *defaults(num_trainable_layers=30))
+    smol = train.cost(studio["smollm2"], None, "freeze", *defaults(num_trainable_layers=30, train_tied_head=True))
     assert "**135M** of 135M" in smol  # every layer and the tied head (= the embeddings): everything
+    blocks = train.cost(studio["smollm2"], None, "freeze", *defaults(num_trainable_layers=30))
+    assert "**106M** of 135M" in blocks  # the tied head (28M embeddings) stays frozen by default
     assert "Pick a base model" in train.cost(None, None, "lora", *defaults())
     assert train.cost(studio["tiny-llama"], None, "lora", *defaults(r=0)).startswith("Cannot estimate yet: lora: r")
 

@@ -176,6 +176,19 @@ def test_freeze_trains_only_top_layers_and_head(tiny_llama_dir):
     assert {"lm_head.weight", "model.norm.weight"} <= trainable
 
 
+def test_freeze_default_trains_a_quarter_of_the_blocks_and_no_tied_head(tmp_path):
+    from tests.tiny import build_tiny_llama
+
+    base = build_tiny_llama(tmp_path / "tied", layers=8, tied=True)
+    model = methods.get("freeze").apply(load_base(base), methods.parse_params("freeze", {}), "causal_lm")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n.split(".")[2] for n in trainable if n.startswith("model.layers.")} == {"6", "7"}
+    assert "model.norm.weight" in trainable and not any("embed" in n for n in trainable)
+    params = methods.parse_params("freeze", {"train_tied_head": "on"})
+    model = methods.get("freeze").apply(load_base(base), params, "causal_lm")
+    assert model.get_input_embeddings().weight.requires_grad  # the tied head is the embedding matrix
+
+
 def test_freeze_attention_preset_trains_attention_but_no_norm(tiny_llama_dir):
     params = methods.parse_params("freeze", {"num_trainable_layers": 1, "trainable_modules": "attention"})
     model = methods.get("freeze").apply(load_base(tiny_llama_dir), params, "causal_lm")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from studio.advisor.methods import default_freeze_layers
+
 from . import _arch, _plain
 from ._peft_common import config_num_layers, split_list
 from .base import Method, MethodError, check_task, register
@@ -14,13 +16,20 @@ PART_PRESETS = ("all", "attention", "mlp")
 class FreezeParams:
     """How much of the top of the network trains."""
 
-    num_trainable_layers: int = field(default=2, metadata={
-        "help": "How many of the top transformer blocks train; the rest stay frozen.", "min": 1, "max": 1024})
+    # a quarter of the blocks and no tied head: measured against the top 2 blocks + the tied head on the demo
+    # model (bench/quality.py, docs/benchmarks.md), the quarter learns more per step and each step is cheaper
+    num_trainable_layers: int = field(default=0, metadata={
+        "help": "How many of the top transformer blocks train; the rest stay frozen. 0: a quarter of the "
+                "model's blocks (at least one).", "min": 0, "max": 1024})
     trainable_modules: str = field(default="all", metadata={"modules": PART_PRESETS,
         "help": "Which parts of those blocks train: all, attention, mlp, or a comma list of sub-module "
                 "names such as self_attn,post_attention_layernorm."})
     train_head_side: bool = field(default=True, metadata={
         "help": "Also train what sits after the blocks: final norm and the head (always on for classification)."})
+    train_tied_head: bool = field(default=False, metadata={
+        "help": "Where the head shares its weights with the input embeddings (tied, as in SmolLM2 or Llama 3.2), "
+                "train it too. That trains the whole embedding matrix (a fifth of the demo model): slower, and "
+                "measured no better on short runs. Off: the tied head stays as it is."})
 
 
 def _too_many(n: int, have: int) -> MethodError:
@@ -66,20 +75,28 @@ def apply(model, params, task: str):
     """Freeze everything, then unfreeze the top blocks' chosen parts and what follows the blocks."""
     check_task("freeze", task)
     stack_name, blocks = _arch.layer_stack(model)
-    if params.num_trainable_layers > len(blocks):
-        raise _too_many(params.num_trainable_layers, len(blocks))
+    layers = params.num_trainable_layers or default_freeze_layers(len(blocks))
+    if layers > len(blocks):
+        raise _too_many(layers, len(blocks))
     _check_parts(params.trainable_modules, blocks[0])
     for p in model.parameters():
         p.requires_grad_(False)
-    for block in list(blocks)[-params.num_trainable_layers:]:
+    for block in list(blocks)[-layers:]:
         for child_name, child in block.named_children():
             if _wanted(child_name, params.trainable_modules):
                 child.requires_grad_(True)
     if params.train_head_side or task == "seq_cls":
         _unfreeze_after_blocks(model, stack_name)
-        _plain.train_head(model)
+        if task == "seq_cls" or params.train_tied_head or not _head_is_tied(model):
+            _plain.train_head(model)
     _plain.remember(model, "freeze", params, task)
     return model
+
+
+def _head_is_tied(model) -> bool:
+    """Is the output head the input embedding matrix itself (tie_word_embeddings)?"""
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    return head is not None and embeddings is not None and head.weight is embeddings.weight
 
 
 def _unfreeze_after_blocks(model, stack_name: str) -> None:
