@@ -47,7 +47,12 @@ demo-model: install
 run: demo-model
 	$(VENV)/bin/studio serve
 
-test: install-test
+# The layers stay one way (import-linter's contracts in pyproject.toml) and the code clean (ruff).
+lint: install-test
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:

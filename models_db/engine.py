@@ -2,12 +2,31 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 _engines: dict[str, Engine] = {}
+_default_url: Callable[[], str] | None = None
+
+
+def use_default_url(provider: Callable[[], str]) -> None:
+    """Name where the database is when a caller gives no URL (the studio's settings register theirs).
+
+    A callable, not a string: settings read the environment, which tests and the CLI change at run time.
+    models_db imports nothing of the studio's; the layer above tells it its URL.
+    """
+    global _default_url
+    _default_url = provider
+
+
+def default_url() -> str:
+    """The URL the registered provider gives; a clear error when no layer above registered one."""
+    if _default_url is None:
+        raise RuntimeError("models_db has no database URL: pass url=... or import studio.settings, which "
+                           "registers the studio's (STUDIO_DB_URL or the embedded SQLite file)")
+    return _default_url()
 
 
 def _sqlite_tuning(engine: Engine) -> None:
@@ -30,11 +49,8 @@ def _sqlite_tuning(engine: Engine) -> None:
 
 
 def get_engine(url: str | None = None) -> Engine:
-    """One engine per URL per process (default: the settings' database URL)."""
-    if url is None:
-        from studio.settings import get_settings
-
-        url = get_settings().db_url
+    """One engine per URL per process (default: :func:`default_url`)."""
+    url = url or default_url()
     if url not in _engines:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})

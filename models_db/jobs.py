@@ -15,6 +15,47 @@ RUNNING = JobState.running.value
 QUEUED = JobState.queued.value
 FINISHED = sorted(JobState.finished())
 
+# Every move a job may make, and the one function that makes each. A finished job never moves again.
+TRANSITIONS: dict[JobState, dict[JobState, str]] = {
+    JobState.queued: {JobState.running: "claim", JobState.cancelled: "request_cancel"},
+    JobState.running: {
+        JobState.succeeded: "succeed",
+        JobState.failed: "finish (the job's process, or retry_or_fail once out of attempts)",
+        JobState.cancelled: "finish (its worker saw the cancel) or reap_expired",
+        JobState.queued: "retry_or_fail (another attempt: its process died or its worker was lost)",
+    },
+    JobState.succeeded: {}, JobState.failed: {}, JobState.cancelled: {},
+}
+ATTEMPT_INTERRUPTED = "interrupted"  # a history entry's outcome when the attempt ended in a retry
+ATTEMPT_LOST = "lost"  # ... when its worker was lost (its lease expired)
+
+
+class IllegalTransition(RuntimeError):
+    """A move TRANSITIONS does not allow (a bug, never a user error)."""
+
+
+def check_transition(old: str, new: str) -> None:
+    if JobState(new) not in TRANSITIONS[JobState(old)]:
+        raise IllegalTransition(f"a job cannot go from {old} to {new}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What becomes of a job whose attempt ended without its own say: its new state, message and error."""
+
+    state: JobState
+    message: str
+    error: str | None = None
+
+
+def retry_or_fail(job: Job, *, retry: str, give_up: str) -> Verdict:
+    """The one decision after an attempt ended abnormally (its process died, its worker was lost), made
+    for the supervisor (worker/runner.py) and the reaper alike: queued again while attempts remain, so it
+    resumes from its last checkpoint; failed with ``give_up`` as its error once they are spent."""
+    if job.attempt < job.max_attempts:
+        return Verdict(JobState.queued, retry)
+    return Verdict(JobState.failed, give_up, give_up)
+
 
 class StaleFence(RuntimeError):
     """A write came from a worker whose claim on the job is no longer current."""
@@ -66,7 +107,7 @@ def claim(session: Session, job_id: int, worker_id: str, lease_seconds: float) -
         return None
     job = session.get(Job, job_id, populate_existing=True)
     entry = {"attempt": job.attempt, "worker": worker_id, "started_at": now.isoformat(timespec="seconds"),
-             "outcome": "running"}
+             "outcome": RUNNING}
     session.execute(update(Job).where(Job.id == job_id, Job.fence == job.fence)
                     .values(history=[*(job.history or []), entry]))
     return Claim(job_id, job.fence, job.attempt)
@@ -130,8 +171,9 @@ def finish(session: Session, claim: Claim, state: str, *, error: str | None = No
     job = session.get(Job, claim.job_id, populate_existing=True)
     if job is None or job.fence != claim.fence or job.state != RUNNING:
         return False
+    check_transition(job.state, state)
     now = utcnow()
-    outcome = "interrupted" if state == QUEUED else state
+    outcome = ATTEMPT_INTERRUPTED if state == QUEUED else str(state)
     reason = error or (fields.get("message") if state == QUEUED else None)
     res = session.execute(
         _fenced(claim.job_id, claim.fence).values(
@@ -157,7 +199,7 @@ def request_cancel(session: Session, job_id: int) -> str:
         .values(state=JobState.cancelled.value, cancel_requested=True, finished_at=utcnow(), message="cancelled")
     )
     session.execute(
-        update(Job).where(Job.id == job_id, Job.state.in_([RUNNING, JobState.interrupted.value]))
+        update(Job).where(Job.id == job_id, Job.state == RUNNING)
         .values(cancel_requested=True, message="cancelling")
     )
     return session.scalar(select(Job.state).where(Job.id == job_id)) or "missing"
@@ -170,16 +212,16 @@ def reap_expired(session: Session, now: datetime | None = None) -> list[tuple[in
     out: list[tuple[int, str]] = []
     for job in session.scalars(select(Job).where(Job.state == RUNNING, Job.lease_expires_at < now)).all():
         if job.cancel_requested:
-            new, msg = JobState.cancelled.value, "cancelled (its worker was lost)"
-        elif job.attempt >= job.max_attempts:
-            new, msg = JobState.failed.value, f"worker lost on attempt {job.attempt} of {job.max_attempts}; giving up"
+            verdict = Verdict(JobState.cancelled, "cancelled (its worker was lost)")
         else:
-            new, msg = QUEUED, f"worker lost during attempt {job.attempt}; re-queued to resume from its last checkpoint"
+            verdict = retry_or_fail(
+                job, retry=f"worker lost during attempt {job.attempt}; re-queued to resume from its last checkpoint",
+                give_up=f"worker lost on attempt {job.attempt} of {job.max_attempts}; giving up")
+        new, msg = verdict.state.value, verdict.message
         res = session.execute(
             update(Job).where(Job.id == job.id, Job.fence == job.fence, Job.state == RUNNING)
-            .values(state=new, fence=Job.fence + 1, lease_expires_at=None, message=msg,
-                    error=msg if new == JobState.failed.value else None,
-                    finished_at=now if new != QUEUED else None, history=_close_attempt(job, "lost", msg, now))
+            .values(state=new, fence=Job.fence + 1, lease_expires_at=None, message=msg, error=verdict.error,
+                    finished_at=now if new != QUEUED else None, history=_close_attempt(job, ATTEMPT_LOST, msg, now))
         )
         if res.rowcount == 1:
             out.append((job.id, new))
@@ -256,18 +298,19 @@ def succeed(session: Session, claim: Claim, *, result: dict, version: dict | Non
     a stale claim raises, and the version insert rolls back with it.
 
     Its lineage is written as VersionParent rows, the one source of truth for parents: ``version["parents"]``
-    ([[id, weight], ...], a combined version) or else its ``parent_id`` with weight 1."""
-    from models_db.schema import ModelVersion, VersionParent
+    ([[id, weight], ...], a combined version, first parent first) or else its ``parent_id`` with weight 1."""
+    from models_db.schema import ModelVersion
 
     version_id = None
     if version is not None:
         version = dict(version)
-        parents = version.pop("parents", None) or ([[version["parent_id"], 1.0]] if version.get("parent_id") else [])
+        parent_id = version.pop("parent_id", None)
+        parents = version.pop("parents", None) or ([[parent_id, 1.0]] if parent_id else [])
         row = ModelVersion(job_id=claim.job_id, **version)
+        row.parents = parents
         session.add(row)
         session.flush()
         version_id = row.id
-        session.add_all(VersionParent(version_id=row.id, parent_id=int(p), weight=float(w)) for p, w in parents)
         result = {**result, "version_id": version_id}
     if not finish(session, claim, JobState.succeeded.value, message="done", result=result):
         raise StaleFence(f"job {claim.job_id}: claim {claim.fence} is no longer current")

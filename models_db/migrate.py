@@ -17,12 +17,10 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
-    """Bring the database at ``url`` (default: settings) up to ``revision``."""
-    if url is None:
-        from studio.settings import get_settings
+    """Bring the database at ``url`` (default: the registered default URL) up to ``revision``."""
+    from models_db.engine import default_url
 
-        url = get_settings().db_url
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(url or default_url()), revision)
 
 
 def current_revision(url: str) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import desc, select
 from sqlalchemy.orm import Session
 
-from models_db.schema import BaseModel, Dataset, Job, ModelVersion, VersionParent, Worker
+from models_db.schema import BaseModel, Dataset, Job, JobState, ModelVersion, VersionParent, Worker
 
 
 def list_models(session: Session) -> list[BaseModel]:
@@ -43,25 +43,18 @@ def list_workers(session: Session) -> list[Worker]:
 
 
 def parents(session: Session, version_id: int) -> list[tuple[ModelVersion, float]]:
-    """A version's parents with their weights (VersionParent rows: several for a combined version),
-    first parent first; a version registered before those rows existed falls back to ``parent_id``."""
+    """A version's parents with their weights (several for a combined version), first parent first."""
     rows = session.execute(select(ModelVersion, VersionParent.weight)
                            .join(VersionParent, VersionParent.parent_id == ModelVersion.id)
-                           .where(VersionParent.version_id == version_id)).all()
-    v = session.get(ModelVersion, version_id)
-    first = v.parent_id if v is not None else None
-    out = sorted(((p, w) for p, w in rows), key=lambda pw: (pw[0].id != first, pw[0].id))
-    if not out and first is not None:
-        parent = session.get(ModelVersion, first)
-        out = [(parent, 1.0)] if parent is not None else []
-    return out
+                           .where(VersionParent.version_id == version_id)
+                           .order_by(VersionParent.position, VersionParent.parent_id)).all()
+    return [(p, w) for p, w in rows]
 
 
 def children(session: Session, version_ids: list[int]) -> list[ModelVersion]:
-    """Versions with one of ``version_ids`` among their parents (VersionParent rows or ``parent_id``)."""
+    """Versions with one of ``version_ids`` among their parents."""
     via_rows = select(VersionParent.version_id).where(VersionParent.parent_id.in_(version_ids))
-    return list(session.scalars(select(ModelVersion).where(
-        ModelVersion.parent_id.in_(version_ids) | ModelVersion.id.in_(via_rows)).order_by(ModelVersion.id)))
+    return list(session.scalars(select(ModelVersion).where(ModelVersion.id.in_(via_rows)).order_by(ModelVersion.id)))
 
 
 def ancestors(session: Session, version_id: int) -> list[ModelVersion]:
@@ -93,13 +86,13 @@ def descendants(session: Session, version_id: int) -> list[ModelVersion]:
 def queue_positions(session: Session) -> dict[int, int]:
     """Queued jobs -> their place in line (1 = next), first come first served."""
     # everyone's queued jobs count for the place in line, whoever may see them (models_db.access)
-    ids = session.scalars(select(Job.id).where(Job.state == "queued").order_by(Job.id)
+    ids = session.scalars(select(Job.id).where(Job.state == JobState.queued).order_by(Job.id)
                           .execution_options(studio_unfiltered=True))
     return {job_id: i for i, job_id in enumerate(ids, 1)}
 
 
 def active_jobs(session: Session, limit: int = 200) -> list[Job]:
     """Running jobs, then queued ones in the order they will start."""
-    running = session.scalars(select(Job).where(Job.state == "running").order_by(Job.started_at, Job.id))
-    queued = session.scalars(select(Job).where(Job.state == "queued").order_by(Job.id).limit(limit))
+    running = session.scalars(select(Job).where(Job.state == JobState.running).order_by(Job.started_at, Job.id))
+    queued = session.scalars(select(Job).where(Job.state == JobState.queued).order_by(Job.id).limit(limit))
     return list(running) + list(queued)

@@ -26,17 +26,38 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict: JSON, list: JSON}
 
 
-class JobState(str, enum.Enum):
+class _State(str, enum.Enum):
+    """A state stored as its text: ``str()`` and f-strings give the text itself on every Python."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class JobState(_State):
+    """Where a job is; models_db/jobs.py's TRANSITIONS says which moves are allowed."""
+
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
-    interrupted = "interrupted"  # its worker was lost; the reaper re-queues it
 
     @classmethod
     def finished(cls) -> set[str]:
         return {cls.succeeded.value, cls.failed.value, cls.cancelled.value}
+
+
+class GenerationState(_State):
+    """Where a playground / side-by-side generation is (a row of its own, not a job)."""
+
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+    @classmethod
+    def finished(cls) -> set[str]:
+        return {cls.done.value, cls.failed.value}
 
 
 class BaseModel(Base):
@@ -151,7 +172,6 @@ class ModelVersion(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"))
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), index=True)
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), unique=True)
     method: Mapped[str] = mapped_column(String(32))
@@ -166,7 +186,39 @@ class ModelVersion(Base):
 
     base_model: Mapped[BaseModel] = relationship()
     dataset: Mapped[Dataset | None] = relationship()
-    parent: Mapped[ModelVersion | None] = relationship(remote_side=[id])
+    # the lineage's one source of truth: VersionParent rows, first parent first (loaded with the version)
+    parent_links: Mapped[list[VersionParent]] = relationship(
+        foreign_keys="VersionParent.version_id", order_by="(VersionParent.position, VersionParent.parent_id)",
+        cascade="all, delete-orphan", lazy="selectin", passive_deletes=True)
+
+    @property
+    def parent_id(self) -> int | None:
+        """The version it was trained from (a combined version: its first parent); None for one trained from
+        its base."""
+        return self.parent_links[0].parent_id if self.parent_links else None
+
+    @parent_id.setter
+    def parent_id(self, parent_id: int | None) -> None:
+        """Record a single parent (a continued version); :attr:`parents` takes several with weights."""
+        self.parents = [(parent_id, 1.0)] if parent_id is not None else []
+
+    @property
+    def parents(self) -> list[tuple[int, float]]:
+        """Every parent with its weight, first parent first."""
+        return [(link.parent_id, link.weight) for link in self.parent_links]
+
+    @parents.setter
+    def parents(self, parents) -> None:
+        self.parent_links = [VersionParent(parent_id=int(p), weight=float(w), position=i)
+                             for i, (p, w) in enumerate(parents)]
+
+    @property
+    def parent(self) -> ModelVersion | None:
+        """The first parent's row (needs the version's session)."""
+        from sqlalchemy.orm import object_session
+
+        session = object_session(self)
+        return session.get(ModelVersion, self.parent_id) if session and self.parent_id is not None else None
 
 
 class Worker(Base):
@@ -213,12 +265,14 @@ class LoginSession(Base):
 
 class VersionParent(Base):
     """Every parent of a version with its weight: one row for a continued version, several for a
-    combined one (peft's weighted adapter combination). ``ModelVersion.parent_id`` stays the first."""
+    combined one (peft's weighted adapter combination). The lineage lives here and only here;
+    ``ModelVersion.parent_id`` reads the first (``position`` 0)."""
 
     __tablename__ = "version_parents"
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
     parent_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), primary_key=True, index=True)
     weight: Mapped[float] = mapped_column(default=1.0)
+    position: Mapped[int] = mapped_column(default=0, server_default="0")  # 0: the first parent
 
 
 class Evaluation(Base):
@@ -250,7 +304,7 @@ class Generation(Base):
     version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
     prompt: Mapped[str] = mapped_column(Text)  # the user turn, or a JSON list of chat messages
     settings: Mapped[dict] = mapped_column(default=dict)  # max_new_tokens, temperature, top_p, seed, ...
-    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | done | failed
+    state: Mapped[str] = mapped_column(String(16), default=GenerationState.queued.value)
     output: Mapped[str] = mapped_column(Text, default="")
     new_tokens: Mapped[int] = mapped_column(default=0)
     ms_per_token: Mapped[float | None] = mapped_column()

@@ -12,7 +12,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models_db import Dataset, Evaluation, Job, ModelVersion, session_scope
+from models_db import Dataset, Evaluation, Job, JobState, ModelVersion, session_scope
 from models_db import jobs as jobq
 from studio.jobspec import SpecError
 
@@ -75,7 +75,7 @@ def submit_evaluate(version_id: int, dataset_id: int) -> tuple[Job, bool]:
         if ds is None:
             raise SpecError(f"dataset {dataset_id} does not exist (studio dataset list)")
         check_pair(v, ds)
-        for old in db.scalars(select(Job).where(Job.kind == "evaluate", Job.state.in_(("queued", "running")))):
+        for old in db.scalars(select(Job).where(Job.kind == "evaluate", Job.state.in_((JobState.queued, JobState.running)))):
             if old.config == config:
                 return old, False
         queue, where = routing.side_queue(db, fits_beside=_fits_here(db, v))

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from models_db import Job, Worker
+from models_db import Job, JobState, Worker
 from models_db.schema import utcnow
 from studio import routing
 
@@ -60,7 +60,7 @@ def _job_text(job: Job) -> str:
 def list_workers(db, *, include_dead: bool = True) -> list[dict]:
     """Every registered worker, alive ones first (then by host and id)."""
     now = utcnow()
-    running = {j.worker_id: j for j in db.scalars(select(Job).where(Job.state == "running")) if j.worker_id}
+    running = {j.worker_id: j for j in db.scalars(select(Job).where(Job.state == JobState.running)) if j.worker_id}
     rows = [worker_json(w, running, now) for w in db.scalars(select(Worker))]
     rows = [r for r in rows if include_dead or r["alive"]]
     return sorted(rows, key=lambda r: (not r["alive"], r["host"], r["id"]))
@@ -70,7 +70,7 @@ def where_jobs_run(db) -> list[dict]:
     """Running jobs and the worker (host, GPUs) each runs on, oldest first."""
     workers = {w.id: w for w in db.scalars(select(Worker))}
     out = []
-    for j in db.scalars(select(Job).where(Job.state == "running").order_by(Job.started_at, Job.id)):
+    for j in db.scalars(select(Job).where(Job.state == JobState.running).order_by(Job.started_at, Job.id)):
         w = workers.get(j.worker_id or "")
         out.append({"job_id": j.id, "kind": j.kind, "method": (j.config or {}).get("method", j.kind),
                     "worker": j.worker_id, "host": w.host if w else "", "gpus": gpu_text(w.gpus or []) if w else "",

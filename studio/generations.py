@@ -35,8 +35,9 @@ from models_db import (
     access,
     session_scope,
 )
-from models_db import queries as q
+from models_db import GenerationState, queries as q
 from models_db.schema import utcnow
+from studio import celery_app
 from studio.datasets.split import EVAL_FILE
 from studio.jobspec import SpecError
 from studio.settings import get_settings
@@ -47,7 +48,8 @@ log = logging.getLogger("studio")
 SETTINGS = {"max_new_tokens": (128, 1, 4096, int), "temperature": (0.0, 0.0, 2.0, float),
             "top_p": (1.0, 0.01, 1.0, float), "seed": (0, 0, 2**31 - 1, int)}
 MAX_PROMPTS, MAX_PROMPT_CHARS = 64, 20_000
-FINISHED = ("done", "failed")
+FINISHED = tuple(GenerationState.finished())
+GONE = "gone"  # shown for a generation whose row was deleted meanwhile (not a stored state)
 
 
 class GenerationError(SpecError):
@@ -168,17 +170,17 @@ def _get_or_create(ref: ModelRef, prompt: str, settings: dict) -> tuple[dict, bo
                 row = db.scalar(select(Generation).where(Generation.cache_key == key))
                 if row is None:  # the owner is stamped from the viewer (models_db.access)
                     row = Generation(cache_key=key, base_model_id=ref.base_model_id, version_id=ref.version_id,
-                                     prompt=prompt, settings=settings, state="queued")
+                                     prompt=prompt, settings=settings, state=GenerationState.queued.value)
                     db.add(row)
                     db.flush()
                     return row_json(row), True
-                if row.state == "done":
+                if row.state == GenerationState.done:
                     return row_json(row), False
-                if row.state == "failed" or row.updated_at < stale:
+                if row.state == GenerationState.failed or row.updated_at < stale:
                     # retry a failure (the person may have fixed its cause); re-send a lost one
                     n = db.execute(update(Generation).where(Generation.id == row.id, Generation.state == row.state,
                                                             Generation.updated_at == row.updated_at)
-                                   .values(state="queued", output="", error=None, worker_id=None, updated_at=utcnow())
+                                   .values(state=GenerationState.queued.value, output="", error=None, worker_id=None, updated_at=utcnow())
                                    .execution_options(synchronize_session=False)).rowcount
                     db.refresh(row)
                     return row_json(row), n == 1
@@ -193,10 +195,9 @@ def send(generation_id: int) -> bool:
     request for it (after ``generation_stale_seconds``) sends it again."""
     from kombu.exceptions import OperationalError as BrokerUnreachable
 
-    from worker.celery_app import enqueue
 
     try:
-        enqueue("generate", generation_id, queue=get_settings().interactive_queue)
+        celery_app.enqueue("generate", generation_id, queue=get_settings().interactive_queue)
         return True
     except (BrokerUnreachable, OSError) as e:
         log.warning("generation %s is queued but could not be sent (%s)", generation_id, e)
@@ -211,7 +212,7 @@ def row_json(g: Generation, busy: bool = False) -> dict:
             "ms_per_token": g.ms_per_token, "ttft_ms": result.get("ttft_ms"),
             "first_token_ms": result.get("first_token_ms"), "queued_ms": result.get("queued_ms"),
             "max_new_tokens": (g.settings or {}).get("max_new_tokens"),
-            "stopped_at_limit": g.state == "done" and not result.get("probabilities")
+            "stopped_at_limit": g.state == GenerationState.done and not result.get("probabilities")
             and bool((g.settings or {}).get("max_new_tokens")) and g.new_tokens >= g.settings["max_new_tokens"],
             "probabilities": result.get("probabilities"), "version_id": g.version_id,
             "base_model_id": g.base_model_id, "prompt": g.prompt, "mode": (g.settings or {}).get("mode", "chat"),
@@ -227,9 +228,9 @@ def stuck_note(g: Generation, busy: bool = False) -> str:
     if idle < limit:
         return ""
     queue = get_settings().interactive_queue
-    if g.state == "queued" and busy:
+    if g.state == GenerationState.queued and busy:
         return "waiting for the interactive worker to finish the generations before it"
-    if g.state == "queued":
+    if g.state == GenerationState.queued:
         return (f"no worker has picked this up for {idle:.0f} s: start one on the {queue!r} queue "
                 f"(studio worker --queues {queue}; studio serve starts one), then ask again")
     return (f"the worker stopped updating this {idle:.0f} s ago ({g.worker_id}); it was probably lost. "
@@ -243,18 +244,18 @@ def status(ids: list[int]) -> list[dict]:
     fresh = utcnow() - timedelta(seconds=get_settings().generation_stale_seconds)
     with session_scope() as db:
         # is the interactive worker writing anyone's generation? (says nothing of whose, so unfiltered)
-        busy = db.scalar(select(Generation.id).where(Generation.state == "running", Generation.updated_at >= fresh)
+        busy = db.scalar(select(Generation.id).where(Generation.state == GenerationState.running, Generation.updated_at >= fresh)
                          .limit(1).execution_options(**{access.UNFILTERED: True})) is not None
         rows = {g.id: row_json(g, busy) for g in db.scalars(select(Generation).where(Generation.id.in_(ids)))}
         for i in set(ids) - set(rows):
-            rows[i] = {"id": i, "state": "gone", "output": "", "note": "",
+            rows[i] = {"id": i, "state": GONE, "output": "", "note": "",
                        "error": access.hidden_reason(db, Generation, i) or "this generation was deleted"}
     return [rows[i] for i in ids]
 
 
 def display(row: dict) -> str:
     """The answer as a person reads it: the text, a label with its probability, or why it failed."""
-    if row["state"] == "failed" or row["state"] == "gone":
+    if row["state"] in (GenerationState.failed, GONE):
         return f"⚠ {row.get('error') or 'failed'}"
     if row.get("probabilities"):
         p = row["probabilities"].get(row["output"])
@@ -268,7 +269,7 @@ def median_ms_per_token(db: Session, version_id: int, limit: int = 200) -> float
     Everyone's generations count: the caller already holds the version (so may see it), and a latency
     says nothing about whose prompts produced it."""
     values = list(db.scalars(select(Generation.ms_per_token).where(
-        Generation.version_id == version_id, Generation.state == "done", Generation.ms_per_token.is_not(None))
+        Generation.version_id == version_id, Generation.state == GenerationState.done, Generation.ms_per_token.is_not(None))
         .order_by(Generation.id.desc()).limit(limit).execution_options(**{access.UNFILTERED: True})))
     return float(np.median(values)) if values else None
 

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from models_db import Worker
+from models_db import GenerationState, Worker
 from models_db.schema import utcnow
 from studio.advisor import parallel
 from studio.advisor.plan import USABLE_FRACTION
@@ -222,7 +222,7 @@ def side_queue(db, fits_beside: bool) -> tuple[str, str]:
     side = [w for w in alive if (w.queues or "").split(",") == [s.interactive_queue] and w.current_job_id is None]
     if not trainers or any(w.current_job_id is None for w in trainers) or not side:
         return default, ""  # a training worker is free (or no interactive worker): the usual queue is quick
-    chatting = db.scalar(select(Generation.id).where(Generation.state == "running").limit(1))
+    chatting = db.scalar(select(Generation.id).where(Generation.state == GenerationState.running).limit(1))
     if chatting is not None:
         return default, ""
     busy = ", ".join(f"#{w.current_job_id}" for w in trainers)

@@ -5,12 +5,12 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from models_db import Dataset, Job, ModelVersion, session_scope
+from models_db import Dataset, Job, JobState, ModelVersion, session_scope
 from models_db import jobs as jobq
 from models_db import queries as q
 from models_db.access import hidden_reason
 from models_db.schema import utcnow
-from studio import routing, store
+from studio import celery_app, routing, store
 from studio.advisor.jobcost import estimate_vs_measured
 from studio.datasets import IntakeReport, versions
 from studio.datasets.split import Split
@@ -125,10 +125,9 @@ def send(kind: str, job_id: int, queue: str | None = None) -> bool:
     broker is back (docs/reliability.md)."""
     from kombu.exceptions import OperationalError as BrokerUnreachable
 
-    from worker.celery_app import enqueue
 
     try:
-        enqueue(kind, job_id, queue)
+        celery_app.enqueue(kind, job_id, queue)
         return True
     except (BrokerUnreachable, OSError) as e:
         log.warning("job %s is queued but its task could not be sent (%s); a worker will send it later", job_id, e)
@@ -148,8 +147,8 @@ def submit_export(version_id: int, *, merged: bool | None = None, format: str | 
         fmt = exports.check_export(db, version_id, format or ("merged" if merged else "adapter"))
         config = {"version_id": version_id, "format": fmt.name, "merged": fmt.merged}
         for old in q.list_jobs(db, kind="export", limit=100):
-            if old.config == config and (old.state in ("queued", "running") or
-                                         (old.state == "succeeded" and _zip_exists(old))):
+            if old.config == config and (old.state in (JobState.queued, JobState.running) or
+                                         (old.state == JobState.succeeded and _zip_exists(old))):
                 return old
         # embedded: beside a long training job on the idle interactive worker when the machine has the memory
         queue, where = routing.side_queue(db, fits_beside=True)  # check_export measured this machine's free RAM
@@ -164,7 +163,7 @@ def built_export(version_id: int, format: str) -> int | None:
         for old in q.list_jobs(db, kind="export", limit=100):
             config = old.config or {}
             if (config.get("version_id"), config.get("format")) == (version_id, format) and \
-                    old.state == "succeeded" and _zip_exists(old):
+                    old.state == JobState.succeeded and _zip_exists(old):
                 return old.id
     return None
 
@@ -174,13 +173,13 @@ def waiting_for(job_id: int) -> str:
     its ETA from its pace so far), or that no worker takes its queue. '' once it runs or ended."""
     with session_scope() as db:
         job = db.get(Job, job_id)
-        if job is None or job.state != "queued":
+        if job is None or job.state != JobState.queued:
             return ""
         if job.message:  # routing already said (no worker big enough, waiting for a predecessor, ...)
             return job.message
         same = [j for j in q.active_jobs(db) if j.queue == job.queue and j.id != job.id]
-        running = [j for j in same if j.state == "running"]
-        ahead = [j for j in same if j.state == "queued" and j.id < job.id]
+        running = [j for j in same if j.state == JobState.running]
+        ahead = [j for j in same if j.state == JobState.queued and j.id < job.id]
         if not running and not ahead:
             return "waiting for a worker to take it"
         parts = [f"job #{j.id} ({_what(j)}, {_eta_text(j)})" for j in running]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models_db.engine import use_default_url
+
 
 class Settings(BaseSettings):
     """Everything configurable about a studio install. See README "Configuration"."""
@@ -68,3 +70,11 @@ def get_settings() -> Settings:
     s = Settings()
     s.home_abs.mkdir(parents=True, exist_ok=True)
     return s
+
+
+def _database_url() -> str:
+    return get_settings().db_url
+
+
+# models_db imports nothing of ours; it asks this for its URL when a caller names none
+use_default_url(_database_url)

@@ -154,7 +154,7 @@ def plan_delete(version_id: int, *, cascade: bool = False) -> DeletePlan:
                 f"version {v.id} has {len(kids)} descendant version(s) ({listed}) "
                 "trained from it; delete them first, or confirm deleting them too (CLI: --cascade; UI: tick "
                 "'also delete its descendants')")
-        doomed = [*reversed(kids), v]  # children before parents: the parent_id keys stay valid
+        doomed = [*reversed(kids), v]  # children before parents: the lineage keys stay valid
         ids = {d.id for d in doomed}
         for job in db.scalars(select(Job).where(Job.state.not_in(JobState.finished()))):
             cfg = job.config or {}
@@ -188,6 +188,7 @@ def delete(version_id: int, *, cascade: bool = False) -> DeletePlan:
         db.execute(sa_delete(VersionParent).where(VersionParent.version_id.in_(plan.ids)
                                                   | VersionParent.parent_id.in_(plan.ids)))
         db.execute(sa_delete(Evaluation).where(Evaluation.version_id.in_(plan.ids)))
+        db.expire_all()  # the versions' loaded parent links are gone with the rows above
         for vid in plan.ids:
             db.delete(db.get(ModelVersion, vid))
             db.flush()

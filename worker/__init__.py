@@ -1,4 +1,4 @@
 """Workers: the Celery app and tasks, job running, training recipes, the method registry, export.
 
 Nothing at this package's top level imports torch: the studio imports `worker.methods` to build
-its forms, and `worker.celery_app` to enqueue tasks."""
+its forms. The Celery app the tasks register on is `studio.celery_app`."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from models_db import BaseModel, Generation, session_scope
+from models_db import BaseModel, Generation, GenerationState, session_scope
 from models_db.schema import utcnow
 from worker import lineage
 from worker.errors import UserFacingError, humanize
@@ -198,8 +198,8 @@ def generate_kwargs(settings: dict, tokenizer) -> dict:
 def claim(generation_id: int, worker_id: str) -> bool:
     """queued -> running in one conditional UPDATE; False when another delivery got there first."""
     with session_scope() as db:
-        n = db.execute(update(Generation).where(Generation.id == generation_id, Generation.state == "queued")
-                       .values(state="running", worker_id=worker_id, output="", error=None, updated_at=utcnow())
+        n = db.execute(update(Generation).where(Generation.id == generation_id, Generation.state == GenerationState.queued)
+                       .values(state=GenerationState.running.value, worker_id=worker_id, output="", error=None, updated_at=utcnow())
                        .execution_options(synchronize_session=False)).rowcount
     return n == 1
 
@@ -208,7 +208,7 @@ def write(generation_id: int, worker_id: str, **values) -> None:
     """Update the row while this worker still holds it (a stale worker's late writes are dropped)."""
     with session_scope() as db:
         db.execute(update(Generation).where(Generation.id == generation_id, Generation.worker_id == worker_id,
-                                            Generation.state == "running")
+                                            Generation.state == GenerationState.running)
                    .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
 
 
@@ -236,13 +236,13 @@ def run_generation(generation_id: int, worker_id: str = WORKER_ID) -> str:
         stats["queued_ms"] = round(queued_ms, 1)
         if stats.get("ttft_ms") is not None:  # from the click, as the person experiences it
             stats["first_token_ms"] = round(queued_ms + 1000 * load_s + stats["ttft_ms"], 1)
-        write(generation_id, worker_id, state="done", output=output, new_tokens=stats.pop("new_tokens"),
+        write(generation_id, worker_id, state=GenerationState.done.value, output=output, new_tokens=stats.pop("new_tokens"),
               ms_per_token=stats.pop("ms_per_token"), settings={**settings, "result": stats})
-        return "done"
+        return GenerationState.done.value
     except Exception as e:
         log.exception("generation %s failed", generation_id)
-        write(generation_id, worker_id, state="failed", error=humanize(e).replace(" The log below has the details.", ""))
-        return "failed"
+        write(generation_id, worker_id, state=GenerationState.failed.value, error=humanize(e).replace(" The log below has the details.", ""))
+        return GenerationState.failed.value
 
 
 def classify(loaded: Loaded, prompt: str, mode: str) -> tuple[str, dict]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from studio.advisor.parallel import Strategy, choose_strategy
+from studio.jobkinds import JOB_KINDS
 from studio.settings import get_settings
 
 _PR_SET_PDEATHSIG = 1
@@ -102,7 +103,7 @@ def free_port() -> int:
 def plan(kind: str, config: dict, devices: Devices | None = None) -> LaunchPlan:
     """How to start a job of ``kind`` with ``config`` (its TrainSpec as JSON) on this worker."""
     devices = devices or worker_devices()
-    wanted = int(config.get("gpus") or 1) if kind == "train" else 1
+    wanted = int(config.get("gpus") or 1) if JOB_KINDS[kind].trains else 1  # only training spans GPUs
     if wanted > devices.count:
         what = devices.describe()
         return LaunchPlan(Strategy("single", 1, ""), devices, refusal=(

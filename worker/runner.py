@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from models_db import Job, JobState, session_scope
 from models_db import jobs as jobq
+from studio import celery_app
 from studio.settings import get_settings
 from worker import fleet, launch
 
@@ -163,20 +164,19 @@ def _settle(claim: jobq.Claim, returncode: int, outcome: str) -> str:
         if job.state != JobState.running.value or job.fence != claim.fence:
             return job.state  # the child finished it
         how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
-        if job.attempt < job.max_attempts:
-            jobq.finish(db, claim, JobState.queued.value, fence=claim.fence + 1,
-                        message=f"training process {how} on attempt {job.attempt}; retrying from the last checkpoint")
-            retry = True
+        verdict = jobq.retry_or_fail(
+            job, retry=f"training process {how} on attempt {job.attempt}; retrying from the last checkpoint",
+            give_up=f"The training process {how} on attempt {job.attempt} of {job.max_attempts}. "
+                    "See the log below for the last thing it printed.")
+        retry = verdict.state == JobState.queued
+        if retry:  # a new fence: the dead attempt's late writes are refused
+            jobq.finish(db, claim, verdict.state.value, fence=claim.fence + 1, message=verdict.message)
         else:
-            jobq.finish(db, claim, JobState.failed.value,
-                        error=f"The training process {how} on attempt {job.attempt} of {job.max_attempts}. "
-                              "See the log below for the last thing it printed.")
-            retry = False
+            jobq.finish(db, claim, verdict.state.value, error=verdict.error)
     if retry:
-        from worker.celery_app import enqueue
 
         try:
-            enqueue(job.kind, claim.job_id, job.queue)  # the retry goes to the job's own memory tier
+            celery_app.enqueue(job.kind, claim.job_id, job.queue)  # the retry goes to the job's own memory tier
         except Exception:  # noqa: BLE001 - the broker is down: the job is queued, the sweep re-sends it
             log.exception("job %s: could not send the retry; the sweep will", claim.job_id)
         return "requeued"

@@ -13,13 +13,13 @@ import threading
 from celery import signals
 from sqlalchemy import select, update
 
-from models_db import Job, Worker, session_scope
+from models_db import Job, JobState, Worker, session_scope
 from models_db import jobs as jobq
 from models_db.schema import utcnow
 from studio import fleet, routing
+from studio.celery_app import app, enqueue
 from studio.settings import get_settings
-from worker import runner
-from worker.celery_app import app, enqueue
+from worker import runner, tasks  # noqa: F401  tasks registers the task bodies on the app
 from worker.fleet import reroute_queued
 from worker.runner import WORKER_ID
 
@@ -101,7 +101,7 @@ def reap_once() -> list[tuple[int, str]]:
             enqueue(m.kind, m.job_id, m.queue)
     for job_id, state in reaped:
         log.warning("job %s: lease expired, now %s", job_id, state)
-    for job_id, kind in [(i, kinds[i]) for i, state in reaped if state == "queued"] + due:
+    for job_id, kind in [(i, kinds[i]) for i, state in reaped if state == JobState.queued] + due:
         log.info("job %s: sending its task to %s", job_id, queues.get(job_id) or "the default queue")
         enqueue(kind, job_id, queues.get(job_id))
     return reaped

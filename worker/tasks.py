@@ -1,44 +1,29 @@
-"""Celery tasks: thin, they take a job id and hand it to the runner."""
+"""Celery tasks, one per job kind of studio/jobkinds.py plus generations: thin, they take a row's id and
+hand it to the runner, which claims it first (a duplicate delivery does nothing)."""
 from __future__ import annotations
 
-from worker.celery_app import app
+from studio.celery_app import app
+from studio.jobkinds import GENERATE, JOB_KINDS, JobKind, task_name
 
 
-@app.task(name="studio.train")
-def train(job_id: int) -> str:
-    """Run a training job (claims it first; a duplicate delivery does nothing)."""
-    from worker.runner import run_job
+def _job_task(kind: JobKind):
+    """The task for ``kind``: the runner claims the job and runs the kind's entry point in its own process."""
+    def run(job_id: int) -> str:
+        from worker.runner import run_job
 
-    return run_job(job_id)
+        return run_job(job_id)
+
+    run.__name__ = run.__qualname__ = kind.name
+    run.__doc__ = f"Run a {kind.label} job."
+    return app.task(name=kind.task)(run)
 
 
-@app.task(name="studio.generate")
+TASKS = {name: _job_task(kind) for name, kind in JOB_KINDS.items()}
+
+
+@app.task(name=task_name(GENERATE))
 def generate(generation_id: int) -> str:
     """Stream one playground / side-by-side generation into its row (claimed first, like a job)."""
     from worker.generate import run_generation
 
     return run_generation(generation_id)
-
-
-@app.task(name="studio.export")
-def export(job_id: int) -> str:
-    """Build an export (merged model or adapter zip) for a model version."""
-    from worker.runner import run_job
-
-    return run_job(job_id)
-
-
-@app.task(name="studio.evaluate")
-def evaluate(job_id: int) -> str:
-    """Evaluate a model version on a data set version (one Evaluation row)."""
-    from worker.runner import run_job
-
-    return run_job(job_id)
-
-
-@app.task(name="studio.combine")
-def combine(job_id: int) -> str:
-    """Combine several LoRA versions of one base into a new version (peft's add_weighted_adapter)."""
-    from worker.runner import run_job
-
-    return run_job(job_id)

@@ -69,10 +69,3 @@ def main(argv: list[str] | None = None) -> None:
     except (CliError, SpecError, DatasetError, AuthError, AccessError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except Exception as e:  # noqa: BLE001 - user-facing worker errors raised in-process (import, export)
-        from worker.errors import UserFacingError
-
-        if isinstance(e, UserFacingError):
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        raise

@@ -5,7 +5,7 @@ import json
 import sys
 import time
 
-from models_db import Job, session_scope
+from models_db import Job, JobState, session_scope
 from studio.progress import Bar
 
 
@@ -24,7 +24,7 @@ def wait_for(job_id: int, *, quiet: bool = False, poll: float = 1.0) -> Job:
         with session_scope() as db:
             job = db.get(Job, job_id)
         bar.update(job.step, job.max_steps, f"{job.state}: {job.message or ''}")
-        if job.state in ("succeeded", "failed", "cancelled"):
+        if job.state in (JobState.succeeded, JobState.failed, JobState.cancelled):
             bar.close()
             return job
         time.sleep(poll)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
+from models_db import GenerationState
 from studio import generations
 from studio.cli.common import CliError, emit
 
@@ -30,7 +31,7 @@ def run_generate(args) -> None:
     done = wait(rows, args.timeout)
     for row, first in zip(done, rows):
         row.update(model=first["model"], ref=first["ref"])
-    failed = [r for r in done if r["state"] != "done"]
+    failed = [r for r in done if r["state"] != GenerationState.done]
     text = "\n\n".join(f"== {r['model']} · prompt {i % len(args.prompt) + 1}"
                        + (f" · {r['ms_per_token']:.1f} ms/token" if r.get("ms_per_token") else "")
                        + f"\n{generations.display(r)}" for i, r in enumerate(done))
@@ -45,7 +46,7 @@ def wait(rows: list[dict], timeout: float, poll: float = 0.5) -> list[dict]:
     ids, end, said, last = [r["id"] for r in rows], time.monotonic() + timeout, "", ""
     while True:
         now = generations.status(ids)
-        finished = sum(r["state"] in ("done", "failed", "gone") for r in now)
+        finished = sum(r["state"] in (*generations.FINISHED, generations.GONE) for r in now)
         chars = sum(len(r.get("output") or "") for r in now)
         note = next((r["note"] for r in now if r.get("note")), "")
         line = f"{finished}/{len(ids)} finished, {chars} characters so far"

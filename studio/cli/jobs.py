@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from models_db import Job, session_scope
+from models_db import Job, JobState, session_scope
 from models_db import queries as q
 from studio import routing, services
 from studio.cli.common import CliError, _job_line, emit, wait_for
@@ -23,7 +23,7 @@ def cmd_train(args):
     _print_cost(job)
     if (job.config or {}).get("lineage_note"):
         print(f"note: {job.config['lineage_note']}", file=sys.stderr)
-    if job.state == "queued" and routing.is_waiting(job.message):  # no alive worker's GPUs can hold it
+    if job.state == JobState.queued and routing.is_waiting(job.message):  # no alive worker's GPUs can hold it
         print(f"note: job {job.id} {job.message}", file=sys.stderr)
     if not args.json:
         waits = f", to start after job {args.after}" if args.after else ""
@@ -31,7 +31,7 @@ def cmd_train(args):
     if args.wait:
         job = wait_for(job.id, quiet=args.json)
     emit(args, services.job_json(job), _job_line(job))
-    if args.wait and job.state != "succeeded":
+    if args.wait and job.state != JobState.succeeded:
         sys.exit(1)
 
 

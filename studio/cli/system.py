@@ -7,6 +7,7 @@ from pathlib import Path
 from models_db import session_scope
 from models_db import queries as q
 from studio.cli.common import CliError, emit
+from studio.cli.handoff import become_worker, run_in_worker
 
 
 def cmd_db_upgrade(args):
@@ -23,33 +24,23 @@ def cmd_serve(args):
 
 
 def cmd_worker(args):
-    from worker.service import main
-
-    main(queues=args.queues, gpus=args.gpus)
+    become_worker("serve", *(["--queues", args.queues] if args.queues else []),
+                  *(["--gpus", args.gpus] if args.gpus else []))
 
 
 def cmd_models_import(args):
     from models_db import BaseModel
-    from worker.importer import DEMO_ENCODER_NAME, DEMO_NAME, demo_encoder_dir, demo_gguf, register
 
-    demo = args.demo or args.demo_encoder
     if [bool(args.path), args.demo, args.demo_encoder].count(True) != 1:
         raise CliError("give one of: a PATH (HF model folder or .gguf file), --demo (the SmolLM2 chat model) or "
                        "--demo-encoder (the MiniLM encoder for classification)")
-    if args.demo:
-        src, name = demo_gguf(), args.name or DEMO_NAME
-    elif args.demo_encoder:
-        src, name = demo_encoder_dir(), args.name or DEMO_ENCODER_NAME
-    else:
-        src, name = Path(args.path), args.name
+    which = (["--demo"] if args.demo else ["--demo-encoder"] if args.demo_encoder
+             else ["--path", str(Path(args.path).resolve())])
+    result = run_in_worker("import-model", *which, *(["--name", args.name] if args.name else []))
     with session_scope() as db:
-        existing = q.model_by_ref(db, name) if name else None
-        if existing and demo:
-            return emit(args, {"model": _model_json(existing), "imported": False}, f"{existing.name} is already imported")
-    print(f"importing {src} ...", file=sys.stderr)
-    model_id, _ = register(src, name)
-    with session_scope() as db:
-        row = db.get(BaseModel, model_id)
+        row = db.get(BaseModel, result["model_id"])
+        if not result["imported"]:
+            return emit(args, {"model": _model_json(row), "imported": False}, f"{row.name} is already imported")
         emit(args, {"model": _model_json(row), "imported": True}, f"imported model {row.id}: {row.name}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from models_db import session_scope
+from models_db import JobState, session_scope
 from studio import combine, evaluations, services
 from studio.cli.common import _job_line, emit, wait_for
 
@@ -17,7 +17,7 @@ def _finish(args, job, created: bool = True) -> None:
     if args.wait:
         job = wait_for(job.id, quiet=args.json)
     out = services.job_json(job)
-    if args.wait and job.state == "succeeded":
+    if args.wait and job.state == JobState.succeeded:
         with session_scope() as db:
             vid = (job.result or {}).get("version_id") or (job.config or {}).get("version_id")
             out["evaluations"] = [evaluations.evaluation_json(e) for e in evaluations.of_versions(db, [vid])]
@@ -25,7 +25,7 @@ def _finish(args, job, created: bool = True) -> None:
         f"\n  dataset #{e['dataset_id']} ({e['split']}, {e['rows']} rows): "
         + ", ".join(f"{k} {v:.4f}" for k, v in e["metrics"].items() if v is not None)
         for e in out.get("evaluations", [])))
-    if args.wait and job.state != "succeeded":
+    if args.wait and job.state != JobState.succeeded:
         sys.exit(1)
 
 

@@ -10,6 +10,7 @@ from models_db import queries as q
 from studio import services, versions
 from studio.cli import generate, version_jobs
 from studio.cli.common import CliError, emit
+from studio.cli.handoff import run_in_worker
 from studio.exports import FORMATS as EXPORT_FORMATS
 
 
@@ -67,9 +68,7 @@ def cmd_versions_export(args):
         if db.get(ModelVersion, args.id) is None:
             raise CliError(f"version {args.id} does not exist (studio versions list)")
         exports.check_export(db, args.id, fmt)
-    from worker.export import export_version
-
-    out = export_version(args.id, Path(args.out), format=fmt, say=lambda m: print(m, file=sys.stderr))
+    out = Path(run_in_worker("export", str(args.id), str(Path(args.out).resolve()), fmt)["out"])
     meta = json.loads((out / "studio_version.json").read_text())
     emit(args, {"version_id": args.id, "out": str(out), "format": fmt, "merged": exports.FORMATS[fmt].merged,
                 "ms_per_token": meta.get("export_ms_per_token")}, f"exported to {out} ({fmt})")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from models_db import Dataset, session_scope
 from models_db import queries as q
-from studio import services, sharing
+from studio import services
 from studio.datasets import FIELDS, DatasetError, ingest, versions
 from studio.datasets.errors import Found
 from studio.datasets.formats import match_columns
@@ -23,6 +23,7 @@ from studio.datasets.split import Split
 from studio.datasets.tokens import LengthLimit, ModelText, histogram, render_row, token_lengths
 from studio.settings import get_settings
 from studio.shell import Shell, friendly
+from studio.tabs import share_box
 
 FORMATS = ["auto", "instruction", "chat", "text", "classification", "preference"]
 FIELD_NAMES = list(dict.fromkeys(f.name for fields in FIELDS.values() for f in fields))  # one dropdown each
@@ -374,7 +375,7 @@ def render(shell: Shell) -> None:
     register_btn.click(register, [source, name, fmt, model, max_len, ratio, seed, eval_file, drop_bad, *fields],
                        [status, table, picker, details])
     picker.change(details_markdown, picker, details)
-    picker.change(lambda d: sharing.shared_box("dataset", d), picker, share)
-    share.input(sharing.toggle("dataset"), [picker, share], share)
+    picker.change(lambda d: share_box.shared_box("dataset", d), picker, share)
+    share.input(share_box.toggle("dataset"), [picker, share], share)
     edit_btn.click(edit_version, [picker, model, max_len], [source, source_note, *checked, *per_file.values()])
     shell.on_select["datasets"] = (refresh, [], [model, table, picker])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from models_db import session_scope
+from models_db import GenerationState, session_scope
 from studio import generations
 from studio.shell import Shell, friendly
 
@@ -68,7 +68,7 @@ def send(ref: str | None, message: str, history: list | None, max_new_tokens, te
     # a classifier labels each message on its own; a language model reads the whole conversation
     prompt = message.strip() if task == "seq_cls" else history
     [row] = generations.request([ref], [prompt], settings_of(max_new_tokens, temperature, top_p, seed))
-    if row["state"] == "done":  # asked before with the same settings: the cached reply
+    if row["state"] == GenerationState.done:  # asked before with the same settings: the cached reply
         history.append({"role": "assistant", "content": generations.display(row)})
         return shown(history), history, None, "", gr.Timer(active=False), stats_line(row) + " · cached"
     return (shown(history, "…"), history, row["id"], "", gr.Timer(active=True),
@@ -81,14 +81,14 @@ def poll(gen_id: int | None, history: list | None):
         return gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False), gr.skip()
     history = list(history or [])
     [row] = generations.status([gen_id])
-    if row["state"] == "done":
+    if row["state"] == GenerationState.done:
         history.append({"role": "assistant", "content": generations.display(row)})
         return shown(history), history, None, gr.Timer(active=False), stats_line(row)
-    if row["state"] in ("failed", "gone"):
+    if row["state"] in (GenerationState.failed, generations.GONE):
         # the failed turn leaves the conversation, so the next message is not sent after it
         return (shown(history, generations.display(row)), history[:-1], None, gr.Timer(active=False),
                 f"The reply failed: {row.get('error')}")
-    what = "Writing…" if row["state"] == "running" else "Waiting for the interactive worker…"
+    what = "Writing…" if row["state"] == GenerationState.running else "Waiting for the interactive worker…"
     return shown(history, (row["output"] or "") + " ▍"), gr.skip(), gr.skip(), gr.skip(), row["note"] or what
 
 

@@ -8,6 +8,7 @@ import html
 
 import gradio as gr
 
+from models_db import GenerationState
 from studio import generations
 from studio.shell import friendly
 
@@ -70,14 +71,14 @@ def poll(grid: dict | None):
 
 def _cell(row: dict) -> str:
     state = row["state"]
-    if state == "done":
+    if state == GenerationState.done:
         meta = (f"{row['ms_per_token']:.1f} ms/token · {row['new_tokens']} tokens" if row.get("ms_per_token")
                 else "label" if row.get("probabilities") else f"{row['new_tokens']} tokens")
-    elif state in ("failed", "gone"):
+    elif state in (GenerationState.failed, generations.GONE):
         meta = "failed"
     else:
-        meta = row["note"] or ("writing…" if state == "running" else "queued")
-    body = html.escape(generations.display(row)) + ("<span class='caret'>▍</span>" if state == "running" else "")
+        meta = row["note"] or ("writing…" if state == GenerationState.running else "queued")
+    body = html.escape(generations.display(row)) + ("<span class='caret'>▍</span>" if state == GenerationState.running else "")
     return f"<td class='sbs-{state}'><div class='out'>{body}</div><div class='sub'>{html.escape(meta)}</div></td>"
 
 
@@ -93,8 +94,8 @@ def grid_html(grid: dict) -> tuple[str, bool]:
         ref = f"<td class='ref'>{html.escape(refs[p])}</td>" if refs else ""
         body += (f"<tr><th class='k prompt'>{html.escape(grid['prompts'][p])}</th>{ref}"
                  + "".join(_cell(by_id[i]) for i in ids) + "</tr>")
-    finished = all(by_id[i]["state"] in ("done", "failed", "gone") for i in flat)
-    done = sum(by_id[i]["state"] == "done" for i in flat)
+    finished = all(by_id[i]["state"] in (*generations.FINISHED, generations.GONE) for i in flat)
+    done = sum(by_id[i]["state"] == GenerationState.done for i in flat)
     caption = f"<div class='cmp-title'>Same prompts, side by side: {done}/{len(flat)} outputs</div>"
     return f"{caption}<table class='cmp sbs' id='sbs-grid'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>", \
         finished

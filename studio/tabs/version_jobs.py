@@ -8,7 +8,7 @@ import html
 
 import gradio as gr
 
-from models_db import Job, session_scope
+from models_db import Job, JobState, session_scope
 from models_db import queries as q
 from studio import combine, evaluations, services
 from studio.shell import friendly
@@ -65,12 +65,12 @@ def job_status(job_id: int | None, version_id: int | None = None):
         if job is None:
             return "", gr.skip()
         state, kind, message, error, result = job.state, job.kind, job.message, job.error, job.result or {}
-    if state == "succeeded":
+    if state == JobState.succeeded:
         made = f": new version #{result['version_id']}" if result.get("version_id") else ""
         return f"{kind.capitalize()} job {job_id} done{made}.", evaluations_md(version_id)
-    if state in ("failed", "cancelled"):
+    if state in (JobState.failed, JobState.cancelled):
         return f"{kind.capitalize()} job {job_id} {state}: {html.escape(error or '')}", gr.skip()
-    why = services.waiting_for(int(job_id)) if state == "queued" else message
+    why = services.waiting_for(int(job_id)) if state == JobState.queued else message
     return f"{state.capitalize()}: {html.escape(why or 'starting')}", gr.skip()
 
 

@@ -157,16 +157,17 @@ def test_share_checkbox_handler(backend):
     import gradio as gr
 
     from studio import sharing
+    from studio.tabs import share_box
 
     v, base_id = _world()
     a_ds, _ = _make(v["alice"], base_id, "a")
-    share = sharing.toggle("dataset")
+    share = share_box.toggle("dataset")
     with acting_as(v["alice"]):
         assert share(a_ds, True).value is True and sharing.is_shared("dataset", a_ds)
     with acting_as(v["bob"]), pytest.raises(gr.Error, match="belongs to user alice"):
         share(a_ds, False)
     with acting_as(v["carol"]):  # same team: sees it shared, but only alice may unshare
-        assert sharing.shared_box("dataset", a_ds).value is True
+        assert share_box.shared_box("dataset", a_ds).value is True
         with pytest.raises(gr.Error, match="only the owner"):
             share(a_ds, False)
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from models_db import Job, Metric, session_scope
+from models_db import Job, JobState, Metric, session_scope
 from models_db import jobs as jobq
 from models_db.schema import utcnow
 
@@ -95,3 +95,27 @@ def test_succeed_registers_version_atomically(backend):
             jobq.succeed(db, claim, result={}, version={"name": "v", "base_model_id": base_id, "method": "lora"})
     with session_scope() as db:
         assert db.scalar(select(ModelVersion)) is None  # rolled back with the refused transition
+
+
+def test_one_transition_table_guards_every_finish(backend):
+    """A finished job never moves again, and the moves the code makes are the table's."""
+    for old, moves in jobq.TRANSITIONS.items():
+        for new in JobState:
+            if new in moves:
+                jobq.check_transition(old.value, new.value)
+            else:
+                with pytest.raises(jobq.IllegalTransition):
+                    jobq.check_transition(old.value, new.value)
+    assert all(not jobq.TRANSITIONS[s] for s in (JobState.succeeded, JobState.failed, JobState.cancelled))
+    assert set(jobq.TRANSITIONS) == set(JobState)
+
+
+def test_retry_or_fail_is_the_one_decision_for_the_supervisor_and_the_reaper(backend):
+    job_id = _new_job(max_attempts=2)
+    with session_scope() as db:
+        jobq.claim(db, job_id, "w1", 1)
+        job = db.get(Job, job_id)
+        assert jobq.retry_or_fail(job, retry="again", give_up="no more") == jobq.Verdict(JobState.queued, "again")
+        job.attempt = 2
+        assert jobq.retry_or_fail(job, retry="again", give_up="no more") == \
+            jobq.Verdict(JobState.failed, "no more", "no more")

@@ -38,14 +38,14 @@ def add_worker(worker_id: str, *sizes: float, seen_ago: float = 0.0, queues: str
 @pytest.fixture
 def sent(monkeypatch):
     """Every task message sent, as (kind, job id, queue), instead of reaching the broker."""
-    import worker.celery_app
+    import studio.celery_app
     import worker.service
 
     out = []
 
     def record(kind, job_id, queue=None):
         out.append((kind, job_id, queue))
-    monkeypatch.setattr(worker.celery_app, "enqueue", record)
+    monkeypatch.setattr(studio.celery_app, "enqueue", record)
     monkeypatch.setattr(worker.service, "enqueue", record)
     return out
 
@@ -341,11 +341,11 @@ def test_every_resend_goes_to_the_jobs_queue(backend, sent, monkeypatch):
 
 
 def test_an_export_uses_the_default_queue_and_survives_a_broker_outage(backend, monkeypatch):
-    import worker.celery_app
+    import studio.celery_app
 
     def down(*_a, **_k):
         raise BrokerUnreachable("Error 111 connecting to redis. Connection refused.")
-    monkeypatch.setattr(worker.celery_app, "enqueue", down)
+    monkeypatch.setattr(studio.celery_app, "enqueue", down)
     with session_scope() as db:
         m = BaseModel(name="m", path="/nowhere", source="test")
         db.add(m)

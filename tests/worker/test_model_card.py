@@ -36,12 +36,9 @@ def combined(backend):
         b = version("b", dataset_id=doubles.id, config={"task": "causal_lm", "dataset": "doubles"})
         how = {"parents": [a.id, b.id], "weights": [0.7, 0.3], "combination": "ties", "density": 0.4, "seed": 42,
                "start_version_id": None}
-        c = version("c", parent_id=a.id, config={"task": "causal_lm", "dataset": None, "combination": how,
-                                                 "method_params": {"r": 8}})
-        db.add_all([VersionParent(version_id=c.id, parent_id=a.id, weight=0.7),
-                    VersionParent(version_id=c.id, parent_id=b.id, weight=0.3)])
+        c = version("c", parents=[(a.id, 0.7), (b.id, 0.3)],  # the lineage: VersionParent rows, first first
+                    config={"task": "causal_lm", "dataset": None, "combination": how, "method_params": {"r": 8}})
         d = version("d", parent_id=c.id, dataset_id=sums.id, config={"task": "causal_lm", "dataset": "sums"})
-        db.add(VersionParent(version_id=d.id, parent_id=c.id, weight=1.0))
         return {"a": a.id, "b": b.id, "c": c.id, "d": d.id, "sums": sums.id, "doubles": doubles.id}
 
 

@@ -1,10 +1,12 @@
-"""The Celery app. Thin tasks take ids; the database is the authority on job state."""
+"""The Celery app: the studio sends tasks on it by name; the worker registers their bodies on the same app
+(worker/tasks.py). Thin tasks take ids; the database is the authority on job state."""
 from __future__ import annotations
 
 from functools import lru_cache
 
 from celery import Celery
 
+from studio.jobkinds import task_name
 from studio.settings import get_settings
 
 # Redis redelivers an unacked task after its visibility timeout. Claiming makes a redelivery harmless
@@ -24,7 +26,7 @@ def _transport_options(broker: str) -> dict:
 def make_app(broker: str | None = None) -> Celery:
     s = get_settings()
     broker = broker or s.broker
-    app = Celery("studio", broker=broker, include=["worker.tasks"])
+    app = Celery("studio", broker=broker)  # the worker registers the task bodies on it (worker/tasks.py)
     app.conf.update(
         task_acks_late=True,  # a task killed mid-run is redelivered; claiming makes that harmless
         task_reject_on_worker_lost=True,
@@ -55,4 +57,4 @@ def enqueue(kind: str, job_id: int, queue: str | None = None) -> None:
     tests do, still sends to the right one). Raises kombu's OperationalError when the broker is
     unreachable; the job stays queued in the database and a worker's sweep sends it later."""
     s = get_settings()
-    _sender(s.broker).send_task(f"studio.{kind}", args=[job_id], queue=queue or s.worker_queues.split(",")[0])
+    _sender(s.broker).send_task(task_name(kind), args=[job_id], queue=queue or s.worker_queues.split(",")[0])
