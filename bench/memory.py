@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from studio.advisor import estimate_memory  # noqa: E402  (torch-free)
-from studio.advisor.memory import GIB  # noqa: E402
-from studio.advisor.methods import default_freeze_layers  # noqa: E402
+from studio.advisor import estimate_memory
+from studio.advisor.memory import GIB
+from studio.methods.freeze import default_freeze_layers
 
 MODELS = {
     "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,

@@ -20,7 +20,7 @@ from pathlib import Path
 from models_db import BaseModel, ModelVersion
 from studio.jobspec import SpecError
 from studio.settings import get_settings
-from worker import methods
+from studio import methods
 
 GB = 2**30
 # torch, transformers and the Python process itself, beside the weights

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from worker import methods
+from studio import methods
 
 
 class SpecError(ValueError):
@@ -194,7 +194,7 @@ def lineage_note(parent_id: int, parent_method: str, method: str) -> str:
 def check_against_model(spec: TrainSpec, model_dir: str, stored_config: dict | None = None) -> None:
     """Model-dependent checks before a job is queued: layer counts from config.json, module names from
     the safetensors headers (no torch). Without the folder here, the config stored at import is used."""
-    from worker.methods import model_files
+    from studio.methods import model_files
 
     try:
         config, names = model_files.read_config(model_dir), model_files.module_names(model_dir)

@@ -12,6 +12,7 @@ from models_db import Job, JobState, session_scope
 from models_db import jobs as jobq
 from studio import evaluations
 from studio.jobspec import BNB_OPTIMIZERS
+from studio.methods import REGISTRY as METHOD_SPECS
 from worker import distributed
 from worker.context import JobContext
 from worker.errors import UserFacingError, humanize
@@ -42,14 +43,19 @@ def needs_bitsandbytes(job: Job) -> bool:
     if job.kind != "train":
         return True
     config = job.config or {}
-    if config.get("method") == "qlora" or (config.get("training") or {}).get("optim") in BNB_OPTIMIZERS:
+    if _quantizes(config.get("method")) or (config.get("training") or {}).get("optim") in BNB_OPTIMIZERS:
         return True
     if config.get("parent_version_id") is None:
         return False
     from worker import lineage
 
     with session_scope() as db:
-        return any(v.method == "qlora" for v in lineage.chain(db, config["parent_version_id"]))
+        return any(_quantizes(v.method) for v in lineage.chain(db, config["parent_version_id"]))
+
+
+def _quantizes(method: str | None) -> bool:
+    """Whether ``method`` loads its base quantized through bitsandbytes (its spec's flag; studio.methods)."""
+    return method in METHOD_SPECS and METHOD_SPECS[method].quantizes_base
 
 
 def skip_bitsandbytes(job: Job) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from studio import methods
 from studio.advisor import hyperparams as hp
 from studio.advisor.memory import resolve_shape
-from studio.advisor.methods import METHODS
 from studio.advisor.plan import Hardware, Plan, plan_method
 from studio.advisor.rules import Context, Step, walk
 from studio.advisor.tree import TREE
@@ -107,7 +107,7 @@ def advise(inputs: AdvisorInputs) -> Advice:
     r, r_why = hp.lora_rank(task, inputs.complexity, inputs.quality)
     target = hp.lora_targets(r)
     precision = "fp32" if hw.cpu_only else "bf16"
-    plans = {m: _plan(shape, m, hw, seq, batch, precision, r, target, task) for m in METHODS}
+    plans = {m: _plan(shape, m, hw, seq, batch, precision, r, target, task) for m in methods.names()}
 
     ctx = Context(task, float(inputs.complexity), inputs.quality, deploy, bool(inputs.latency_ok),
                   inputs.examples, hw, plans)
@@ -119,18 +119,16 @@ def advise(inputs: AdvisorInputs) -> Advice:
     settings = plans[method].settings if method else {}
     hyper = hp.suggest(method, settings, examples=inputs.examples, r=r, target=target, cpu=hw.cpu_only,
                        layers=shape.layers)
-    reasons = _reasons(steps, overrides, method, plans, seq, seq_why, r_why if method in _LORA else None, nothing)
+    ranked = method is not None and methods.get(method).low_rank
+    reasons = _reasons(steps, overrides, method, plans, seq, seq_why, r_why if ranked else None, nothing)
     model = {"family": shape.family, "params": shape.total(), "params_b": round(shape.total() / 1e9, 3),
              "layers": shape.layers, "hidden": shape.hidden, "vocab": shape.vocab, "synthetic": shape.synthetic,
              "seq_len": seq, "effective_batch": batch, "hardware": hw.describe()}
     return Advice(method, runner_up, steps, plans, hyper, overrides, nothing, reasons, model)
 
 
-_LORA = ("lora", "qlora", "adalora", "dora")
-
-
 def _plan(shape, method, hw, seq, batch, precision, r, target, task) -> Plan:
-    kwargs = {"lora_r": r, "target": target} if method in _LORA else {}
+    kwargs = {"lora_r": r, "target": target} if methods.get(method).low_rank else {}
     kwargs["lm_logits"] = task != "classification"
     return plan_method(shape, method, hw, seq_len=seq, target_batch=batch, precision=precision, **kwargs)
 

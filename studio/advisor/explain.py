@@ -1,9 +1,9 @@
 """Advice in words and tables: the CLI's text form and the Advisor tab's panels share these."""
 from __future__ import annotations
 
+from studio import methods
 from studio.advisor.advise import Advice
 from studio.advisor.memory import PARTS
-from studio.advisor.methods import MERGEABLE
 
 PART_TITLES = {"weights": "weights", "trainable_state": "trainable state", "activations": "activations",
                "logits": "logits/loss", "overhead": "overhead"}
@@ -42,7 +42,7 @@ def _method_line(advice: Advice, method: str | None, title: str) -> str:
     if not method:
         return f"{title}: none"
     plan = advice.estimates[method]
-    merge = "mergeable into the base" if method in MERGEABLE else "not mergeable: ships as base + adapter"
+    merge = "mergeable into the base" if methods.get(method).mergeable else "not mergeable: ships as base + adapter"
     return (f"{title}: {method} — about {plan.estimate.total_gb:.1f} GB, fits {', '.join(plan.fits_on)}; "
             f"{plan.estimate.trainable_params:,} trainable parameters; {merge}")
 

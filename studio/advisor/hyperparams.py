@@ -1,8 +1,9 @@
 """Suggested training settings for the chosen method, keyed by the CLI's ``--set`` names.
 
 One source: everything not derived from this job's data, model or hardware is the method's own default
-(the registry: schedule, warm-up, dropout, target modules; the studio's hold-out rule), so the advice and
-a plain Start agree. Derived here: rank from the task kind (article 001), alpha = 2·r, epochs from the
+(its spec in ``studio.methods``: learning rate, schedule, warm-up, dropout, target modules; the studio's
+hold-out rule), so the advice and a plain Start agree; the method's params come from its spec's
+``advised_params``. Derived here: rank from the task kind (article 001), alpha = 2·r, epochs from the
 data size, micro-batch and accumulation from the memory plan, sequence length from the data's token
 lengths, and a short warm-up only for runs long enough to need one.
 """
@@ -10,14 +11,12 @@ from __future__ import annotations
 
 import math
 
-from studio.advisor.methods import LORA_FAMILY, PROMPT_FAMILY, PROMPT_TOKENS, default_freeze_layers
+from studio import methods
+from studio.methods import AdvisorChoices
 
 MAX_SEQ = 4096
 DEFAULT_SEQ = 512
-# Used only when the worker's registry cannot be imported (it is torch-free, so normally it can).
-FALLBACK_LR = {"full": 2e-5, "freeze": 5e-5, "adapter": 1e-3, "ia3": 3e-3, "prompt_tuning": 3e-2,
-               "prefix_tuning": 1e-2, "p_tuning": 1e-3}
-LORA_LR = 2e-4
+DEFAULT_LR = 2e-4  # for a method whose spec names no learning rate
 
 
 def lora_rank(task: str, complexity: float, quality: str) -> tuple[int, str]:
@@ -79,30 +78,6 @@ def epochs(examples: int | None) -> int:
     return 2 if examples < 100_000 else 1
 
 
-def _registry_method(method: str):
-    try:
-        from worker.methods import get  # stdlib-only at import time by design
-    except Exception:  # noqa: BLE001 - the advisor must work without the worker package
-        return None
-    try:
-        return get(method)
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _method_params(method: str, r: int, target: str, examples: int | None, layers: int) -> dict:
-    if method in LORA_FAMILY:
-        params = {"lora_alpha": 2 * r, "target_modules": target}  # dropout: the method's default
-        if method == "adalora":
-            return {"target_r": r, "init_r": math.ceil(1.5 * r), **params}
-        return {"r": r, **params}
-    if method in PROMPT_FAMILY:
-        return {"num_virtual_tokens": PROMPT_TOKENS if method == "prompt_tuning" else 20}
-    if method == "freeze":
-        return {"num_trainable_layers": default_freeze_layers(layers)}
-    return {}
-
-
 def suggest(method: str | None, settings: dict, *, examples: int | None, r: int, target: str,
             cpu: bool, layers: int) -> dict:
     """Hyperparameters for ``method`` at the planned ``settings`` (micro_batch, accumulation, ...)."""
@@ -110,15 +85,13 @@ def suggest(method: str | None, settings: dict, *, examples: int | None, r: int,
         return {}
     from studio.jobspec import SMALL_DATA_ROWS, STUDIO, TRAINING
 
-    registered = _registry_method(method)
-    defaults = dict(registered.default_training) if registered else {}
-    lr = LORA_LR if method in LORA_FAMILY else defaults.get("learning_rate", FALLBACK_LR.get(method, 2e-4))
-    full_like = method in ("full", "freeze")
+    spec = methods.get(method)
+    defaults = spec.default_training
     n_epochs = epochs(examples)
     steps = planned_steps(examples, n_epochs, settings["micro_batch"] * settings["gradient_accumulation_steps"])
     long_run = steps is not None and steps >= LONG_RUN_STEPS
     out = {
-        "learning_rate": lr,
+        "learning_rate": defaults.get("learning_rate", DEFAULT_LR),
         "num_train_epochs": n_epochs,
         "per_device_train_batch_size": settings["micro_batch"],
         "gradient_accumulation_steps": settings["gradient_accumulation_steps"],
@@ -126,7 +99,7 @@ def suggest(method: str | None, settings: dict, *, examples: int | None, r: int,
         # long runs: warm-up then cosine (003, 001); short ones: the method's measured default (linear)
         "lr_scheduler_type": "cosine" if long_run else defaults.get("lr_scheduler_type",
                                                                       TRAINING["lr_scheduler_type"].default),
-        "weight_decay": 0.01 if full_like else 0.0,
+        "weight_decay": 0.01 if spec.trains_base else 0.0,  # 003: decay the weights of the base that train
         "max_grad_norm": 1.0,
         "gradient_checkpointing": bool(settings["grad_ckpt"]),
         "bf16": not cpu,
@@ -137,11 +110,5 @@ def suggest(method: str | None, settings: dict, *, examples: int | None, r: int,
     }
     if settings.get("optimizer") not in (None, "adamw"):
         out["optim"] = settings["optimizer"]
-    params = _method_params(method, r, target, examples, layers)
-    if registered is not None:  # keep only keys the registry's params class accepts
-        import dataclasses
-
-        names = {f.name for f in dataclasses.fields(registered.params)}
-        params = {k: v for k, v in params.items() if k in names}
-    out.update(params)
+    out.update(spec.advised_params(AdvisorChoices(rank=r, target=target, layers=layers)))  # the method's own keys
     return out

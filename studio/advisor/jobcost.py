@@ -1,75 +1,28 @@
 """What one training job will cost, from its settings: trainable parameters and peak memory (no torch).
 
 The Train tab shows it while the form changes, ``studio train`` prints it before queuing, the job's
-config keeps it (``estimate``), and the job page sets it beside the peak the worker measured.
+config keeps it (``estimate``), and the job page sets it beside the peak the worker measured. The method's
+own cost terms (``studio.methods``, its spec's ``costs``) give the counts.
 
-    spec = spec_from_params("lora", {"r": 8, "target_modules": "attention_mlp"})
-    count_trainable(config, "lora", {"r": 8})      # {"trainable", "total", "ratio"}
+    count_trainable(config, spec.method, spec.method_params)   # {"trainable", "total", "ratio"}
     job_estimate(config, train_spec.to_json(), gpus=[24.0])
 """
 from __future__ import annotations
 
-import dataclasses
-
+from studio import methods
 from studio.advisor.architecture import model_shape
 from studio.advisor.memory import GIB, estimate_memory
-from studio.advisor.methods import MethodSpec, added_params, frozen_added_params, split_names, trainable_params
 from studio.advisor.plan import usable_bytes
-
-
-def _registry_params(method: str, params: dict | None) -> dict:
-    """The method's full params (defaults filled, types checked) through the worker's torch-free registry."""
-    from worker import methods
-
-    return dataclasses.asdict(methods.parse_params(method, params or {}))
-
-
-def _pairs(text: str) -> tuple[tuple[str, int], ...]:
-    out = []
-    for item in split_names(text):
-        key, _, value = item.partition("=")
-        out.append((key.strip(), int(value)))
-    return tuple(out)
-
-
-def spec_from_params(method: str, params: dict | None = None) -> MethodSpec:
-    """The estimator's view of registry method ``method`` with ``params`` (the ``--set`` names).
-
-    Unset params take the registry's defaults; a bad value raises the registry's MethodError.
-    """
-    p = _registry_params(method, params)
-    layers = split_names(p.get("layers_to_transform", ""))
-    return MethodSpec(
-        method,
-        lora_r=p.get("r") or p.get("target_r") or 16,
-        init_r=p.get("init_r"),
-        target=p.get("target_modules", "attention_mlp") if method != "ia3" else "attention_mlp",
-        ia3_target=p.get("target_modules", "auto") if method == "ia3" else "auto",
-        rank_pattern=_pairs(p.get("rank_pattern", "")),
-        layers=tuple(int(i) for i in layers) if layers else None,
-        modules_to_save=tuple(split_names(p.get("modules_to_save", ""))),
-        bias=p.get("bias", "none"),
-        freeze_layers=p.get("num_trainable_layers"),
-        freeze_parts=p.get("trainable_modules", "all"),
-        freeze_head=p.get("train_head_side", True),
-        freeze_tied_head=p.get("train_tied_head", False),
-        virtual_tokens=p.get("num_virtual_tokens"),
-        prefix_projection=p.get("prefix_projection", False),
-        encoder_hidden=p.get("encoder_hidden_size") or None,
-        encoder_type=p.get("encoder_type", "mlp"),
-        encoder_layers=p.get("encoder_num_layers", 2),
-        bottleneck=p.get("bottleneck_size") or None,
-        reduction=p.get("reduction", 16),
-        adapter_placement=p.get("placement", "both"),
-    )
 
 
 def count_trainable(config: dict, method: str, params: dict | None = None) -> dict:
     """``{"trainable", "total", "ratio"}`` as peft's ``print_trainable_parameters`` would report them
-    (total = base + what the method adds), from ``config.json`` alone."""
-    shape, spec = model_shape(config), spec_from_params(method, params)
-    trainable = trainable_params(shape, spec)
-    total = shape.total() + added_params(shape, spec) + frozen_added_params(shape, spec)
+    (total = base + what the method adds), from ``config.json`` alone. Unset params take the method's
+    defaults; a bad value raises the registry's MethodError."""
+    shape, spec = model_shape(config), methods.get(method)
+    p = methods.parse_params(method, params or {})
+    trainable = spec.costs.trainable(shape, p)
+    total = shape.total() + spec.costs.added(shape, p) + spec.costs.frozen_added(shape, p)
     return {"trainable": trainable, "total": total, "ratio": trainable / total if total else 0.0}
 
 
@@ -88,15 +41,11 @@ def job_estimate(config: dict, spec: dict, gpus: list[float] | None = None) -> d
     """
     training, method = spec.get("training", {}), spec["method"]
     device = "cuda" if gpus else "cpu"
-    quant = None
-    if method == "qlora":
-        quant = "int8" if spec.get("method_params", {}).get("bits") == 8 else "nf4"
-    est = estimate_memory(
-        config, method, spec=spec_from_params(method, spec.get("method_params")),
+    est = estimate_memory(  # the method's params say how it stores the base (qlora: bits)
+        config, method, params=dict(spec.get("method_params") or {}),
         precision=_precision(training, device), micro_batch=int(training.get("per_device_train_batch_size", 1)),
         seq_len=int(spec.get("max_seq_length") or 512), grad_ckpt=bool(training.get("gradient_checkpointing")),
-        optimizer=training.get("optim", "adamw"), quant=quant, device=device,
-        lm_logits=spec.get("task") != "seq_cls",
+        optimizer=training.get("optim", "adamw"), device=device, lm_logits=spec.get("task") != "seq_cls",
     )
     counts = count_trainable(config, method, spec.get("method_params"))
     total = sum(est.parts.values())
@@ -169,5 +118,4 @@ def human(n: int) -> str:
     return str(n)
 
 
-__all__ = ["count_trainable", "describe_cost", "describe_memory", "estimate_vs_measured", "human", "job_estimate",
-           "spec_from_params"]
+__all__ = ["count_trainable", "describe_cost", "describe_memory", "estimate_vs_measured", "human", "job_estimate"]

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from studio import methods
 from studio.advisor.architecture import ModelShape, model_shape, synthetic_config
-from studio.advisor.methods import (
-    MethodSpec, added_params, base_trainable_params, extra_activation_elements, trained_layers, virtual_tokens,
-)
+from studio.methods import AdvisorChoices, MethodSpec
 
 GIB = 2**30
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -64,29 +63,43 @@ def resolve_shape(config_or_params) -> ModelShape:
     raise ValueError("need an HF config dict or a parameter count in billions")
 
 
-def _quant(method: str, quant: str | None) -> str | None:
+def method_params(shape: ModelShape, spec: MethodSpec, params=None, choices: AdvisorChoices | None = None):
+    """The method's params instance the estimate is for: ``params`` as given (an instance, or a dict of
+    ``--set`` values parsed by the registry), else what the advisor suggests for ``choices`` (the method's own
+    ``advised_params``; every other value its default)."""
+    if params is None:
+        return spec.params(**spec.advised_params(choices or AdvisorChoices(layers=shape.layers)))
+    if isinstance(params, dict):
+        return methods.parse_params(spec.name, params)
+    if not isinstance(params, spec.params):
+        raise ValueError(f"params {type(params).__name__} are not {spec.name}'s ({spec.params.__name__})")
+    return params
+
+
+def _quant(shape: ModelShape, spec: MethodSpec, params, quant: str | None) -> str | None:
     if quant is None:
-        return "nf4" if method == "qlora" else None
+        return spec.costs.quantization(shape, params)
     q = QUANT_ALIASES.get(str(quant).lower())
     if q is None:
         raise ValueError(f"unknown quantization {quant!r}; use nf4 (4-bit) or int8 (8-bit)")
-    if method in ("full", "freeze"):
-        raise ValueError(f"{method} trains the base weights, which cannot be quantized")
+    if spec.trains_base:
+        raise ValueError(f"{spec.name} trains the base weights, which cannot be quantized")
     return q
 
 
-def weight_bytes(shape: ModelShape, spec: MethodSpec, precision: str, quant: str | None) -> float:
+def weight_bytes(shape: ModelShape, spec: MethodSpec, params, precision: str, quant: str | None) -> float:
     """Bytes of the base weights plus any new (fp32) parameters."""
-    if base_trainable_params(shape, spec):  # full/freeze: the worker loads the whole model in fp32
+    if spec.trains_base:  # the worker loads a base whose weights train in fp32
         return shape.total() * 4.0
     frozen = shape.total()
+    added = spec.costs.added(shape, params)
     if quant is None:
-        return frozen * PRECISION_BYTES[precision] + added_params(shape, spec) * 4
+        return frozen * PRECISION_BYTES[precision] + added * 4
     linears = shape.layers * sum(l.in_features * l.out_features for l in shape.linears)
     rows = shape.layers * sum(l.out_features for l in shape.linears)
     qbytes = linears * NF4_BYTES if quant == "nf4" else linears * INT8_BYTES + rows * 4
     # peft's prepare_model_for_kbit_training casts every non-quantized parameter to fp32.
-    return qbytes + (frozen - linears) * 4 + added_params(shape, spec) * 4
+    return qbytes + (frozen - linears) * 4 + added * 4
 
 
 def layer_activation_elements(shape: ModelShape, trains_linears: bool) -> int:
@@ -106,15 +119,17 @@ def layer_activation_elements(shape: ModelShape, trains_linears: bool) -> int:
     return norms + attention + nonlinearity + linear_inputs
 
 
-def activation_bytes(shape: ModelShape, spec: MethodSpec, precision: str, tokens: int, grad_ckpt: bool) -> float:
+def activation_bytes(shape: ModelShape, spec: MethodSpec, params, precision: str, tokens: int,
+                     grad_ckpt: bool) -> float:
     """Activations kept for backward across the layers that gradients flow through."""
     abytes = PRECISION_BYTES[precision]
-    if spec.method == "freeze":
-        layers = trained_layers(shape, spec)  # nothing below the first trained layer needs grads
+    if spec.trains_base:  # gradients flow down to the lowest trained block only, and its linears' inputs are kept
+        layers = spec.costs.trained_layers(shape, params)
         per_layer = layer_activation_elements(shape, True)
     else:
         layers = shape.layers
-        per_layer = layer_activation_elements(shape, spec.method == "full") + extra_activation_elements(shape, spec)
+        per_layer = layer_activation_elements(shape, False)
+    per_layer += spec.costs.extra_activations(shape, params)
     if grad_ckpt:  # each layer's input is kept; one layer at a time is recomputed in backward
         elements = layers * shape.hidden + per_layer
     else:
@@ -134,7 +149,7 @@ def estimate_memory(
     config_or_params, method: str, *, precision: str = "bf16", micro_batch: int = 1, seq_len: int = 512,
     grad_ckpt: bool = False, optimizer: str = "adamw", quant: str | None = None, lora_r: int = 16,
     target: str = "attention_mlp", shards: int = 1, device: str = "cuda", freeze_layers: int | None = None,
-    num_virtual_tokens: int | None = None, lm_logits: bool = True, spec: MethodSpec | None = None,
+    num_virtual_tokens: int | None = None, lm_logits: bool = True, params=None,
 ) -> MemoryEstimate:
     """Estimate one device's peak memory for training ``method`` on the model.
 
@@ -142,9 +157,10 @@ def estimate_memory(
     ``shards`` > 1 splits weights and trainable state over that many GPUs (ZeRO-3/FSDP).
     ``device`` is "cuda" or "cpu" (no CUDA context; the CPU runtime instead).
     ``lm_logits`` False for a classification head (no vocabulary-sized logits).
-    ``spec`` describes the method in full (a registry params dict through
-    :func:`studio.advisor.jobcost.spec_from_params`); it replaces ``lora_r``, ``target``,
-    ``freeze_layers`` and ``num_virtual_tokens``.
+    ``quant`` stores the frozen base's linear layers in nf4/int8 (default: as the method loads it).
+    ``params`` describes the method in full (its params instance, or a dict of ``--set`` values); without
+    it the method takes what the advisor suggests for rank ``lora_r``, ``target`` layers, ``freeze_layers``
+    trained blocks and ``num_virtual_tokens`` (each method reads those that apply to it).
     """
     if precision not in PRECISION_BYTES:
         raise ValueError(f"precision must be one of {sorted(PRECISION_BYTES)}")
@@ -153,23 +169,22 @@ def estimate_memory(
     if micro_batch < 1 or seq_len < 1 or shards < 1:
         raise ValueError("micro_batch, seq_len and shards must be at least 1")
     shape = resolve_shape(config_or_params)
-    if spec is None:
-        spec = MethodSpec(method, lora_r=lora_r, target=target, freeze_layers=freeze_layers,
-                          virtual_tokens=num_virtual_tokens)
-    elif spec.method != method:
-        raise ValueError(f"spec is for {spec.method}, not {method}")
-    q = _quant(method, quant)
-    trainable = base_trainable_params(shape, spec) + added_params(shape, spec)
-    seq = seq_len + virtual_tokens(spec)
+    spec = methods.get(method)
+    choices = AdvisorChoices(rank=lora_r, target=target, layers=shape.layers, trainable_layers=freeze_layers,
+                             virtual_tokens=num_virtual_tokens)
+    params = method_params(shape, spec, params, choices)
+    q = _quant(shape, spec, params, quant)
+    trainable = spec.costs.trainable(shape, params)
+    seq = seq_len + spec.costs.virtual_tokens(shape, params)
     tokens = micro_batch * seq
 
-    weights = weight_bytes(shape, spec, precision, q)
+    weights = weight_bytes(shape, spec, params, precision, q)
     state = trainable * (GRAD_BYTES + OPTIMIZER_BYTES[optimizer])
     if shards > 1:  # ZeRO-3: each rank holds 1/N, plus about two gathered layers in flight
         gathered = 2 * shape.layer_params() * PRECISION_BYTES[precision]
         weights = weights / shards + gathered
         state = state / shards
-    acts = activation_bytes(shape, spec, precision, tokens, grad_ckpt)
+    acts = activation_bytes(shape, spec, params, precision, tokens, grad_ckpt)
     logits = logits_bytes(shape, micro_batch, seq) if lm_logits else 0.0
     live = weights + state + acts + logits
     base = CUDA_CONTEXT_BYTES if device == "cuda" else CPU_RUNTIME_BYTES
@@ -177,8 +192,8 @@ def estimate_memory(
     parts = {"weights": weights, "trainable_state": state, "activations": acts, "logits": logits,
              "overhead": overhead}
     settings = {"method": method, "precision": precision, "micro_batch": micro_batch, "seq_len": seq_len,
-                "grad_ckpt": grad_ckpt, "optimizer": optimizer, "quant": q, "lora_r": spec.lora_r,
-                "target": spec.target, "shards": shards, "device": device}
+                "grad_ckpt": grad_ckpt, "optimizer": optimizer, "quant": q, "lora_r": lora_r,
+                "target": target, "shards": shards, "device": device}
     return MemoryEstimate(parts=parts, total_gb=sum(parts.values()) / GIB, trainable_params=trainable,
                           total_params=shape.total(), settings=settings)
 
@@ -188,4 +203,4 @@ def gb(nbytes: float) -> float:
     return round(nbytes / GIB, 1)
 
 
-__all__ = ["MemoryEstimate", "estimate_memory", "resolve_shape", "PARTS", "GIB", "NF4_BYTES"]
+__all__ = ["MemoryEstimate", "estimate_memory", "method_params", "resolve_shape", "PARTS", "GIB", "NF4_BYTES"]

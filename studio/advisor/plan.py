@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from studio import methods
 from studio.advisor.memory import GIB, MemoryEstimate, estimate_memory, gb, resolve_shape
 
 USABLE_FRACTION = 0.97  # a "24 GB" card exposes a little less to the allocator than its label
@@ -91,7 +92,7 @@ def _modes(method: str, n_gpus: int):
     yield True, "adamw", 1
     if n_gpus > 1:
         yield True, "adamw", n_gpus
-    if method not in ("prompt_tuning",):  # an 8-bit optimizer only helps when there is real state
+    if not methods.get(method).tiny_optimizer_state:  # an 8-bit optimizer only helps when there is real state
         yield True, EIGHT_BIT_OPTIMIZER, 1
         if n_gpus > 1:
             yield True, EIGHT_BIT_OPTIMIZER, n_gpus
@@ -194,10 +195,11 @@ def _failing_plan(shape, method, est, hw: Hardware, target_batch, precision, kwa
             break
     else:
         notes.append("shorter sequences alone are not enough")
-    if method in ("lora", "dora", "adalora", "adapter", "ia3") and "quant" not in kwargs:
+    spec = methods.get(method)
+    if spec.suggest_4bit_base and "quant" not in kwargs:
         q = estimate_memory(shape, method, seq_len=est.settings["seq_len"], quant="nf4", **common)
         notes.append(f"a 4-bit NF4 base (as qlora) needs {q.total_gb:.1f} GB")
-    if method in ("full", "freeze") and not hw.cpu_only:
+    if spec.trains_base and not hw.cpu_only:  # its trained base is what must be sharded
         needed = _gpus_needed(shape, method, est, max(hw.gpus), common)
         if needed:
             notes.append(f"more GPUs: {needed}× {max(hw.gpus):g} GB with ZeRO-3 sharding")

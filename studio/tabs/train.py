@@ -14,7 +14,7 @@ import gradio as gr
 
 from models_db import Dataset, session_scope
 from models_db import queries as q
-from studio import routing, services
+from studio import methods, routing, services
 from studio.advisor import jobcost
 from studio.advisor.sources import find_model, model_config, worker_gpus
 from studio.jobspec import (
@@ -26,7 +26,6 @@ from studio.jobspec import (
     check_against_model,
 )
 from studio.shell import Shell, friendly
-from worker import methods
 
 # Training knobs in readable groups: (title, the knobs always shown, the knobs under Advanced).
 LAYOUT = [

@@ -11,12 +11,11 @@ import pandas as pd
 
 from models_db import Job, session_scope
 from models_db import queries as q
-from studio import exports, services, sharing, store, versions
+from studio import exports, methods, services, sharing, store, versions
 from studio.settings import get_settings
 from studio.shell import Shell, friendly
 from studio.tabs import side_by_side
 from studio.tabs import version_jobs
-from worker import methods
 
 # a light and a strong shade per compared version: train loss strong, eval loss light
 PALETTE = [("#4f46e5", "#a5b4fc"), ("#ea580c", "#fdba74"), ("#059669", "#6ee7b7"), ("#db2777", "#f9a8d4")]

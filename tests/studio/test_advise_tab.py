@@ -3,7 +3,7 @@ out (summary, tree, branches, memory table, settings) and handing the settings t
 import gradio as gr
 import pytest
 
-from studio.advisor.methods import METHODS
+from studio.methods import REGISTRY as METHODS  # the method specs, by name
 from studio.tabs import advisor as tab
 from studio.tabs import train
 from tests.studio import test_advise_cli as cli_tests

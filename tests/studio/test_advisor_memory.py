@@ -1,6 +1,7 @@
 """estimate_memory against hand-computed cases (the arithmetic is spelled out in each test)."""
 import pytest
 
+from studio import methods
 from studio.advisor import estimate_memory
 from studio.advisor.memory import GIB, NF4_BYTES
 
@@ -43,7 +44,7 @@ def test_lora_with_checkpointing_by_hand():
 def test_qlora_weights_by_hand():
     e = estimate_memory(TINY, "qlora", lora_r=4, target="attention")
     linears = 2 * (16_384 + 24_576)
-    assert NF4_BYTES == pytest.approx(0.5 + 1 / 64 + 4 / (64 * 256))
+    assert pytest.approx(0.5 + 1 / 64 + 4 / (64 * 256)) == NF4_BYTES
     # NF4 linears; everything else upcast to fp32 by prepare_model_for_kbit_training; fp32 adapters
     assert e.parts["weights"] == pytest.approx(linears * NF4_BYTES + (P - linears) * 4 + 4096 * 4)
     assert e.settings["quant"] == "nf4"
@@ -104,8 +105,7 @@ def test_params_b_works_and_bad_inputs_fail():
         estimate_memory(TINY, "lora", precision="int3")
 
 
-@pytest.mark.parametrize("method", ["full", "freeze", "lora", "qlora", "adapter", "prompt_tuning",
-                                    "prefix_tuning", "p_tuning", "adalora", "dora", "ia3"])
+@pytest.mark.parametrize("method", methods.names())  # every registered method
 def test_every_method_estimates_and_ckpt_helps(method):
     off = estimate_memory(TINY, method, micro_batch=4, seq_len=256)
     on = estimate_memory(TINY, method, micro_batch=4, seq_len=256, grad_ckpt=True)

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from studio.advisor import TREE, AdvisorInputs, advise, render_mermaid
-from studio.advisor.methods import METHODS
+from studio.methods import REGISTRY as METHODS  # the method specs, by name
 
 TRAINING_KEYS = {"learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "warmup_ratio", "lr_scheduler_type", "weight_decay",

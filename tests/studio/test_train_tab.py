@@ -5,7 +5,7 @@ groups generated from the registry; the estimate is kept with the job and set be
 Tolerance of the count test: the torch-free count equals the meta-device count exactly for every case
 below (all registry defaults and the options that change the count). The 0.5 % allowance is for what
 the torch-free side reads from names alone and is documented as approximate in
-studio/advisor/methods.py: custom freeze part lists (sized by the words in them), rank_pattern regexes
+studio/methods/_costs.py: custom freeze part lists (sized by the words in them), rank_pattern regexes
 matched against "layers.{i}.{module}" rather than the full module path, LayerNorm biases under
 bias=all, and modules_to_save names it does not know (counted as 0). None of those is hit here.
 """
@@ -37,6 +37,8 @@ VARIANTS = [
     ("prompt_tuning", {"num_virtual_tokens": 7}), ("prefix_tuning", {"prefix_projection": True}),
     ("p_tuning", {"encoder_type": "lstm"}), ("p_tuning", {"encoder_hidden_size": 8}),
     ("ia3", {"target_modules": "attention_mlp"}),
+    ("oft", {"oft_block_size": 16, "target_modules": "attention"}), ("oft", {"oft_block_size": 24}),  # 24: peft's 16
+    ("oft", {"block_share": True, "bias": "all"}), ("oft", {"layers_to_transform": "1", "modules_to_save": "lm_head"}),
 ]
 
 

@@ -5,7 +5,7 @@ all resolve. Functions take model objects; torch is imported lazily.
 """
 from __future__ import annotations
 
-from .base import MethodError
+from studio.methods import MethodError
 
 ATTENTION_WORDS = ("attn", "attention")
 

@@ -1,17 +1,11 @@
-"""Shared pieces for the peft-backed methods: task types, target-module presets, list parsing."""
+"""Shared torch-side pieces of the peft-backed methods: task types, target modules found in the model, the
+classification head kept in full, merging. (Presets and list parsing are torch-free: studio/methods/_common.py.)"""
 from __future__ import annotations
 
-from . import _arch
-from .base import MethodError, check_task, split_list
+from studio.methods import MethodError, check_task
+from studio.methods._common import TARGET_PRESETS, split_list
 
-TARGET_PRESETS = ("attention", "attention_mlp", "all_linear")
-# A field naming modules (checked against the model's weights before a job is queued).
-TARGETS_META = {"modules": TARGET_PRESETS}
-SAVE_META = {"modules": ()}
-TARGET_HELP = (
-    "Which linear layers get adapters: attention (q/k/v/o projections), attention_mlp (plus the MLP), "
-    "all_linear (every linear layer in the blocks), or a comma list of module names such as q_proj,v_proj."
-)
+from . import _arch
 
 
 def peft_task_type(method: str, task: str):
@@ -20,54 +14,6 @@ def peft_task_type(method: str, task: str):
 
     check_task(method, task)
     return TaskType.CAUSAL_LM if task == "causal_lm" else TaskType.SEQ_CLS
-
-
-def parse_int_map(method: str, key: str, text: str) -> dict[str, int]:
-    """'q_proj=16,down_proj=4' -> {'q_proj': 16, 'down_proj': 4} (peft rank/alpha patterns)."""
-    result = {}
-    for item in split_list(text):
-        name, sep, value = item.partition("=")
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if not sep or not name.strip() or number < 1:
-            raise MethodError(
-                f"{method}: {key} must look like 'regex=int,regex=int' with ints >= 1 (got {item!r}). "
-                f"Example: --set {key}=q_proj=16,down_proj=4"
-            )
-        result[name.strip()] = number
-    return result
-
-
-def parse_layers(method: str, text: str, num_layers: int | None) -> list[int] | None:
-    """'0,1,5' -> [0, 1, 5]; '' -> None (all layers). Checked against the model's layer count."""
-    items = split_list(text)
-    if not items:
-        return None
-    try:
-        layers = [int(i) for i in items]
-    except ValueError:
-        raise MethodError(
-            f"{method}: layers_to_transform must be a comma list of layer indices (got {text!r}). "
-            "Example: --set layers_to_transform=0,1"
-        ) from None
-    if num_layers is not None and any(i < 0 or i >= num_layers for i in layers):
-        raise MethodError(
-            f"{method}: layers_to_transform has an index outside 0..{num_layers - 1} (got {text!r}); "
-            f"the model has {num_layers} layers."
-        )
-    return layers
-
-
-def config_num_layers(model_config: dict | None) -> int | None:
-    """Layer count from a config.json dict, whatever the architecture calls it."""
-    if not model_config:
-        return None
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if isinstance(model_config.get(key), int):
-            return model_config[key]
-    return None
 
 
 def resolve_targets(method: str, model, spec: str) -> list[str]:

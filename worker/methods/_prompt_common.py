@@ -1,16 +1,10 @@
-"""Shared pieces for the soft-prompt methods (prompt, prefix and P-tuning): none can be merged."""
+"""Shared torch-side pieces of the soft-prompt methods (prompt, prefix and P-tuning): none can be merged."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from . import _arch
 from . import _peft_common as common
-
-PROMPT_TRAINING = {"learning_rate": 3e-2, "warmup_ratio": 0.1, "lr_scheduler_type": "cosine"}
-VIRTUAL_TOKENS_META = {
-    "help": "How many learnable virtual tokens are prepended to every input (the articles use 20-50).",
-    "min": 1, "max": 512,
-}
 
 
 def wrap(name: str, model, config_cls, task: str, **kwargs):

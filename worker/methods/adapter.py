@@ -1,4 +1,5 @@
-"""The studio's own bottleneck adapter (Houlsby-style), since no maintained library fits current transformers.
+"""The studio's own bottleneck adapter (Houlsby-style), the torch side (spec: studio/methods/adapter.py); no
+maintained library fits current transformers.
 
 After the attention output and/or the MLP output of every block, a small module adds
 ``up(dropout(act(down(h))))`` to the hidden state ``h``. ``up`` starts at zero, so the adapted model
@@ -12,34 +13,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio.methods import MethodError, check_task
+from studio.methods.adapter import AdapterParams, bottleneck
+
 from . import _arch, _plain
-from .base import Method, MethodError, check_task, register
+from .base import implement
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PREFIX = "studio_adapter_"  # attribute prefix of the adapter sub-modules inside each block
 MLP_NAMES = ("mlp", "feed_forward", "ffn", "output")  # BERT's "output" is its MLP output (+ residual/LN)
-
-
-@dataclass(frozen=True)
-class AdapterParams:
-    """Size and placement of the bottleneck adapters."""
-
-    bottleneck_size: int = field(default=0, metadata={
-        "help": "Width of the bottleneck; 0 = hidden size / reduction.", "min": 0, "max": 8192})
-    reduction: int = field(default=16, metadata={
-        "help": "Hidden size divided by this gives the bottleneck width (when bottleneck_size is 0).",
-        "min": 1, "max": 1024})
-    nonlinearity: str = field(default="relu", metadata={
-        "help": "Activation between the down- and up-projection.", "choices": ["relu", "gelu", "silu", "tanh"]})
-    placement: str = field(default="both", metadata={
-        "help": "Where adapters go in each block: after attention (attn), after the MLP (mlp), or both.",
-        "choices": ["attn", "mlp", "both"]})
-    dropout: float = field(default=0.0, metadata={
-        "help": "Dropout inside the adapter.", "min": 0.0, "max": 0.9})
 
 
 @functools.cache
@@ -90,10 +75,6 @@ def _hook(adapter):
     return hook
 
 
-def _size(params, hidden: int) -> int:
-    return params.bottleneck_size or max(1, hidden // params.reduction)
-
-
 def apply(model, params, task: str):
     """Freeze the base, insert adapters in every block, train them (and the head for seq_cls)."""
     check_task("adapter", task)
@@ -106,7 +87,7 @@ def apply(model, params, task: str):
     for block in blocks:
         ref = next(block.parameters())
         for where, target in _targets(block, params.placement).items():
-            adapter = cls(hidden, _size(params, hidden), params.nonlinearity, params.dropout)
+            adapter = cls(hidden, bottleneck(params, hidden), params.nonlinearity, params.dropout)
             adapter.to(device=ref.device, dtype=ref.dtype)
             block.add_module(PREFIX + where, adapter)
             handles.append(target.register_forward_hook(_hook(adapter)))
@@ -161,13 +142,4 @@ def load(base_model, saved_dir: Path, *, trainable: bool = False):
     return model
 
 
-METHOD = register(Method(
-    name="adapter",
-    params=AdapterParams,
-    summary="Small bottleneck modules after attention and MLP in every block; base frozen; not mergeable.",
-    mergeable=False,
-    apply=apply,
-    save=save,
-    load=load,
-    default_training={"learning_rate": 1e-3, "warmup_ratio": 0.1, "lr_scheduler_type": "cosine"},
-))
+METHOD = implement("adapter", apply=apply, save=save, load=load)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .base import Method, MethodError, get, with_context
+from studio.methods import MethodError, with_context
+
+from .base import Method, get
 
 PLACEHOLDER_STEPS = 1000  # methods that need the run length (AdaLoRA) count the same for any length
 

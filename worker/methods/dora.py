@@ -1,9 +1,10 @@
-"""DoRA: LoRA that learns a weight's magnitude and direction separately (peft use_dora=True); mergeable."""
+"""DoRA, the torch side: LoRA with use_dora=True, a magnitude vector per target beside the low-rank direction
+(spec: studio/methods/dora.py)."""
 from __future__ import annotations
 
 from . import _peft_common as common
-from .base import Method, register
-from .lora import LORA_TRAINING, LoraParams, make_check, save, wrap
+from .base import implement
+from .lora import save, wrap
 
 
 def apply(model, params, task: str):
@@ -11,14 +12,4 @@ def apply(model, params, task: str):
     return wrap("dora", model, params, task, use_dora=True)
 
 
-METHOD = register(Method(
-    name="dora",
-    params=LoraParams,
-    summary="LoRA with magnitude/direction decomposition (DoRA); closer to full fine-tuning; mergeable.",
-    mergeable=True,
-    apply=apply,
-    save=save,
-    merge=common.merge_peft,
-    default_training=dict(LORA_TRAINING),
-    check=make_check("dora"),
-))
+METHOD = implement("dora", apply=apply, save=save, merge=common.merge_peft)

@@ -1,49 +1,13 @@
-"""Freeze-tuning: only the top N blocks (all of them, or their attention or MLP) and the head train."""
+"""Freeze-tuning, the torch side: freeze everything, then unfreeze the top blocks' chosen parts and what follows
+the blocks (spec: studio/methods/freeze.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from studio.advisor.methods import default_freeze_layers
+from studio.methods import MethodError, check_task
+from studio.methods._common import split_list
+from studio.methods.freeze import PART_PRESETS, default_freeze_layers, too_many
 
 from . import _arch, _plain
-from ._peft_common import config_num_layers, split_list
-from .base import Method, MethodError, check_task, register
-
-PART_PRESETS = ("all", "attention", "mlp")
-
-
-@dataclass(frozen=True)
-class FreezeParams:
-    """How much of the top of the network trains."""
-
-    # a quarter of the blocks and no tied head: measured against the top 2 blocks + the tied head on the demo
-    # model (bench/quality.py, docs/benchmarks.md), the quarter learns more per step and each step is cheaper
-    num_trainable_layers: int = field(default=0, metadata={
-        "help": "How many of the top transformer blocks train; the rest stay frozen. 0: a quarter of the "
-                "model's blocks (at least one).", "min": 0, "max": 1024})
-    trainable_modules: str = field(default="all", metadata={"modules": PART_PRESETS,
-        "help": "Which parts of those blocks train: all, attention, mlp, or a comma list of sub-module "
-                "names such as self_attn,post_attention_layernorm."})
-    train_head_side: bool = field(default=True, metadata={
-        "help": "Also train what sits after the blocks: final norm and the head (always on for classification)."})
-    train_tied_head: bool = field(default=False, metadata={
-        "help": "Where the head shares its weights with the input embeddings (tied, as in SmolLM2 or Llama 3.2), "
-                "train it too. That trains the whole embedding matrix (a fifth of the demo model): slower, and "
-                "measured no better on short runs. Off: the tied head stays as it is."})
-
-
-def _too_many(n: int, have: int) -> MethodError:
-    return MethodError(
-        f"freeze: num_trainable_layers={n} but the model has {have} layers. "
-        f"Set --set num_trainable_layers={have} or lower (or use the full method)."
-    )
-
-
-def check(params, model_config: dict | None) -> None:
-    """Refuse freezing more layers than the config declares."""
-    have = config_num_layers(model_config)
-    if have is not None and params.num_trainable_layers > have:
-        raise _too_many(params.num_trainable_layers, have)
+from .base import implement
 
 
 def _wanted(child_name: str, spec: str) -> bool:
@@ -77,7 +41,7 @@ def apply(model, params, task: str):
     stack_name, blocks = _arch.layer_stack(model)
     layers = params.num_trainable_layers or default_freeze_layers(len(blocks))
     if layers > len(blocks):
-        raise _too_many(layers, len(blocks))
+        raise too_many(layers, len(blocks))
     _check_parts(params.trainable_modules, blocks[0])
     for p in model.parameters():
         p.requires_grad_(False)
@@ -114,18 +78,4 @@ def _unfreeze_after_blocks(model, stack_name: str) -> None:
             p.requires_grad_(True)
 
 
-METHOD = register(Method(
-    name="freeze",
-    params=FreezeParams,
-    summary="Train only the top N blocks and the head; 5-20% of weights; simple classification on one GPU.",
-    mergeable=True,
-    apply=apply,
-    save=_plain.save_model,
-    load=_plain.load_model,
-    merge=_plain.merge_identity,
-    # 003's lr, weight decay and clipping; a linear decay (measured better than cosine on short runs,
-    # bench/quality.py); the advisor adds a warm-up and cosine to runs long enough to need them
-    default_training={"learning_rate": 5e-5, "weight_decay": 0.01, "max_grad_norm": 1.0,
-                      "lr_scheduler_type": "linear"},
-    check=check,
-))
+METHOD = implement("freeze", apply=apply, save=_plain.save_model, load=_plain.load_model, merge=_plain.merge_identity)

@@ -1,15 +1,11 @@
-"""Full fine-tuning: every weight trains. Best accuracy, most memory; the result is a standalone model."""
+"""Full fine-tuning, the torch side: every weight trains; the result is a standalone model (spec:
+studio/methods/full.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from studio.methods import check_task
 
 from . import _plain
-from .base import Method, check_task, register
-
-
-@dataclass(frozen=True)
-class FullParams:
-    """Full fine-tuning has no method parameters; the training options (lr, schedule) do the work."""
+from .base import implement
 
 
 def apply(model, params, task: str):
@@ -21,17 +17,4 @@ def apply(model, params, task: str):
     return model
 
 
-METHOD = register(Method(
-    name="full",
-    params=FullParams,
-    summary="Train every weight; best accuracy, needs the most GPU memory; exports a standalone model.",
-    mergeable=True,
-    apply=apply,
-    save=_plain.save_model,
-    load=_plain.load_model,
-    merge=_plain.merge_identity,
-    # 003's lr, weight decay and clipping; a linear decay (measured better than cosine on short runs,
-    # bench/quality.py); the advisor adds a warm-up and cosine to runs long enough to need them
-    default_training={"learning_rate": 2e-5, "weight_decay": 0.01, "max_grad_norm": 1.0,
-                      "lr_scheduler_type": "linear"},
-))
+METHOD = implement("full", apply=apply, save=_plain.save_model, load=_plain.load_model, merge=_plain.merge_identity)

@@ -1,22 +1,10 @@
-"""IA3: learned per-channel scaling vectors on keys, values and the MLP; tiny and mergeable."""
+"""IA3, the torch side: learned scaling vectors on chosen linear layers through peft's IA3Config (spec:
+studio/methods/ia3.py)."""
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 from . import _arch
 from . import _peft_common as common
-from .base import Method, register
-
-
-@dataclass(frozen=True)
-class IA3Params:
-    """peft IA3Config options."""
-
-    target_modules: str = field(default="auto", metadata={"modules": ("auto", *common.TARGET_PRESETS),
-        "help": "auto (peft's choice for the architecture: keys, values, MLP down-projection), "
-                "or as in LoRA: attention, attention_mlp, all_linear, or a comma list."})
-    modules_to_save: str = field(default="", metadata={**common.SAVE_META,
-        "help": "Comma list of modules trained in full beside IA3. The classification head is added automatically."})
+from .base import implement
 
 
 def _targets(model, spec: str) -> tuple[list[str], list[str]]:
@@ -54,12 +42,4 @@ def apply(model, params, task: str):
     return get_peft_model(model, config)
 
 
-METHOD = register(Method(
-    name="ia3",
-    params=IA3Params,
-    summary="Learned scaling vectors on keys, values and MLP (IA3); ~0.01% of weights; mergeable.",
-    mergeable=True,
-    apply=apply,
-    merge=common.merge_peft,
-    default_training={"learning_rate": 3e-3, "warmup_ratio": 0.1, "lr_scheduler_type": "cosine"},
-))
+METHOD = implement("ia3", apply=apply, merge=common.merge_peft)

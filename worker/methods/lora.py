@@ -1,62 +1,14 @@
-"""LoRA: low-rank updates B·A on chosen linear layers, base frozen; mergeable (peft LoraConfig)."""
+"""LoRA, the torch side: low-rank updates B·A on chosen linear layers through peft's LoraConfig; DoRA and QLoRA
+build on it (spec: studio/methods/lora.py)."""
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio.methods._common import parse_int_map, parse_layers
+
 from . import _peft_common as common
-from .base import Method, register, save_pretrained_only
-
-INIT_CHOICES = ("true", "gaussian", "pissa", "olora")
-# Chosen by measurement (bench/quality.py, docs/benchmarks.md): on short runs (tens to hundreds of steps)
-# a linear decay from the first step beats warm-up + cosine; the advisor adds a short warm-up to long runs.
-LORA_TRAINING = {"learning_rate": 2e-4, "warmup_ratio": 0.0, "lr_scheduler_type": "linear"}
-
-
-@dataclass(frozen=True)
-class LoraParams:
-    """peft LoraConfig options the studio exposes (names are the CLI --set keys)."""
-
-    r: int = field(default=16, metadata={
-        "help": "Rank of the update. <=8 for narrow style/domain tweaks, 16-64 for general tasks, "
-                ">=64 approaches full fine-tuning.", "min": 1, "max": 1024})
-    lora_alpha: int = field(default=32, metadata={
-        "help": "Scale of the update (alpha/r). About 2*r; raise it if updates vanish.", "min": 1, "max": 4096})
-    lora_dropout: float = field(default=0.0, metadata={
-        "help": "Dropout on the LoRA input. 0 by default: on runs of a few epochs it only slows learning "
-                "(measured); 0.05-0.1 fights overfitting when training many epochs on small data.",
-        "min": 0.0, "max": 0.9})
-    target_modules: str = field(default="all_linear", metadata={
-        "help": common.TARGET_HELP + " Default all_linear: more capacity for the same rank (article 001, the "
-                "QLoRA paper; measured better than attention only).", **common.TARGETS_META})
-    bias: str = field(default="none", metadata={
-        "help": "Which biases train: none, all, or lora_only.", "choices": ["none", "all", "lora_only"]})
-    use_rslora: bool = field(default=False, metadata={
-        "help": "Rank-stabilised LoRA: scale by alpha/sqrt(r), steadier at high ranks."})
-    init_lora_weights: str = field(default="true", metadata={
-        "help": "Initialisation: true (B=0, standard), gaussian, pissa (principal singular vectors, "
-                "converges faster), olora (orthonormal). PiSSA/OLoRA are saved as plain LoRA.",
-        "choices": list(INIT_CHOICES)})
-    rank_pattern: str = field(default="", metadata={
-        "help": "Per-module ranks as regex=int pairs, e.g. q_proj=16,up_proj=8,down_proj=4 (article 001's "
-                "layer-wise ranks). Empty: r everywhere."})
-    alpha_pattern: str = field(default="", metadata={
-        "help": "Per-module alphas as regex=int pairs, e.g. down_proj=8. Empty: lora_alpha everywhere."})
-    modules_to_save: str = field(default="", metadata={**common.SAVE_META,
-        "help": "Comma list of modules trained in full beside LoRA (the hybrid of article 002), "
-                "e.g. lm_head. The classification head is added automatically."})
-    layers_to_transform: str = field(default="", metadata={
-        "help": "Comma list of layer indices that get LoRA, e.g. 0,1. Empty: every layer."})
-
-
-def make_check(name: str):
-    """Torch-free validation of the string-encoded options, with errors naming method ``name``."""
-    def check(params, model_config: dict | None) -> None:
-        common.parse_int_map(name, "rank_pattern", params.rank_pattern)
-        common.parse_int_map(name, "alpha_pattern", params.alpha_pattern)
-        common.parse_layers(name, params.layers_to_transform, common.config_num_layers(model_config))
-    return check
+from .base import implement, save_pretrained_only
 
 
 def _init_value(text: str):
@@ -79,10 +31,10 @@ def lora_config(name: str, model, params, task: str, **extra):
         bias=params.bias,
         use_rslora=params.use_rslora,
         init_lora_weights=_init_value(params.init_lora_weights),
-        rank_pattern=common.parse_int_map(name, "rank_pattern", params.rank_pattern),
-        alpha_pattern=common.parse_int_map(name, "alpha_pattern", params.alpha_pattern),
+        rank_pattern=parse_int_map(name, "rank_pattern", params.rank_pattern),
+        alpha_pattern=parse_int_map(name, "alpha_pattern", params.alpha_pattern),
         modules_to_save=common.modules_to_save(name, model, params.modules_to_save, task),
-        layers_to_transform=common.parse_layers(name, params.layers_to_transform, num_layers),
+        layers_to_transform=parse_layers(name, params.layers_to_transform, num_layers),
         **extra,
     )
 
@@ -122,15 +74,4 @@ def save(model, out_dir: Path, state_dict: dict | None = None) -> None:
                              path_initial_model_for_weight_conversion=str(init_dir))
 
 
-METHOD = register(Method(
-    name="lora",
-    params=LoraParams,
-    summary="Low-rank adapters on chosen linear layers; 0.1-1% of weights train; mergeable.",
-    mergeable=True,
-    apply=apply,
-    save=save,
-    merge=common.merge_peft,
-    default_training=dict(LORA_TRAINING),
-    check=make_check("lora"),
-))
-
+METHOD = implement("lora", apply=apply, save=save, merge=common.merge_peft)

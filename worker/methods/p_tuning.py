@@ -1,25 +1,9 @@
-"""P-tuning: virtual tokens produced by a small prompt encoder (MLP or LSTM); not mergeable."""
+"""P-tuning, the torch side: virtual tokens produced by a small prompt encoder through peft's
+PromptEncoderConfig (spec: studio/methods/p_tuning.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from ._prompt_common import PROMPT_TRAINING, VIRTUAL_TOKENS_META, load, wrap
-from .base import Method, register
-
-
-@dataclass(frozen=True)
-class PTuningParams:
-    """peft PromptEncoderConfig options."""
-
-    num_virtual_tokens: int = field(default=20, metadata=dict(VIRTUAL_TOKENS_META))
-    encoder_type: str = field(default="mlp", metadata={
-        "help": "Prompt encoder: mlp or lstm.", "choices": ["mlp", "lstm"]})
-    encoder_hidden_size: int = field(default=0, metadata={
-        "help": "Hidden size of the prompt encoder; 0 = the model's hidden size.", "min": 0, "max": 16384})
-    encoder_num_layers: int = field(default=2, metadata={
-        "help": "Layers in the prompt encoder (LSTM only).", "min": 1, "max": 8})
-    encoder_dropout: float = field(default=0.0, metadata={
-        "help": "Dropout inside the prompt encoder.", "min": 0.0, "max": 0.9})
+from ._prompt_common import load, wrap
+from .base import implement
 
 
 def apply(model, params, task: str):
@@ -34,13 +18,4 @@ def apply(model, params, task: str):
                 encoder_dropout=params.encoder_dropout)
 
 
-METHOD = register(Method(
-    name="p_tuning",
-    params=PTuningParams,
-    summary="Virtual tokens from a small trainable prompt encoder (P-tuning); not mergeable.",
-    mergeable=False,
-    packable=False,  # virtual tokens per row: packed examples would share them
-    apply=apply,
-    load=load,
-    default_training=dict(PROMPT_TRAINING, learning_rate=1e-3),
-))
+METHOD = implement("p_tuning", apply=apply, load=load)

@@ -1,24 +1,14 @@
-"""Prefix tuning: learnable key/value prefixes in every layer's attention; not mergeable."""
+"""Prefix tuning, the torch side: key/value prefixes fed to every layer's attention through peft's
+PrefixTuningConfig (spec: studio/methods/prefix_tuning.py)."""
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import inspect
 
+from studio.methods import MethodError
+
 from . import _prompt_common
-from ._prompt_common import VIRTUAL_TOKENS_META, wrap
-from .base import Method, MethodError, register
-
-
-@dataclass(frozen=True)
-class PrefixTuningParams:
-    """peft PrefixTuningConfig options."""
-
-    num_virtual_tokens: int = field(default=20, metadata=dict(VIRTUAL_TOKENS_META))
-    prefix_projection: bool = field(default=False, metadata={
-        "help": "Produce the prefixes through a small MLP (more stable training, more parameters)."})
-    encoder_hidden_size: int = field(default=0, metadata={
-        "help": "Hidden size of that MLP; 0 = the model's hidden size.", "min": 0, "max": 16384})
+from ._prompt_common import wrap
+from .base import implement
 
 
 def apply(model, params, task: str):
@@ -69,13 +59,4 @@ def accept_prefixes(peft_model):
     return peft_model
 
 
-METHOD = register(Method(
-    name="prefix_tuning",
-    params=PrefixTuningParams,
-    summary="Learn key/value prefixes in every attention layer; tiny; not mergeable.",
-    mergeable=False,
-    packable=False,  # virtual tokens per row: packed examples would share them
-    apply=apply,
-    load=load,
-    default_training={"learning_rate": 1e-2, "warmup_ratio": 0.1, "lr_scheduler_type": "cosine"},
-))
+METHOD = implement("prefix_tuning", apply=apply, load=load)

@@ -1,20 +1,11 @@
-"""Prompt tuning: learnable soft-prompt embeddings before the input; the smallest method; not mergeable."""
+"""Prompt tuning, the torch side: trainable soft-prompt embeddings before the input through peft's
+PromptTuningConfig (spec: studio/methods/prompt_tuning.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from studio.methods import MethodError
 
-from ._prompt_common import PROMPT_TRAINING, VIRTUAL_TOKENS_META, load, wrap
-from .base import Method, MethodError, register
-
-
-@dataclass(frozen=True)
-class PromptTuningParams:
-    """peft PromptTuningConfig options."""
-
-    num_virtual_tokens: int = field(default=20, metadata=dict(VIRTUAL_TOKENS_META))
-    init_text: str = field(default="", metadata={
-        "help": "Start the soft prompt from the embeddings of this text (e.g. 'Classify the sentiment:'); "
-                "empty = random start. Uses the base model's tokenizer."})
+from ._prompt_common import load, wrap
+from .base import implement
 
 
 def apply(model, params, task: str):
@@ -32,13 +23,4 @@ def apply(model, params, task: str):
     return wrap("prompt_tuning", model, PromptTuningConfig, task, **kwargs)
 
 
-METHOD = register(Method(
-    name="prompt_tuning",
-    params=PromptTuningParams,
-    summary="Learn only soft-prompt tokens (<0.01% of weights); runs even on CPU; not mergeable.",
-    mergeable=False,
-    packable=False,  # virtual tokens per row: packed examples would share them
-    apply=apply,
-    load=load,
-    default_training=dict(PROMPT_TRAINING),
-))
+METHOD = implement("prompt_tuning", apply=apply, load=load)

@@ -1,37 +1,19 @@
-"""QLoRA: LoRA on a base loaded in 4-bit NF4 (double quantization) or 8-bit via bitsandbytes.
+"""QLoRA, the torch side: LoRA on a base loaded in 4-bit NF4 (double quantization) or 8-bit via bitsandbytes
+(spec: studio/methods/qlora.py).
 
 The base must be loaded with ``load_kwargs(params)``. Merging reloads the base in full precision
 and merges there: merging into 4-bit weights would re-quantize and lose the update.
 """
 from __future__ import annotations
 
-import importlib.util
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .base import Method, MethodError, register
-from .lora import LORA_TRAINING, LoraParams, make_check, save, wrap
+from studio.methods import MethodError
+from studio.methods.qlora import NO_BACKEND
 
-NO_BACKEND = (
-    "qlora: bitsandbytes cannot run {bits}-bit layers here ({reason}). Install bitsandbytes>=0.45 "
-    "(CUDA, or its CPU backend), or choose the lora method instead."
-)
-
-
-@dataclass(frozen=True)
-class QLoraParams(LoraParams):
-    """LoRA params plus how the frozen base is quantized."""
-
-    bits: int = field(default=4, metadata={
-        "help": "Base weights in 4-bit (NF4, about 1/8 of fp32 memory) or 8-bit (LLM.int8).", "choices": [4, 8]})
-    quant_type: str = field(default="nf4", metadata={
-        "help": "4-bit data type: nf4 (normal-float, QLoRA's choice) or fp4.", "choices": ["nf4", "fp4"]})
-    double_quant: bool = field(default=True, metadata={
-        "help": "Quantize the quantization constants too (saves about 0.4 bits per weight)."})
-    compute_dtype: str = field(default="auto", metadata={
-        "help": "dtype for the 4-bit matmuls: auto (bf16 on GPUs that support it, else fp32), "
-                "bfloat16, float16, float32.", "choices": ["auto", "bfloat16", "float16", "float32"]})
+from .base import implement
+from .lora import save, wrap
 
 
 def _compute_dtype(name: str):
@@ -89,13 +71,6 @@ def load_kwargs(params, model_dir=None) -> dict:
         bnb_4bit_use_double_quant=params.double_quant,
         bnb_4bit_compute_dtype=_compute_dtype(params.compute_dtype),
     )}
-
-
-def check(params, model_config: dict | None) -> None:
-    """Torch-free: the LoRA options are valid and bitsandbytes is installed."""
-    make_check("qlora")(params, model_config)
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise MethodError(NO_BACKEND.format(bits=params.bits, reason="bitsandbytes is not installed"))
 
 
 def probe_backend(bits: int, device) -> None:
@@ -179,17 +154,4 @@ def merge(model):
         return PeftModel.from_pretrained(full, tmp).merge_and_unload()
 
 
-METHOD = register(Method(
-    name="qlora",
-    params=QLoraParams,
-    summary="LoRA on a 4-bit NF4 (or 8-bit) frozen base; fits large models on small GPUs; mergeable.",
-    mergeable=True,
-    apply=apply,
-    load_kwargs=load_kwargs,
-    save=save,
-    merge=merge,
-    default_training=dict(LORA_TRAINING),
-    check=check,
-    describe=describe,
-    count_as="lora",
-))
+METHOD = implement("qlora", apply=apply, load_kwargs=load_kwargs, save=save, merge=merge, describe=describe)

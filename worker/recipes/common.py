@@ -49,7 +49,7 @@ class TrainJob:
     @property
     def base_dtype(self) -> torch.dtype:
         """A frozen base is loaded in 16-bit on GPU (it is never updated); trained weights stay fp32."""
-        if self.cuda and self.spec.method not in ("full", "freeze"):
+        if self.cuda and not methods.get(self.spec.method).trains_base:
             return torch.bfloat16 if self.training["bf16"] else torch.float16
         return torch.float32
 
