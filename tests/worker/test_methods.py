@@ -365,6 +365,14 @@ def test_estimate_lora_ratio_below_full(tiny_llama_dir):
         estimate_trainable(config, "lora", methods.parse_params("lora", {"target_modules": "nope"}), "causal_lm")
 
 
+def test_a_method_peft_cannot_apply_to_the_models_layers_says_what_to_use_instead():
+    gpt2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 400, "n_positions": 128,
+            "bos_token_id": 0, "eos_token_id": 0}
+    with pytest.raises(MethodError, match=r"oft: peft's OFT cannot wrap GPT2LMHeadModel's Conv1D layers "
+                                          r"\(c_attn, c_fc, c_proj\)\. Use lora"):
+        estimate_trainable(gpt2, "oft", methods.parse_params("oft", {}), "causal_lm")
+
+
 def test_module_names_are_read_from_the_weights_without_torch(tiny_llama_dir):
     from studio.methods.model_files import layer_module_names, module_names
 
