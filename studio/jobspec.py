@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from studio import methods
+from studio.methods.params import not_convertible
 
 
 class SpecError(ValueError):
@@ -108,7 +109,7 @@ def coerce(key: str, knob: Knob, raw: Any) -> Any:
     try:
         value = methods.convert(raw, knob.type)  # the same converter as the methods' parameters
     except (TypeError, ValueError, OverflowError):
-        raise SpecError(f"{key}: expected {knob.type.__name__}, got {raw!r}") from None
+        raise SpecError(not_convertible(key, knob.type, raw)) from None
     if knob.choices and value not in knob.choices:
         raise SpecError(f"{key}: {value!r} is not one of {', '.join(knob.choices)}")
     if knob.min is not None and value < knob.min or knob.max is not None and value > knob.max:

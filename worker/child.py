@@ -11,6 +11,7 @@ import traceback
 from models_db import Job, JobState, session_scope
 from models_db import jobs as jobq
 from studio import evaluations
+from studio.jobkinds import JOB_KINDS
 from studio.jobspec import BNB_OPTIMIZERS
 from studio.methods import REGISTRY as METHOD_SPECS
 from worker import distributed
@@ -18,23 +19,14 @@ from worker.context import JobContext
 from worker.errors import UserFacingError, humanize
 from worker.quiet import quiet_known_messages
 
-RECIPES = {"causal_lm": "worker.recipes.sft", "seq_cls": "worker.recipes.seq_cls"}  # task -> module with train(ctx)
-JOB_KINDS = {"evaluate": "worker.evaluate:run_evaluate_job", "combine": "worker.combine:run_combine_job"}
 
-
-def _recipe(job: Job):
-    if job.kind == "train":  # the job config's task picks the recipe
-        task = job.config.get("task") or "causal_lm"
-        if task not in RECIPES:
-            raise UserFacingError(f"unknown task {task!r}: use one of {', '.join(RECIPES)}")
-        return importlib.import_module(RECIPES[task]).train
-    if job.kind == "export":
-        from worker.export import run_export_job
-        return run_export_job
-    if job.kind in JOB_KINDS:  # other kinds: "module:function" taking the JobContext
-        module, _, fn = JOB_KINDS[job.kind].partition(":")
-        return getattr(importlib.import_module(module), fn)
-    raise UserFacingError(f"unknown job kind {job.kind!r}")
+def entry_point(job: Job):
+    """The function this job's process runs: its kind's entry in studio/jobkinds.py."""
+    try:
+        module, _, fn = JOB_KINDS[job.kind].entry.partition(":")
+    except KeyError:
+        raise UserFacingError(f"unknown job kind {job.kind!r}: this worker runs {', '.join(JOB_KINDS)}") from None
+    return getattr(importlib.import_module(module), fn)
 
 
 def needs_bitsandbytes(job: Job) -> bool:
@@ -96,7 +88,7 @@ def main(job_id: int, fence: int, *, own_process: bool = False) -> int:
         if own_process:
             skip_bitsandbytes(job)  # before the recipe imports transformers and peft
             quiet_known_messages()  # harmless library alarms stay out of the job log (worker/quiet.py)
-        result = _recipe(job)(ctx)
+        result = entry_point(job)(ctx)
     except jobq.StaleFence:
         print("claim superseded by another attempt; stopping quietly", flush=True)
         return 3

@@ -56,7 +56,7 @@ def cmd_models_list(args):
 
 
 def cmd_methods_list(args):
-    from worker import methods
+    from studio import methods
 
     rows = methods.describe_all()
     emit(args, {"methods": rows}, "\n".join(f"{m['name']:<15} {m['summary']}" for m in rows))

@@ -56,6 +56,13 @@ def convert(value, scalar: type):
     return value
 
 
+def not_convertible(key: str, scalar: type, value) -> str:
+    """The one message for a value the converter refused, for method parameters and training settings alike."""
+    kind = getattr(scalar, "__name__", str(scalar))
+    article = "an" if kind[:1] in "aeiou" else "a"
+    return f"{key} must be {article} {kind} (got {value!r}). Set --set {key}=<{kind}>."
+
+
 def _coerce(method: str, key: str, value, tp):
     """Turn a CLI string or UI value into the field's declared type."""
     scalar, optional = _base_type(tp)
@@ -64,8 +71,7 @@ def _coerce(method: str, key: str, value, tp):
     try:
         return convert(value, scalar)
     except (TypeError, ValueError, OverflowError):
-        kind = getattr(scalar, "__name__", str(scalar))
-        raise MethodError(f"{method}: {key} must be a {kind} (got {value!r}). Set --set {key}=<{kind}>.") from None
+        raise MethodError(f"{method}: {not_convertible(key, scalar, value)}") from None
 
 
 def _check_range(method: str, key: str, value, meta) -> None:

@@ -61,3 +61,18 @@ def test_the_estimator_reads_a_methods_quantization_from_its_params():
         estimate_memory(TINY, "full", quant="nf4")
     with pytest.raises(ValueError, match="are not lora's"):
         estimate_memory(TINY, "lora", params=methods.parse_params("ia3", {}))
+
+
+def test_one_error_shape_for_every_value_the_converter_refuses():
+    """`--set seed=2.5` and `--set r=2.5` fail with the same sentence (the method's name before it)."""
+    import pytest
+
+    from studio import methods
+    from studio.jobspec import TRAINING, SpecError, coerce
+
+    with pytest.raises(SpecError) as setting:
+        coerce("seed", TRAINING["seed"], "2.5")
+    with pytest.raises(methods.MethodError) as param:
+        methods.parse_params("lora", {"r": "2.5"})
+    assert str(setting.value) == "seed must be an int (got '2.5'). Set --set seed=<int>."
+    assert str(param.value) == "lora: r must be an int (got '2.5'). Set --set r=<int>."

@@ -145,7 +145,7 @@ def test_method_trains_saves_reloads_exports(name, tiny_llama_dir, tmp_path):
     ({"r": 0}, r"lora: r must be >= 1 \(got 0\)\. Set --set r=1 or higher"),
     ({"lora_dropout": "-0.1"}, r"lora_dropout must be >= 0.0 \(got -0.1\)"),
     ({"rank": 8}, r"unknown parameter 'rank'\. Valid keys: r, lora_alpha"),
-    ({"r": "eight"}, r"r must be a int \(got 'eight'\)"),
+    ({"r": "eight"}, r"r must be an int \(got 'eight'\)"),
     ({"rank_pattern": "q_proj"}, r"rank_pattern must look like 'regex=int"),
     ({"layers_to_transform": "0,7"}, r"outside 0\.\.1"),
 ])

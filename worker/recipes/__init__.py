@@ -1,11 +1,22 @@
 """Training recipes: each one readable top to bottom (load -> method -> data -> train -> save -> register)."""
 from __future__ import annotations
 
-import importlib
-
 from worker.errors import UserFacingError
 
-RECIPES = {"causal_lm": "worker.recipes.sft", "seq_cls": "worker.recipes.seq_cls"}  # task -> module with train(ctx)
+
+def _sft():
+    from worker.recipes import sft
+
+    return sft.train
+
+
+def _seq_cls():
+    from worker.recipes import seq_cls
+
+    return seq_cls.train
+
+
+RECIPES = {"causal_lm": _sft, "seq_cls": _seq_cls}  # task -> its recipe's train(ctx), imported when used
 
 
 def train(ctx) -> dict:
@@ -13,4 +24,4 @@ def train(ctx) -> dict:
     task = ctx.job.config.get("task") or "causal_lm"
     if task not in RECIPES:
         raise UserFacingError(f"unknown task {task!r}: use one of {', '.join(RECIPES)}")
-    return importlib.import_module(RECIPES[task]).train(ctx)
+    return RECIPES[task]()(ctx)
