@@ -30,9 +30,11 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="FineTune Studio") as app:
         gr.HTML((STATIC / "header.html").read_text())
         job_id = gr.State(None)  # outside gr.Tabs: any child of Tabs is taken for a tab
+        # outside gr.Tabs too: a tab's components mount when it is first opened, after the page has loaded
         saved = gr.BrowserState({}, storage_key="finetune-studio")
+        train_saved = gr.BrowserState({}, storage_key="finetune-studio-train")
         with gr.Tabs(elem_id="main-tabs") as tabs:
-            shell = Shell(tabs=tabs, job_id=job_id, saved=saved)
+            shell = Shell(tabs=tabs, job_id=job_id, saved=saved, train_saved=train_saved)
             tab_objs = {}
             for tab_id, label, module in TABS:
                 with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}") as tab_objs[tab_id]:
@@ -42,6 +44,8 @@ def build_app() -> gr.Blocks:
         for tab_id, (fn, inputs, outputs) in shell.on_select.items():
             tab_objs[tab_id].select(fn, inputs, outputs)
             app.load(fn, inputs, outputs)
+        for fn, inputs, outputs in shell.on_load:
+            app.load(fn, inputs, outputs, show_progress="hidden")
         tabs.select(remember_tab, saved, saved, show_progress="hidden")
         app.load(restore_tab, saved, tabs)
     return app

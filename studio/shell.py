@@ -10,10 +10,15 @@ import gradio as gr
 class Shell:
     tabs: gr.Tabs
     job_id: gr.State  # the job this browser tab watches (per user, never global)
-    # what this browser keeps across reloads (localStorage): the open tab, the Train form's picks
+    # what this browser keeps across reloads (localStorage): the open tab
     saved: gr.BrowserState | None = None
+    # the Train form as this browser last had it: a key of its own, written by one event only, so that a
+    # write of the tab cannot undo one of the form (studio/tabs/train.py remember_form)
+    train_saved: gr.BrowserState | None = None
     # tab id -> (handler, inputs, outputs): refreshed when the tab is opened and when the page loads
     on_select: dict = field(default_factory=dict)
+    # (handler, inputs, outputs) run once when the page loads: what this browser kept (the Train form)
+    on_load: list = field(default_factory=list)
     # tab id -> (fill(payload) -> values, outputs): a tab whose form another tab can fill (the Train form)
     receivers: dict = field(default_factory=dict)
     # wiring that needs every tab rendered first (a button on one tab whose outputs are on a later tab)

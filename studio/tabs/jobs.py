@@ -31,6 +31,11 @@ CURVES = ("loss", "eval_loss")
 SYSTEM = {"sys_cpu_pct": "CPU", "sys_ram_pct": "RAM", "sys_gpu_util_pct": "GPU util", "sys_gpu_mem_pct": "GPU memory"}
 ATTEMPT_COLUMNS = ["#", "worker", "started", "resumed at", "reached", "outcome", "reason"]
 QUEUE_COLUMNS = ["place", "job", "what", "state", "waits for job", "step", "submitted"]
+# A count axis (steps, tokens) shows whole numbers (",d"). Vega puts a tick every ~40 px, so a short axis
+# would get ticks at 1.2, 1.4 ... which a whole-number format prints as "1, 1, 2, 2": an axis shorter than
+# this many units is widened to it, enough for steps of at least 1 on a chart up to ~2,200 px wide.
+COUNT_FORMAT = ",d"
+MIN_COUNT_SPAN = 40
 
 
 def job_choices() -> list[tuple[str, int]]:
@@ -94,6 +99,34 @@ def system_frame(curves: LiveCurves) -> pd.DataFrame:
     return df
 
 
+def chart_limits(frame: pd.DataFrame, x: str, min_span: float = MIN_COUNT_SPAN) -> dict:
+    """``x_lim`` and ``y_lim`` for a chart of ``frame``: None (the chart's own fit) unless an axis is
+    degenerate. Vega labels a one-point axis with its raw value ("1.000000", "0.000012") and a short
+    count axis with repeated whole numbers, so the x axis spans at least ``min_span`` (from 0 when it
+    fits) and a flat y range is opened by 10 % of its value either side. Set both on every redraw: a
+    None clears a widening that the grown curve no longer needs."""
+    xs, ys = frame[x].dropna(), frame["value"].dropna()
+    x_lim = y_lim = None
+    if not xs.empty and xs.max() - xs.min() < min_span:
+        start = max(0.0, float(xs.min() + xs.max()) / 2 - min_span / 2)
+        x_lim = [start, start + min_span]
+    if not ys.empty and ys.max() - ys.min() <= abs(ys.max()) * 1e-6:
+        pad = abs(float(ys.max())) * 0.1 or 1.0
+        y_lim = [float(ys.max()) - pad, float(ys.max()) + pad]
+    return {"x_lim": x_lim, "y_lim": y_lim}
+
+
+def loss_update(frame: pd.DataFrame) -> gr.LinePlot:
+    """The loss chart's new points, with the axis limits that keep its labels readable."""
+    return gr.LinePlot(value=frame, **chart_limits(frame, "step"))
+
+
+def system_update(frame: pd.DataFrame) -> gr.LinePlot:
+    """The system chart's new points; its minutes axis spans at least 6 s (its first sample alone would
+    be a zero-width axis labelled with the raw value)."""
+    return gr.LinePlot(value=frame, **chart_limits(frame, "minutes", 0.1))
+
+
 def _take(cache: dict, rows) -> None:
     """Fold new metric rows (id, step, name, value, attempt, time) into the tab's cache: the loss curves
     by step, the system curves by time, each metric's latest value, and the current attempt's pace."""
@@ -113,14 +146,54 @@ def _take(cache: dict, rows) -> None:
             system.add(name, (when - cache["t0"]).total_seconds() / 60, value)
 
 
-def log_tail(job_id: int, lines: int = 40) -> str:
+TAIL_BYTES = 16384  # the log's end that is read on each tick
+
+
+def log_tail(job_id: int, lines: int = 40, counted: dict | None = None) -> str:
+    """The log's last ``lines`` lines, each after its line number in log.txt, right-aligned to one width
+    (the code box's own gutter would count the tail from 1, so "line 1042" could not be found). ``counted``
+    (the tab's cache) keeps how far the log has been counted, so each tick counts only new bytes."""
     path = get_settings().home_abs / "jobs" / str(job_id) / "log.txt"
     if not path.exists():
         return "(no log yet: the job has not started)"
     with open(path, "rb") as f:
-        f.seek(0, 2)
-        f.seek(max(0, f.tell() - 16384))
-        return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+        start = max(0, f.seek(0, 2) - TAIL_BYTES)
+        first = _lines_before(f, start, {} if counted is None else counted) + 1
+        f.seek(start)
+        rows = f.read().split(b"\n")
+    if start and len(rows) > 1:  # the read began inside a line: that line is cut, the next ones are whole
+        rows, first = rows[1:], first + 1
+    if rows and rows[-1] == b"":  # the newline that ends the file starts no line
+        rows.pop()
+    shown = list(enumerate(rows, first))[-lines:]
+    if not shown:
+        return "(the log is empty)"
+    width = len(str(shown[-1][0]))
+    # a head line first: the code box strips the text's leading spaces, which would shift line one's number
+    return "\n".join([f"lines {shown[0][0]}–{shown[-1][0]} of log.txt",
+                      *(f"{n:>{width}} │ {_as_shown(row)}" for n, row in shown)])
+
+
+def _as_shown(row: bytes) -> str:
+    """A log line as a terminal shows it: a progress bar redrawn with "\\r" shows its last state (the code
+    box would break the line at each "\\r" and the numbers would no longer match)."""
+    return row.decode(errors="replace").rstrip("\r").rsplit("\r", 1)[-1]
+
+
+def _lines_before(f, end: int, counted: dict) -> int:
+    """Newlines in the file's first ``end`` bytes, counting on from what ``counted`` already holds (the log
+    only grows; a shorter one was replaced and is counted afresh)."""
+    at, n = counted.get("at", 0), counted.get("lines", 0)
+    if at > end or counted.get("size", 0) > f.seek(0, 2):
+        at, n = 0, 0
+    f.seek(at)
+    while at < end:
+        chunk = f.read(min(1 << 20, end - at))
+        if not chunk:
+            break
+        n, at = n + chunk.count(b"\n"), at + len(chunk)
+    counted.update(at=at, lines=n, size=f.seek(0, 2))
+    return n
 
 
 def _changed(cache: dict, key: str, rows: list[list]):
@@ -165,7 +238,7 @@ def poll(job_id: int | None, cache: dict | None):
             new = jobq.metric_rows_since(db, job_id, cache["after"])
             upto = new[-1][0] if new else cache["after"]
     if not charts:  # an export, evaluation or combination: its status, log, attempts and result
-        return (status_html(job), gr.skip(), gr.skip(), log_tail(job_id),
+        return (status_html(job), gr.skip(), gr.skip(), log_tail(job_id, counted=cache.setdefault("log", {})),
                 _changed(cache, "attempts", attempt_rows(job)), _changed(cache, "queue", queue_rows()), cache)
     _take(cache, new)
     cache["after"] = upto
@@ -177,13 +250,15 @@ def poll(job_id: int | None, cache: dict | None):
     drawn = frame is not None and not frame.empty
     if drawn:
         cache["drawn"] = job_id
-    plot = frame if drawn else gr.skip()
+    plot = loss_update(frame) if drawn else gr.skip()
     sys_frame = system_frame(cache["system"]) if redraw else None
-    sys_plot = sys_frame if sys_frame is not None and not sys_frame.empty else gr.skip()
-    if sys_plot is sys_frame:
+    sys_drawn = sys_frame is not None and not sys_frame.empty
+    sys_plot = system_update(sys_frame) if sys_drawn else gr.skip()
+    if sys_drawn:
         cache["sys_drawn"] = job_id
     pace = cache["pace"] if cache["pace"] and cache["pace"][4] == job.attempt else None
-    return (status_html(job, cache["latest"], pace and pace[:4]), plot, sys_plot, log_tail(job_id),
+    log = log_tail(job_id, counted=cache.setdefault("log", {}))
+    return (status_html(job, cache["latest"], pace and pace[:4]), plot, sys_plot, log,
             _changed(cache, "attempts", attempt_rows(job)), _changed(cache, "queue", queue_rows()), cache)
 
 
@@ -261,15 +336,28 @@ def on_open(job_id):
     return gr.Dropdown(choices=job_choices(), value=jid), jid
 
 
+def loss_plot(elem_id: str = "loss-curve", **props) -> gr.LinePlot:
+    """The loss chart: steps as whole numbers, a fixed colour per series (the chart's first value is often
+    empty, and an empty colour domain draws no lines)."""
+    return gr.LinePlot(x="step", y="value", color="series", title="Loss", height=320, elem_id=elem_id,
+                       x_title="optimizer step", y_title="loss", x_axis_format=COUNT_FORMAT,
+                       color_map={"loss": "#4f46e5", "eval_loss": "#f97316"}, **props)
+
+
+def log_box(**props) -> gr.Code:
+    """The log's end, without the box's own gutter: it would number the tail from 1; the numbers shown are
+    log.txt's, written beside each line by :func:`log_tail`."""
+    return gr.Code(label="Log (last lines, numbered as in log.txt)", language=None, lines=12, elem_id="job-log",
+                   show_line_numbers=False, **props)
+
+
 def render(shell: Shell) -> None:
     cache = gr.State(None)
     with gr.Row():
         picker = gr.Dropdown(label="Job", elem_id="job-picker", scale=4)
         cancel_btn = gr.Button("Cancel job", variant="stop", elem_id="cancel-job", scale=1, interactive=False)
     status = gr.HTML(elem_id="job-status")
-    # a fixed colour map: the chart's first value is often empty, and an empty colour domain draws no lines
-    plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", height=320, elem_id="loss-curve",
-                       x_title="optimizer step", y_title="loss", color_map={"loss": "#4f46e5", "eval_loss": "#f97316"})
+    plot = loss_plot()
     system = gr.LinePlot(x="minutes", y="value", color="series", title="System (sampled by the worker)", height=220,
                          elem_id="system-curve", x_title="minutes into the job", y_title="%",
                          color_map={"CPU": "#0ea5e9", "RAM": "#84cc16", "GPU util": "#f43f5e", "GPU memory": "#a855f7"})
@@ -279,7 +367,7 @@ def render(shell: Shell) -> None:
     queue = gr.Dataframe(headers=QUEUE_COLUMNS, label="Queue: running, then queued in the order they start "
                          "(click a row to watch it; Cancel works on queued jobs too)", interactive=False,
                          elem_id="job-queue")
-    log = gr.Code(label="Log (last lines)", language=None, lines=12, elem_id="job-log")
+    log = log_box()
     timer = gr.Timer(get_settings().poll_seconds)
     timer.tick(poll, [shell.job_id, cache], [status, plot, system, log, attempts, queue, cache],
                show_progress="hidden").then(reveal, [shell.job_id, cache], [plot, system, cache], show_progress="hidden")

@@ -24,6 +24,7 @@ from studio.jobspec import (
     SpecError,
     build_train_spec,
     check_against_model,
+    coerce,
 )
 from studio.shell import Shell, friendly
 
@@ -37,6 +38,7 @@ LAYOUT = [
     ("Evaluation and checkpoints", ["eval_split", "eval_steps", "early_stopping_patience"],
      ["save_steps", "save_total_limit", "logging_steps", "seed"]),
 ]
+DEFAULT_METHOD = "lora"  # what the form opens on
 METHOD_MAIN = 4  # a method's first fields are shown; the rest wait under "More options"
 PER_ROW = 4
 
@@ -95,22 +97,17 @@ def _keep(current, choices):
     return current if current in values else (values[0] if values else None)
 
 
-def refresh_choices(model_id=None, dataset_id=None, parent_id=None, after_id=None, saved: dict | None = None):
+def refresh_choices(model_id=None, dataset_id=None, parent_id=None, after_id=None, kept: dict | None = None):
     """Fresh lists when the tab opens, keeping what is already picked (e.g. by the Advisor); after a
-    reload, what this browser picked last (its localStorage)."""
+    reload, what this browser picked last (``kept``: :func:`remember_form`'s, in its localStorage)."""
     models, data, parents, after = model_choices(), dataset_choices(), version_choices(), after_choices()
-    picks = (saved or {}).get("train") or {}
+    picks = kept if isinstance(kept, dict) else {}
     model_id = model_id if model_id is not None else picks.get("model")
     dataset_id = dataset_id if dataset_id is not None else picks.get("dataset")
     return (gr.Dropdown(choices=models, value=_keep(model_id, models)),
             gr.Dropdown(choices=data, value=_keep(dataset_id, data)),
             gr.Dropdown(choices=parents, value=parent_id if parent_id in [v for _, v in parents] else None),
             gr.Dropdown(choices=after, value=after_id if after_id in [v for _, v in after] else None))
-
-
-def remember_picks(saved: dict | None, model_id, dataset_id) -> dict:
-    """The Train form's model and data set, kept in this browser's localStorage for the next reload."""
-    return {**(saved or {}), "train": {"model": model_id, "dataset": dataset_id}}
 
 
 def _note(m) -> str:
@@ -207,6 +204,51 @@ def fill_from_advice(advice: dict) -> list:
     return [gr.Dropdown(choices=models, value=model_id if model_id is not None else _keep(None, models)),
             gr.Dropdown(choices=data, value=dataset_id if dataset_id is not None else None),
             method, _note(methods.get(method)), *shows, *form_updates(method, suggested), filled]
+
+
+def remember_form(model_id, dataset_id, method, *values) -> dict:
+    """The Train form as this browser last had it, kept in its localStorage for the next reload: the model,
+    the data set, the method, and each field of the method and of training that differs from its default
+    (a default is not pinned: a default changed since comes through). The whole form is one value under a
+    key of its own, written by this event only: merged into a value other events write too (the open
+    tab), one write could undo another."""
+    training, params = {}, {}
+    for (owner, key, _), value, default in zip(SPECS, values, form_values(method, {})):
+        if owner in ("training", method) and value not in (None, "") and value != default:
+            (training if owner == "training" else params)[key] = value
+    return {"model": model_id, "dataset": dataset_id, "method": method, "training": training, "params": params}
+
+
+def saved_form(form) -> tuple[str, dict]:
+    """The method and settings of a remembered form that still hold: a method no longer registered opens
+    as the default one without its parameters; a field that no longer exists, or a value its field now
+    refuses (out of range, not a choice), is left out, so that field shows its default. Never an error:
+    what a browser kept from an older studio must not stop the page."""
+    form = form if isinstance(form, dict) else {}
+    method = form.get("method")
+    if method in methods.names():
+        parts = {"training": form.get("training"), method: form.get("params")}
+    else:  # a method gone: its parameters mean nothing to the default one
+        method, parts = DEFAULT_METHOD, {"training": form.get("training")}
+    keep = {}
+    for owner, stored in parts.items():
+        knobs = {key: knob for o, key, knob in SPECS if o == owner}
+        for key, value in (stored.items() if isinstance(stored, dict) else ()):
+            try:
+                keep[key] = coerce(key, knobs[key], value)
+            except (KeyError, TypeError, ValueError):  # a field gone, a value refused: its default
+                continue
+    return method, keep
+
+
+def restore_form(form: dict | None) -> list:
+    """On page load: the method and the field values this browser had (``saved_form``), over the defaults.
+    Outputs: ``[method, note, *method groups, *every field]``; nothing changes when nothing was kept."""
+    if not isinstance(form, dict) or "method" not in form:
+        return [gr.skip()] * (2 + len(methods.names()) + len(SPECS))
+    method, settings = saved_form(form)
+    shows = [gr.Group(visible=name == method) for name in methods.names()]
+    return [method, _note(methods.get(method)), *shows, *form_values(method, settings)]
 
 
 def _task(db, dataset_id) -> str | None:
@@ -308,13 +350,13 @@ def render(shell: Shell) -> None:
     with gr.Row():
         model = gr.Dropdown(label="Base model", elem_id="train-model")
         dataset = gr.Dropdown(label="Data set", elem_id="train-dataset")
-        method = gr.Dropdown(methods.names(), value="lora", label="Method", elem_id="train-method")
+        method = gr.Dropdown(methods.names(), value=DEFAULT_METHOD, label="Method", elem_id="train-method")
         parent = gr.Dropdown(label="Continue from version", elem_id="train-parent")
-    note = gr.Markdown(_note(methods.get("lora")))
+    note = gr.Markdown(_note(methods.get(DEFAULT_METHOD)))
     filled = gr.Markdown(elem_id="train-filled")  # "Filled from the advice for data set #1 ..."
     cost_line = gr.Markdown(elem_id="train-cost", elem_classes=["train-cost"])
     inputs: dict = {}
-    groups = _method_groups(inputs, "lora")
+    groups = _method_groups(inputs, DEFAULT_METHOD)
     _training_sections(inputs)
     with gr.Row(equal_height=True):
         after = gr.Dropdown([("now", None)], value=None, label="Start after", elem_id="train-after", scale=1,
@@ -331,8 +373,10 @@ def render(shell: Shell) -> None:
     # once the person picks another model, data set or method, the form is no longer the advice's
     gr.on([model.input, dataset.input, method.input], lambda: "", None, filled, show_progress="hidden")
     shell.receivers["train"] = (fill_from_advice, [model, dataset, method, note, *groups.values(), *ordered, filled])
-    picks = [model, dataset, parent, after]
-    if shell.saved is not None:  # this browser remembers its picks across reloads
-        gr.on([model.input, dataset.input], remember_picks, [shell.saved, model, dataset], shell.saved,
-              show_progress="hidden")
-    shell.on_select["train"] = (refresh_choices, picks + ([shell.saved] if shell.saved is not None else []), picks)
+    picks, kept = [model, dataset, parent, after], []
+    if shell.train_saved is not None:  # this browser keeps its form across reloads: every change, the Advisor's too
+        kept = [shell.train_saved]
+        gr.on([model.change, dataset.change, method.change, *(c.change for c in ordered)], remember_form,
+              [model, dataset, method, *ordered], kept[0], trigger_mode="always_last", show_progress="hidden")
+        shell.on_load.append((restore_form, kept, [method, note, *groups.values(), *ordered]))
+    shell.on_select["train"] = (refresh_choices, [*picks, *kept], picks)

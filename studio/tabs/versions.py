@@ -16,6 +16,7 @@ from studio.settings import get_settings
 from studio.shell import Shell, friendly
 from studio.tabs import side_by_side
 from studio.tabs import version_jobs
+from studio.tabs.jobs import COUNT_FORMAT, chart_limits
 
 # a light and a strong shade per compared version: train loss strong, eval loss light
 PALETTE = [("#4f46e5", "#a5b4fc"), ("#ea580c", "#fdba74"), ("#059669", "#6ee7b7"), ("#db2777", "#f9a8d4")]
@@ -287,8 +288,10 @@ def curve_plot(chart: dict | None) -> gr.LinePlot | None:
     if df.empty:  # never draw an empty frame: the chart would lose its encoding
         return None
     col, title = AXES[chart["axis"]]
+    # steps and tokens are counts: whole-number labels, on an axis wide enough not to repeat them
     return gr.LinePlot(value=df, x=col, y="value", color="series", color_map=colors, x_title=title,
-                       y_title="loss", title="Train and eval loss", height=320, elem_id="compare-curves")
+                       y_title="loss", title="Train and eval loss", height=320, elem_id="compare-curves",
+                       x_axis_format=COUNT_FORMAT, **chart_limits(df, col))
 
 
 @friendly

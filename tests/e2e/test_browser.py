@@ -188,3 +188,93 @@ def test_fleet_tab_shows_the_embedded_worker(studio, page):
     expect(page.locator("#fleet-workers")).to_contain_text("CPU only")
     expect(page.locator("#fleet-workers")).to_contain_text(workers[0]["host"])
     shot(page, "9-fleet")
+
+
+# --- short curves and the log, as the Jobs and Versions tabs draw them ----------------------------------
+VISIBLE_LABELS = """(el, axis) => Array.from(el.querySelectorAll('.role-axis')).filter(a =>
+    (a.getAttribute('aria-label') || '').startsWith(axis)).flatMap(a => Array.from(
+    a.querySelectorAll('.role-axis-label text'))).filter(t => t.getAttribute('opacity') !== '0'
+    && getComputedStyle(t).opacity !== '0').map(t => t.textContent)"""
+
+
+def _curve(n: int, first: float = 2.0):
+    import pandas as pd
+
+    return pd.DataFrame({"step": range(1, n + 1), "value": [first / s for s in range(1, n + 1)], "series": "loss"})
+
+
+def _digits(label: str) -> int:
+    """Significant digits of a tick label ("0.0000115" has 3, "2.345679" has 7)."""
+    return len(label.replace(",", "").replace(".", "").lstrip("-0").rstrip("0"))
+
+
+def _charts_app(log_dir):
+    """A page with the Jobs tab's loss chart for runs of 1, 2 and 30 steps (one of them a tiny loss), the
+    Versions tab's comparison of one-point curves, and the Jobs tab's log box over a log crossing line 100."""
+    import gradio as gr
+
+    from studio.tabs import jobs, versions
+
+    one_point = {"axis": "step", "versions": [{"id": 1}, {"id": 2}],
+                 "curves": {"1": {"loss": [[1, 64, 2.3456789]]}, "2": {"loss": [[1, 64, 2.3456789]]}}}
+    with gr.Blocks() as demo:
+        for name, df in {"1": _curve(1, 1.2345678e-5), "2": _curve(2), "30": _curve(30)}.items():
+            jobs.loss_plot(elem_id=f"steps-{name}", value=df, **jobs.chart_limits(df, "step"))
+        versions.curve_plot(one_point)
+        (log_dir / "jobs" / "5").mkdir(parents=True)
+        (log_dir / "jobs" / "5" / "log.txt").write_text("".join(f"step {n}: loss 0.5\n" for n in range(1, 131)))
+        jobs.log_box(value=jobs.log_tail(5, lines=40))
+    return demo
+
+
+def test_short_curves_count_whole_steps_and_the_log_shows_its_file_lines(page, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from studio.tabs import jobs
+    from tests.e2e.conftest import _free_port
+
+    monkeypatch.setattr(jobs, "get_settings", lambda: SimpleNamespace(home_abs=tmp_path))
+    demo, port = _charts_app(tmp_path), _free_port()
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        page.goto(f"http://127.0.0.1:{port}")
+        for chart in ("#steps-1", "#steps-2", "#steps-30", "#compare-curves"):
+            el = page.locator(chart)
+            expect(el.locator(".role-axis-label text").first).to_be_attached(timeout=30_000)
+            xs, ys = el.evaluate(VISIBLE_LABELS, "X-axis"), el.evaluate(VISIBLE_LABELS, "Y-axis")
+            # whole steps, none repeated ("1, 1, 2, 2" came from whole-number labels on 1.2, 1.4 ...)
+            assert xs and all(re.fullmatch(r"\d[\d,]*", x) for x in xs) and len(set(xs)) == len(xs), (chart, xs)
+            # a scale of short numbers, not the one raw value of a one-point axis ("0.000012", "2.345679")
+            assert len(set(ys)) == len(ys) >= 2 and all(_digits(y) <= 3 and "e" not in y for y in ys), (chart, ys)
+        head, *rows = page.locator("#job-log .cm-line").all_text_contents()
+        assert head == "lines 91–130 of log.txt"
+        assert rows[0].startswith(" 91 │ step 91") and rows[9].startswith("100 │ step 100"), rows[:10]
+        assert len({r.index("│") for r in rows}) == 1  # one column: 99 and 100 line up
+        expect(page.locator("#job-log .cm-lineNumbers")).to_have_count(0)  # no gutter counting from 1
+        shot(page, "10-short-curves-and-log")
+    finally:
+        demo.close()
+
+
+def test_a_reload_keeps_the_train_forms_method_and_fields(studio, page):
+    url, _ = studio
+    page.goto(url)
+    page.get_by_text("FineTune Studio").first.wait_for()
+    open_tab(page, "Train")
+    expect(page.locator("#train-model input")).to_have_value(re.compile("tiny-llama"), timeout=30_000)
+    page.locator("#train-method input").click()
+    page.get_by_role("option", name="dora", exact=True).click()
+    for field, value in (("#p-dora-r", "8"), ("#t-max_steps", "7"), ("#t-learning_rate", "0.003")):
+        page.locator(f"{field} input").first.fill(value)
+        page.locator(f"{field} input").first.press("Tab")
+    expect(page.locator("#train-cost")).to_contain_text("parameters train", timeout=30_000)
+    page.wait_for_timeout(1500)  # the form is saved in this browser's localStorage after each change
+
+    page.reload()
+    expect(page.get_by_role("tab", name="Train")).to_have_attribute("aria-selected", "true", timeout=30_000)
+    expect(page.locator("#train-method input")).to_have_value("dora", timeout=30_000)
+    expect(page.locator("#p-dora-r input").first).to_have_value("8")
+    expect(page.locator("#t-max_steps input").first).to_have_value("7")
+    expect(page.locator("#t-learning_rate input").first).to_have_value("0.003")
+    expect(page.locator("#p-lora-r input").first).not_to_be_visible()  # the dora group shows, not lora's
+    shot(page, "2b-train-after-reload")

@@ -91,7 +91,7 @@ def test_an_export_shows_its_log_and_result_and_no_loss_chart(backend):
     assert "train loss" not in status and "learning rate" not in status and "ETA" not in status
     assert ">took<" in status and "1m 15s" in status
     assert not isinstance(plot, pd.DataFrame) and not isinstance(system, pd.DataFrame)
-    assert log == "merging the adapter into the base\nzipping"
+    assert log == "lines 1–2 of log.txt\n1 │ merging the adapter into the base\n2 │ zipping"
     loss_chart, system_chart = jobs.layout(ids["export"])
     assert (loss_chart.visible, system_chart.visible) == (False, False)
     loss_chart, system_chart = jobs.layout(ids["train"])
@@ -167,3 +167,33 @@ def test_tokens_per_s_is_the_runs_average_once_finished_as_its_version_records_i
                result={"metrics": {"train_tokens_per_s": 1500.0, "tokens_per_s": 900.0}})
     html = status_html(done, {"tokens_per_s": 1234.0})
     assert "tokens/s (run average)</div><div class=\"v\">1,500" in html
+
+
+def test_the_log_tail_is_numbered_as_log_txt_in_one_right_aligned_column(backend, monkeypatch):
+    """The code box's gutter counted the tail from 1: "line 1042" of log.txt could not be found. Each shown
+    line carries its number in the file, in a column of one width (99 and 100 line up)."""
+    from studio.settings import get_settings
+    from studio.tabs import jobs
+
+    log = get_settings().home_abs / "jobs" / "7" / "log.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(f"line {n}\n" for n in range(1, 131)))
+    head, *shown = jobs.log_tail(7, lines=40).split("\n")
+    assert head == "lines 91–130 of log.txt"  # the code box strips leading spaces: the text never starts with one
+    assert shown[0] == " 91 │ line 91" and shown[9] == "100 │ line 100" and shown[-1] == "130 │ line 130"
+    assert len({row.index("│") for row in shown}) == 1  # one column: the numbers line up
+
+    # a long log: only its end is read, counted once, then only what was appended since
+    monkeypatch.setattr(jobs, "TAIL_BYTES", 64)
+    counted: dict = {}
+    with open(log, "a") as f:
+        f.write("".join(f"line {n}\n" for n in range(131, 1043)) + "10%\r55%\r100% done\r\n")
+    assert jobs.log_tail(7, lines=3, counted=counted).split("\n")[1:] == [
+        "1041 │ line 1041", "1042 │ line 1042", "1043 │ 100% done"]  # a progress bar shows its last state
+    at = counted["at"]
+    with open(log, "a") as f:
+        f.write("still going")  # a line being written: shown, with its number
+    assert jobs.log_tail(7, lines=2, counted=counted).split("\n")[1:] == ["1043 │ 100% done", "1044 │ still going"]
+    assert counted["at"] > at
+    log.write_text("a fresh log\n")  # replaced (shorter): counted afresh, never negative or stale
+    assert jobs.log_tail(7, counted=counted) == "lines 1–1 of log.txt\n1 │ a fresh log"

@@ -167,8 +167,9 @@ def test_cli_train_prints_the_cost_before_it_waits(studio, capsys):
 def test_a_reload_keeps_the_forms_picks_and_the_tab(studio):
     from studio import app
 
-    saved = train.remember_picks({"tab": "train"}, studio["tiny-llama"], studio["dataset"])
-    assert saved == {"tab": "train", "train": {"model": studio["tiny-llama"], "dataset": studio["dataset"]}}
+    saved = train.remember_form(studio["tiny-llama"], studio["dataset"], "lora", *defaults())
+    assert saved == {"model": studio["tiny-llama"], "dataset": studio["dataset"], "method": "lora", "training": {},
+                     "params": {}}
     model, dataset, *_ = train.refresh_choices(None, None, None, None, saved)  # the page after a reload
     assert (model.value, dataset.value) == (studio["tiny-llama"], studio["dataset"])
     model, _, *_ = train.refresh_choices(studio["smollm2"], None, None, None, saved)  # a pick on the page wins
@@ -193,3 +194,59 @@ def test_one_converter_for_training_settings_and_method_parameters():
             coerce("seed" if bad == "2.5" else "bf16", TRAINING["seed" if bad == "2.5" else "bf16"], bad)
         with pytest.raises(methods.MethodError):
             methods.parse_params("lora", {"r" if bad == "2.5" else "use_rslora": bad})
+
+
+def fields(updates: list) -> dict:
+    """restore_form's field values by (owner, key), leaving out the fields it does not touch."""
+    return {(o, k): v for (o, k, _), v in zip(train.SPECS, updates) if v != gr.skip()}
+
+
+def test_a_reload_keeps_the_method_and_its_fields_and_drops_what_no_longer_holds():
+    # only the model and the data set came back: the method and every field were back to their defaults
+    values = defaults(max_steps=7, learning_rate=2e-4)  # 2e-4 is dora's default: not pinned
+    values[[k for o, k, _ in train.SPECS].index("r")] = 8  # lora's r, not dora's: another method's field
+    dora_r = next(i for i, (o, k, _) in enumerate(train.SPECS) if (o, k) == ("dora", "r"))
+    values[dora_r] = 32
+    saved = train.remember_form(1, 2, "dora", *values)
+    assert saved == {"model": 1, "dataset": 2, "method": "dora", "training": {"max_steps": 7}, "params": {"r": 32}}
+    method, note, *rest = train.restore_form(saved)
+    shows, updates = rest[:len(methods.names())], rest[len(methods.names()):]
+    assert method == "dora" and "DoRA" in note and [g.visible for g in shows] == [n == "dora" for n in methods.names()]
+    got = fields(updates)
+    assert got[("dora", "r")] == 32 and got[("training", "max_steps")] == 7 and ("lora", "r") not in got
+    assert got[("training", "learning_rate")] == methods.get("dora").default_training.get("learning_rate", 2e-4)
+
+    # what an older studio kept: a value out of range, a field and a method that are gone, garbage
+    stale = {"method": "dora", "training": {"max_steps": -5, "warmup_ratio": 0.95, "gone_knob": 1, "seed": "x",
+                                            "lr_scheduler_type": "sideways", "per_device_train_batch_size": 16},
+             "params": {"r": 0, "lora_dropout": 0.1, "no_such_param": True}}
+    method, _, *rest = train.restore_form(stale)
+    got = fields(rest[len(methods.names()):])
+    assert method == "dora" and got[("training", "per_device_train_batch_size")] == 16
+    assert got[("dora", "lora_dropout")] == 0.1
+    for owner, key in (("training", "max_steps"), ("training", "warmup_ratio"), ("training", "seed"),
+                       ("training", "lr_scheduler_type"), ("dora", "r")):
+        assert got[(owner, key)] == next(k.default for o, n, k in train.SPECS if (o, n) == (owner, key)), key
+    method, _, *rest = train.restore_form({"method": "sft_v0", "params": {"r": 4}, "training": {"max_steps": 9}})
+    got = fields(rest[len(methods.names()):])
+    assert method == train.DEFAULT_METHOD and got[("training", "max_steps")] == 9 and got[("lora", "r")] == 16
+    for junk in (None, {}, "x", {"model": 1}, {"method": ["lora"], "training": 3}, {"method": "lora", "params": 2}):
+        out = train.restore_form(junk)  # nothing kept, or nothing usable: never an error
+        assert out[0] in (gr.skip(), train.DEFAULT_METHOD)
+
+
+def test_the_form_is_restored_on_load_only_and_saved_by_one_writer_on_every_change():
+    with gr.Blocks() as demo:
+        saved, kept = gr.BrowserState({}), gr.BrowserState({}, storage_key="finetune-studio-train")
+        with gr.Tabs() as tabs:
+            shell = Shell(tabs=tabs, job_id=gr.State(None), saved=saved, train_saved=kept)
+            with gr.Tab("Train"):
+                train.render(shell)
+    (fn, inputs, _), = shell.on_load  # studio/app.py runs these on page load only: opening the tab keeps the form
+    assert fn is train.restore_form and inputs == [kept] and kept in shell.on_select["train"][1]
+    # one writer of the form's own key: a write of the open tab (``saved``) cannot undo it, nor it the tab
+    writers = [d for d in demo.fns.values() if kept in d.outputs]
+    assert [getattr(d.fn, "__name__", "") for d in writers] == ["remember_form"]
+    assert saved not in writers[0].outputs
+    ids = {demo.blocks[t[0]].elem_id for t in writers[0].targets}
+    assert {"train-model", "train-method", "p-dora-r", "t-max_steps"} <= ids  # every field, the method, the model
