@@ -1,7 +1,7 @@
 """Benchmark: validate and register a large JSONL instruction file, as the UI process does.
 
 Generates N rows (default 1,000,000; ~0.1% empty outputs, ~0.1% duplicates, a few bad JSON
-lines) in a temporary folder and registers it with ``studio.services.add_dataset`` (intake, a
+lines) in a temporary folder and registers it with ``studio.operations.add_dataset`` (intake, a
 stored 5% eval split, the upload kept for re-mapping, the database row) into a temporary studio
 home with SQLite; prints rows/s and the process's peak RSS. Memory should stay flat in the file
 size: compare ``--rows 100000`` with the default.
@@ -57,7 +57,7 @@ def main() -> None:
         os.environ["STUDIO_HOME"] = str(Path(tmp) / "home")
         os.environ.pop("STUDIO_DATABASE_URL", None)
         from models_db.migrate import upgrade
-        from studio import services
+        from studio import operations
         from studio.datasets.split import Split
 
         upgrade()
@@ -66,7 +66,7 @@ def main() -> None:
         size_mb = src.stat().st_size / 1e6
         rss_before = peak_rss_mb()
         start = time.perf_counter()
-        ds, report, _ = services.add_dataset(src, drop_bad_rows=True, split=Split(ratio=args.eval_split, seed=0))
+        ds, report, _ = operations.add_dataset(src, drop_bad_rows=True, split=Split(ratio=args.eval_split, seed=0))
         seconds = time.perf_counter() - start
         print(f"rows: {report.total_rows:,} ({size_mb:,.0f} MB), valid: {report.valid_rows:,} "
               f"(dataset {ds.id}: {ds.rows:,} train, {ds.eval_rows:,} eval)")

@@ -2,7 +2,7 @@
 
 Imports SmolLM2-135M-Instruct (the demo model) into a scratch studio home, registers a fixed
 instruction data set, and for each method submits a training job with the same settings, runs it in
-its own process (``python -m worker.child``, as a worker does, so peak memory is per method), exports
+its own process (``python -m worker.job_process``, as a worker does, so peak memory is per method), exports
 the version (merged, or the adapter for methods that cannot merge) and times generation with it.
 Writes a markdown table to ``docs/methods.md``; progress goes to stderr.
 
@@ -70,12 +70,12 @@ def hardware() -> str:
 def setup_studio(home: Path) -> tuple[int, int]:
     """Migrate, import the demo model once, register the data set. Returns (model id, dataset id)."""
     from bench import perfkit
-    from studio import services
+    from studio import operations
 
     model_id, _ = perfkit.demo_model()
     data = home / "bench-instructions.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in dataset_rows()))
-    dataset, _, _ = services.add_dataset(data, name="bench-instructions")
+    dataset, _, _ = operations.add_dataset(data, name="bench-instructions")
     return model_id, dataset.id
 
 
@@ -83,15 +83,15 @@ def train(method: str, model_id: int, dataset_id: int, settings: dict, log: Path
     """Submit, claim and run one training job in its own process; returns the version id."""
     from models_db import Job, session_scope
     from models_db import jobs as jobq
-    from studio import services
+    from studio import operations
     from studio.jobspec import build_train_spec
 
     spec = build_train_spec(model_id=model_id, dataset_id=dataset_id, method=method, settings=settings)
-    job, _ = services.submit_train(spec)
+    job, _ = operations.submit_train(spec)
     with session_scope() as db:
         claim = jobq.claim(db, job.id, "bench", lease_seconds=3600)
     with open(log, "w") as out:
-        subprocess.run([sys.executable, "-m", "worker.child", str(job.id), str(claim.fence)], cwd=ROOT,
+        subprocess.run([sys.executable, "-m", "worker.job_process", str(job.id), str(claim.fence)], cwd=ROOT,
                        stdout=out, stderr=subprocess.STDOUT, check=False)
     with session_scope() as db:
         job = db.get(Job, job.id)

@@ -61,11 +61,11 @@ def demo_model() -> tuple[int, str]:
 
 def add_rows(home: Path, name: str, rows: list[dict]) -> tuple[int, Path]:
     """Register ``rows`` (instruction/input/output) as a data set; returns (its id, the JSONL file)."""
-    from studio import services
+    from studio import operations
 
     path = home / f"{name}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    dataset, _, _ = services.add_dataset(path, name=name)
+    dataset, _, _ = operations.add_dataset(path, name=name)
     return dataset.id, path
 
 
@@ -83,11 +83,11 @@ def run_bare(model_dir: str, data: Path, steps: int, batch: int, max_len: int) -
 
 
 def submit(model_id: int, dataset_id: int, method: str, settings: dict):
-    from studio import services
+    from studio import operations
     from studio.jobspec import build_train_spec
 
     spec = build_train_spec(model_id=model_id, dataset_id=dataset_id, method=method, settings=settings)
-    job, _ = services.submit_train(spec)
+    job, _ = operations.submit_train(spec)
     return job.id
 
 
@@ -115,7 +115,7 @@ def run_child(job_id: int, log: Path) -> None:
     with session_scope() as db:
         claim = jobq.claim(db, job_id, "bench", lease_seconds=3600)
     with open(log, "w") as out:
-        subprocess.run([sys.executable, "-m", "worker.child", str(job_id), str(claim.fence)], cwd=ROOT,
+        subprocess.run([sys.executable, "-m", "worker.job_process", str(job_id), str(claim.fence)], cwd=ROOT,
                        stdout=out, stderr=subprocess.STDOUT, check=False)
 
 
@@ -153,7 +153,7 @@ class Worker:
 def cancel_leftovers() -> None:
     """Cancel jobs an interrupted earlier run left queued or running in this scratch home."""
     from models_db import Job, session_scope
-    from studio.services import cancel_job
+    from studio.operations import cancel_job
 
     with session_scope() as db:
         ids = [j.id for j in db.query(Job).filter(Job.state.in_(("queued", "running")))]

@@ -6,7 +6,7 @@ like real instruction data (log-normal answers, 10 to ~450 tokens). Target on CP
     .venv/bin/python bench/throughput.py --gpu [--gpu-steps 30]   # CUDA: MFU of a 1B model, full and LoRA
 
 Both sides train the same rows in the same order (seed 42) for the same steps; tokens/s is real tokens
-seen over the seconds inside ``Trainer.train``. The studio's side is a real job (worker.child) with
+seen over the seconds inside ``Trainer.train``. The studio's side is a real job (worker.job_process) with
 its defaults: padding-free packing, SDPA on each packed example (worker/packed_attention.py; FlashAttention-2
 instead where installed), and on CUDA bf16, fused AdamW and dataloader workers. With ``--repeats`` the two sides
 alternate and the best run of each is compared (the load of a shared machine drifts between runs).

@@ -50,7 +50,7 @@ class Verdict:
 
 def retry_or_fail(job: Job, *, retry: str, give_up: str) -> Verdict:
     """The one decision after an attempt ended abnormally (its process died, its worker was lost), made
-    for the supervisor (worker/runner.py) and the reaper alike: queued again while attempts remain, so it
+    for the supervisor (worker/supervisor.py) and the reaper alike: queued again while attempts remain, so it
     resumes from its last checkpoint; failed with ``give_up`` as its error once they are spent."""
     if job.attempt < job.max_attempts:
         return Verdict(JobState.queued, retry)

@@ -137,7 +137,7 @@ def check(db: Session, parents: list[int], weights: list[float], how: str, densi
 def submit_combine(parents: list[int], *, weights: str | list | None = None, how: str = "linear",
                    density: float = 0.5, name: str | None = None) -> tuple:
     """Check the versions and queue a ``combine`` job. Returns (job, spec)."""
-    from studio import routing, services
+    from studio import operations, routing
 
     with session_scope() as db:
         ids = list(dict.fromkeys(int(p) for p in parents))
@@ -151,5 +151,5 @@ def submit_combine(parents: list[int], *, weights: str | list | None = None, how
                            start_version_id=start_of(vs[0]), base_model_id=base.id, task=task_of(vs[0]))
         job, _ = jobq.create_job(db, kind="combine", config=spec.to_json(), base_model_id=base.id,
                                  parent_version_id=ids[0], queue=routing.default_queue())
-    services.send("combine", job.id, job.queue)
+    operations.send("combine", job.id, job.queue)
     return job, spec

@@ -1,6 +1,6 @@
 """Evaluations of model versions on data set versions, without torch: the checks before an ``evaluate``
 job is queued, the rows it leaves (one per version x data set, upserted), and the tables the Versions
-tab and ``studio versions compare`` show. The numbers themselves come from a worker (worker/evaluate.py).
+tab and ``studio versions compare`` show. The numbers themselves come from a worker (worker/evaluation_job.py).
 
 What is measured: eval loss and perplexity for a causal LM, accuracy, macro F1 and eval loss for a
 classifier; on the data set's stored eval split, or on its training rows when it has none (``split``
@@ -33,7 +33,7 @@ def task_of(v: ModelVersion) -> str:
 def check_pair(v: ModelVersion, ds: Dataset) -> None:
     """Refuse a data set the version cannot be measured on: a format of another task, or (a classifier)
     other labels than its head's. The message says what fits instead."""
-    from studio.services import TASK_FORMATS
+    from studio.operations import TASK_FORMATS
 
     task = task_of(v)
     if ds.format not in TASK_FORMATS[task]:
@@ -64,7 +64,7 @@ def _fits_here(db, version: ModelVersion) -> bool:
 def submit_evaluate(version_id: int, dataset_id: int) -> tuple[Job, bool]:
     """Check the pair and queue an ``evaluate`` job; one already queued or running for it is reused.
     Returns (job, created)."""
-    from studio import routing, services
+    from studio import operations, routing
 
     config = {"version_id": int(version_id), "dataset_id": int(dataset_id)}
     with session_scope() as db:
@@ -81,7 +81,7 @@ def submit_evaluate(version_id: int, dataset_id: int) -> tuple[Job, bool]:
         queue, where = routing.side_queue(db, fits_beside=_fits_here(db, v))
         job, _ = jobq.create_job(db, kind="evaluate", config=config, base_model_id=v.base_model_id,
                                  dataset_id=ds.id, queue=queue, message=where or None)
-    services.send("evaluate", job.id, job.queue)
+    operations.send("evaluate", job.id, job.queue)
     return job, True
 
 
@@ -89,7 +89,7 @@ def submit_evaluate(version_id: int, dataset_id: int) -> tuple[Job, bool]:
 
 def record(db: Session, version_id: int, job_id: int | None, evaluation: dict) -> Evaluation:
     """Write (or replace) the evaluation of a version on a data set: ``evaluation`` holds dataset_id,
-    split, rows and metrics, as worker/evaluate.py returns them."""
+    split, rows and metrics, as worker/evaluation_job.py returns them."""
     row = db.scalar(select(Evaluation).where(Evaluation.version_id == version_id,
                                              Evaluation.dataset_id == evaluation["dataset_id"]))
     if row is None:

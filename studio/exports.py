@@ -149,7 +149,7 @@ def available_memory() -> Memory:
 
 def fleet_memory(db) -> Memory:
     """Bytes an export may use on the workers that can take it: the most available RAM among the alive
-    workers that take jobs (registered with their RAM, worker/service.py); a worker on this machine counts
+    workers that take jobs (registered with their RAM, worker/consumer.py); a worker on this machine counts
     with this machine's figure now. This machine's figure alone when no worker elsewhere reported its RAM
     (embedded mode, or none registered yet). STUDIO_EXPORT_MEMORY_GB, where set, wins as everywhere."""
     from studio.fleet import alive_job_workers

@@ -1,6 +1,6 @@
 """The fleet as people see it: each registered worker with its GPUs, whether it is alive (by its last
 heartbeat), the queues it consumes and the job it runs. The Fleet tab and ``studio workers list`` read
-this; the worker writes it (worker/service.py registers and heartbeats, worker/fleet.py the current job)."""
+this; the worker writes it (worker/consumer.py registers and heartbeats, worker/fleet.py the current job)."""
 from __future__ import annotations
 
 from datetime import datetime

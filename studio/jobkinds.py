@@ -2,7 +2,7 @@
 
 A job is a row in the jobs table (models_db); its kind names one entry here. The studio sends the kind's
 task by name (studio/celery_app.py), the worker registers one task per kind from this table
-(worker/tasks.py), and the job's own process (worker/child.py) imports the kind's entry point, a
+(worker/tasks.py), and the job's own process (worker/job_process.py) imports the kind's entry point, a
 ``module:function`` of the worker layer that takes the job's context. The studio never imports that entry
 point: it is a name here, resolved only in the worker.
 """
@@ -40,7 +40,7 @@ def task_name(kind: str) -> str:
 JOB_KINDS: dict[str, JobKind] = {k.name: k for k in (
     JobKind("train", "worker.recipes:train", "training", trains=True),
     JobKind("export", "worker.export:run_export_job", "export"),
-    JobKind("evaluate", "worker.evaluate:run_evaluate_job", "evaluation"),
+    JobKind("evaluate", "worker.evaluation_job:run_evaluate_job", "evaluation"),
     JobKind("combine", "worker.combine:run_combine_job", "combination"),
 )}
 

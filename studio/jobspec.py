@@ -91,7 +91,7 @@ class TrainSpec:
     eval_split: float = 0.1
     early_stopping_patience: int = 0
     packing: bool = True  # padding-free; build_train_spec and services.submit_train switch it off where wrong
-    gpus: int = 1  # GPUs on one machine (worker/launch.py); above 1: accelerate launch
+    gpus: int = 1  # GPUs on one machine (worker/launch_plan.py); above 1: accelerate launch
     distributed: str = "auto"  # auto | ddp | fsdp (studio/advisor/parallel.py)
     task: str | None = None  # causal_lm or seq_cls; None: implied by the data set (services.submit_train)
     parent_version_id: int | None = None

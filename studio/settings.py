@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     # kombu's Redis transport options as JSON, e.g. {"visibility_timeout": 2} in the fault tests
     broker_transport_options: dict = {}
     # A worker without GPUs that stands in N CPU processes (gloo) for a job's GPUs: tests the multi-GPU
-    # launch on a CPU machine (worker/launch.py). 0: off, a worker offers the GPUs it has.
+    # launch on a CPU machine (worker/launch_plan.py). 0: off, a worker offers the GPUs it has.
     cpu_processes: int = 0
     # how long a starting worker waits for the studio to migrate the database (models_db/schema_wait.py)
     schema_wait_seconds: float = 300

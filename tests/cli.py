@@ -44,7 +44,7 @@ class Cli:
     def worker(self):
         """A worker process for the duration of the block. It is not waited for beyond a short grace: a warm
         shutdown would first finish the job it took last (the evaluation a training job queues at its end),
-        which the test has no use for; its training process dies with it (worker.child)."""
+        which the test has no use for; its training process dies with it (worker.job_process)."""
         proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "worker"], env=self.env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

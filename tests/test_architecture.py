@@ -11,13 +11,13 @@ from studio.jobkinds import GENERATE, JOB_KINDS, kind, task_name
 
 def test_every_job_kind_has_a_task_an_entry_point_and_a_view():
     from studio.tabs.job_views import VIEWS, has_charts
-    from worker import child, tasks
+    from worker import job_process, tasks
     from studio.celery_app import app
 
     assert set(tasks.TASKS) == set(JOB_KINDS)
     for name, k in JOB_KINDS.items():
         assert k.task in app.tasks and tasks.TASKS[name].name == k.task
-        assert callable(child.entry_point(type("J", (), {"kind": name})()))  # the module:function imports
+        assert callable(job_process.entry_point(type("J", (), {"kind": name})()))  # the module:function imports
         assert name in VIEWS and has_charts(name) == k.trains
     assert task_name(GENERATE) in app.tasks
     assert [k for k in JOB_KINDS if JOB_KINDS[k].trains] == ["train"]
@@ -26,11 +26,11 @@ def test_every_job_kind_has_a_task_an_entry_point_and_a_view():
 
 
 def test_an_unknown_kind_fails_the_job_with_a_message():
-    from worker import child
+    from worker import job_process
     from worker.errors import UserFacingError
 
     with pytest.raises(UserFacingError, match="unknown job kind 'bake': this worker runs train, export"):
-        child.entry_point(type("J", (), {"kind": "bake"})())
+        job_process.entry_point(type("J", (), {"kind": "bake"})())
 
 
 def test_models_db_imports_nothing_of_the_studio_and_asks_for_its_url():
@@ -42,7 +42,7 @@ def test_models_db_imports_nothing_of_the_studio_and_asks_for_its_url():
 
 
 def test_the_studio_never_loads_the_worker_or_torch():
-    code = ("import sys, studio.app, studio.cli, studio.services, studio.celery_app, studio.jobkinds\n"
+    code = ("import sys, studio.app, studio.cli, studio.operations, studio.celery_app, studio.jobkinds\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('worker', 'torch', 'transformers', 'peft'))\n"
             "print(bad)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -19,7 +19,7 @@ ERROR_EXIT = 2  # a message written for the person; the studio's CLI prints it a
 
 
 def cmd_serve(args) -> dict | None:
-    from worker.service import main
+    from worker.consumer import main
 
     main(queues=args.queues, gpus=args.gpus)
     return None

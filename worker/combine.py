@@ -15,7 +15,7 @@ from studio.combine import CombineSpec
 from studio.settings import get_settings
 from worker import lineage
 from worker.context import JobContext
-from worker.evaluate import evaluate_model
+from worker.evaluation_job import evaluate_model
 from worker.methods.base import save_pretrained_only
 from worker.trust import model_code_kwargs, tokenizer_code_kwargs
 

@@ -26,7 +26,7 @@ def is_main() -> bool:
 
 
 def strategy() -> str:
-    """single, ddp or fsdp: what the runner launched (worker/launch.py)."""
+    """single, ddp or fsdp: what the runner launched (worker/launch_plan.py)."""
     return os.environ.get("STUDIO_DISTRIBUTED", "single") if world_size() > 1 else "single"
 
 

@@ -26,7 +26,7 @@ from models_db import BaseModel, Generation, GenerationState, session_scope
 from models_db.schema import utcnow
 from worker import lineage
 from worker.errors import UserFacingError, humanize
-from worker.runner import WORKER_ID
+from worker.supervisor import WORKER_ID
 from worker.trust import model_code_kwargs, tokenizer_code_kwargs
 
 log = logging.getLogger("studio.worker")

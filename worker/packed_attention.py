@@ -10,7 +10,7 @@ matching ``AttentionMaskInterface`` entry returns no mask for such rows, so none
 else (padding, a KV cache, sliding windows) falls back to transformers' own SDPA path and mask.
 
 Used by default for causal-LM packing on CPU, and on CUDA when flash-attn is not installed
-(worker/fastpath.py)."""
+(worker/machine_defaults.py)."""
 from __future__ import annotations
 
 from itertools import pairwise

@@ -9,7 +9,7 @@ from studio.jobkinds import GENERATE, JOB_KINDS, JobKind, task_name
 def _job_task(kind: JobKind):
     """The task for ``kind``: the runner claims the job and runs the kind's entry point in its own process."""
     def run(job_id: int) -> str:
-        from worker.runner import run_job
+        from worker.supervisor import run_job
 
         return run_job(job_id)
 

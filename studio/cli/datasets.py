@@ -6,7 +6,7 @@ from pathlib import Path
 
 from models_db import session_scope
 from models_db import queries as q
-from studio import services
+from studio import operations
 from studio.cli.common import CliError, emit
 
 
@@ -18,7 +18,7 @@ def cmd_dataset_add(args):
     if not path.is_file():
         raise CliError(f"{path}: no such file")
     split = Split(ratio=args.eval_split, seed=args.seed, eval_file=Path(args.eval_file) if args.eval_file else None)
-    ds, report, reused = services.add_dataset(path, name=args.name, format=args.format,
+    ds, report, reused = operations.add_dataset(path, name=args.name, format=args.format,
                                               mapping=parse_mapping(args.map or []), drop_bad_rows=args.drop_bad_rows,
                                               split=split, model=args.model, max_seq_length=args.max_seq_length)
     _emit_version(args, ds, report, reused)

@@ -5,7 +5,7 @@ import sys
 
 from models_db import Job, JobState, session_scope
 from models_db import queries as q
-from studio import routing, services
+from studio import operations, routing
 from studio.cli.common import CliError, _job_line, emit, wait_for
 from studio.jobspec import build_train_spec, parse_set_args
 
@@ -19,7 +19,7 @@ def cmd_train(args):
     spec = build_train_spec(model_id=model_id, dataset_id=args.dataset, method=args.method,
                             settings=parse_set_args(args.set or []), parent_version_id=args.from_version,
                             task=args.task)
-    job, created = services.submit_train(spec, idempotency_key=args.idempotency_key, after=args.after)
+    job, created = operations.submit_train(spec, idempotency_key=args.idempotency_key, after=args.after)
     _print_cost(job)
     if (job.config or {}).get("lineage_note"):
         print(f"note: {job.config['lineage_note']}", file=sys.stderr)
@@ -30,7 +30,7 @@ def cmd_train(args):
         print(f"{'queued' if created else 'already submitted as'} job {job.id}{waits}", file=sys.stderr)
     if args.wait:
         job = wait_for(job.id, quiet=args.json)
-    emit(args, services.job_json(job), _job_line(job))
+    emit(args, operations.job_json(job), _job_line(job))
     if args.wait and job.state != JobState.succeeded:
         sys.exit(1)
 
@@ -48,7 +48,7 @@ def cmd_jobs_list(args):
     with session_scope() as db:
         jobs = q.list_jobs(db, kind=None)
         places = q.queue_positions(db)
-        rows = [services.job_json(j, places.get(j.id)) for j in jobs]
+        rows = [operations.job_json(j, places.get(j.id)) for j in jobs]
         text = "\n".join(_job_line(j, places.get(j.id)) for j in jobs) or "no jobs yet"
     emit(args, {"jobs": rows}, text)
 
@@ -65,7 +65,7 @@ def cmd_jobs_show(args):
         job = _get_job(db, args.id)
         place = q.queue_positions(db).get(job.id)
         attempts = "".join(f"\n  {_attempt_line(a)}" for a in job.history or [])
-        emit(args, services.job_json(job, place), _job_line(job, place) + attempts)
+        emit(args, operations.job_json(job, place), _job_line(job, place) + attempts)
 
 
 def _attempt_line(a: dict) -> str:
@@ -75,7 +75,7 @@ def _attempt_line(a: dict) -> str:
 
 
 def cmd_jobs_cancel(args):
-    state = services.cancel_job(args.id)
+    state = operations.cancel_job(args.id)
     emit(args, {"id": args.id, "state": state}, f"job {args.id}: {state}")
 
 
@@ -84,7 +84,7 @@ def register(sub, add, group) -> None:
     sp.add_argument("--model", required=True, help="base model id or name")
     sp.add_argument("--dataset", required=True, type=int)
     sp.add_argument("--method", default="lora")
-    sp.add_argument("--task", choices=tuple(services.TASK_FORMATS),
+    sp.add_argument("--task", choices=tuple(operations.TASK_FORMATS),
                     help="what to train; default: implied by the data set (classification -> seq_cls)")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="a training or method setting (repeatable)")
     sp.add_argument("--from-version", type=int, help="continue training from this version")

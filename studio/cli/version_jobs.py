@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from models_db import JobState, session_scope
-from studio import combine, evaluations, services
+from studio import combine, evaluations, operations
 from studio.cli.common import _job_line, emit, wait_for
 
 
@@ -16,7 +16,7 @@ def _finish(args, job, created: bool = True) -> None:
         print(f"{'queued' if created else 'already queued as'} job {job.id} [{job.kind}]", file=sys.stderr)
     if args.wait:
         job = wait_for(job.id, quiet=args.json)
-    out = services.job_json(job)
+    out = operations.job_json(job)
     if args.wait and job.state == JobState.succeeded:
         with session_scope() as db:
             vid = (job.result or {}).get("version_id") or (job.config or {}).get("version_id")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from models_db import ModelVersion, session_scope
 from models_db import queries as q
-from studio import services, versions
+from studio import operations, versions
 from studio.cli import generate, version_jobs
 from studio.cli.common import CliError, emit
 from studio.cli.handoff import run_in_worker
@@ -17,7 +17,7 @@ from studio.exports import FORMATS as EXPORT_FORMATS
 def cmd_versions_list(args):
     with session_scope() as db:
         vs = q.list_versions(db)
-        rows = [services.version_json(v) for v in vs]
+        rows = [operations.version_json(v) for v in vs]
     emit(args, {"versions": rows}, "\n".join(
         f"{v['id']:>4}  {v['name']}  {v['method']}  train_loss={v['metrics'].get('train_loss')}" for v in rows)
         or "no versions yet")
@@ -26,7 +26,7 @@ def cmd_versions_list(args):
 def cmd_versions_show(args):
     with session_scope() as db:
         v = versions.get(db, args.id)
-        out = services.version_json(v, versions.lineage(db, v.id))
+        out = operations.version_json(v, versions.lineage(db, v.id))
     emit(args, out, json.dumps(out, indent=2, default=str))
 
 
@@ -48,7 +48,7 @@ def cmd_versions_compare(args):
 def cmd_versions_edit(args):
     versions.update(args.id, name=args.name, tags=args.tags, notes=args.notes)
     with session_scope() as db:
-        out = services.version_json(versions.get(db, args.id))
+        out = operations.version_json(versions.get(db, args.id))
     emit(args, out, f"version {args.id}: {out['name']} [{', '.join(out['tags'])}]")
 
 

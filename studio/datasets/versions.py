@@ -1,6 +1,6 @@
 """Dataset versions in the database: register an upload (validated, split, its file kept), derive a
 new version by editing the mapping, and describe a version's lineage and the jobs and model versions
-that used it. The CLI and the UI both call these (uploads through ``studio.services.add_dataset``).
+that used it. The CLI and the UI both call these (uploads through ``studio.operations.add_dataset``).
 
 A version is immutable and named by its hash (the intake's content hash, plus the split). Its folder
 ``datasets/<hash[:16]>/`` holds ``rows.jsonl`` (training rows) and, with a stored split,

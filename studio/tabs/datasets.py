@@ -15,7 +15,7 @@ import pandas as pd
 
 from models_db import Dataset, session_scope
 from models_db import queries as q
-from studio import services
+from studio import operations
 from studio.datasets import FIELDS, DatasetError, ingest, versions
 from studio.datasets.errors import Found
 from studio.datasets.formats import match_columns
@@ -231,7 +231,7 @@ def register(source, name: str, fmt: str, model_id, max_len, ratio, seed, eval_f
         ds, _report, reused = versions.edit_mapping(source["parent"], name=name or None, **common)
     else:
         split = Split(ratio=float(ratio or 0), seed=int(seed or 0), eval_file=Path(eval_file) if eval_file else None)
-        ds, _report, reused = services.add_dataset(Path(source["path"]), original_name=source["name"],
+        ds, _report, reused = operations.add_dataset(Path(source["path"]), original_name=source["name"],
                                                    name=name or None, split=split, **common)
     verb = "Already registered as" if reused else "Registered"
     gr.Info(f"{verb} data set #{ds.id} {ds.name} ({ds.rows} rows)")

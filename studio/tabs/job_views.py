@@ -8,9 +8,10 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from models_db import Job
+from models_db import Job, JobState
 from models_db.schema import utcnow
 from studio.advisor.jobcost import describe_memory, estimate_vs_measured
+from studio.jobkinds import JOB_KINDS
 
 
 def _train_what(j: Job) -> str:
@@ -75,25 +76,29 @@ def _combine_result(j: Job) -> str:
 
 @dataclass(frozen=True)
 class KindView:
-    """What the job page shows for one kind of job: what it works on, whether it has the training charts
-    and stats (loss, throughput, system), and its result once it succeeded (HTML)."""
+    """What the job page shows for one kind of job (studio/jobkinds.py): what it works on, and its result once
+    it succeeded (HTML). Kinds that train also get the charts and stats (loss, throughput, system)."""
 
     what: Callable[[Job], str]
-    charts: bool
     result: Callable[[Job], str]
 
 
 VIEWS = {
-    "train": KindView(_train_what, True, _train_result),
-    "evaluate": KindView(_evaluate_what, False, _evaluate_result),
-    "combine": KindView(_combine_what, False, _combine_result),
-    "export": KindView(_export_what, False, _export_result),
+    "train": KindView(_train_what, _train_result),
+    "evaluate": KindView(_evaluate_what, _evaluate_result),
+    "combine": KindView(_combine_what, _combine_result),
+    "export": KindView(_export_what, _export_result),
 }
 
 
 def view(kind: str) -> KindView:
     """The kind's view; a kind this tab does not know shows its progress, log and raw result."""
-    return VIEWS.get(kind) or KindView(lambda j: j.kind, False, lambda j: html.escape(str(j.result or "")))
+    return VIEWS.get(kind) or KindView(lambda j: j.kind, lambda j: html.escape(str(j.result or "")))
+
+
+def has_charts(kind: str) -> bool:
+    """Whether the job page shows training charts and stats for ``kind``: the kinds that train."""
+    return kind in JOB_KINDS and JOB_KINDS[kind].trains
 
 
 def job_label(j: Job) -> str:
@@ -135,7 +140,7 @@ def throughput_stats(latest: dict) -> list[tuple[str, str]]:
 
 def _stats(job: Job, latest: dict, pace: list | None) -> list[tuple[str, str]]:
     """The stat cards: a training job's speed, losses, ETA and memory; any other job's attempt and timing."""
-    if not view(job.kind).charts:
+    if not has_charts(job.kind):
         took = ((job.finished_at or utcnow()) - job.started_at).total_seconds() if job.started_at else None
         return [("attempt", f"{job.attempt} of {job.max_attempts}"),
                 ("started", f"{job.started_at:%b %d %H:%M:%S}" if job.started_at else "—"),
@@ -145,7 +150,7 @@ def _stats(job: Job, latest: dict, pace: list | None) -> list[tuple[str, str]]:
     if not job.result and latest.get("peak_memory_gb") is not None:  # running: the peak so far
         memory = f"{latest['peak_memory_gb']:.2f} GB so far · {memory}"
     speed = throughput_stats(latest)
-    run = (job.result or {}).get("metrics", {}) if job.state == "succeeded" else {}
+    run = (job.result or {}).get("metrics", {}) if job.state == JobState.succeeded else {}
     if run.get("train_tokens_per_s"):  # finished: the run's average, the figure its version records
         speed[0] = ("tokens/s (run average)", f"{run['train_tokens_per_s']:,.0f}")
     return [("learning rate", f"{latest['learning_rate']:.3g}" if "learning_rate" in latest else "—"),
@@ -153,7 +158,7 @@ def _stats(job: Job, latest: dict, pace: list | None) -> list[tuple[str, str]]:
             ("train loss", f"{latest['loss']:.4f}" if "loss" in latest else "—"),
             ("eval loss", f"{latest['eval_loss']:.4f}" if "eval_loss" in latest else "—"),
             ("attempt", f"{job.attempt} of {job.max_attempts}"),
-            ("ETA", _fmt_secs(eta) if job.state == "running" else "—"),
+            ("ETA", _fmt_secs(eta) if job.state == JobState.running else "—"),
             ("peak memory", memory)]
 
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from models_db import Dataset, Job, session_scope
+from models_db import Dataset, Job, JobState, session_scope
 from models_db import jobs as jobq
 from models_db import queries as q
-from studio import services
+from studio import operations
 from studio.curves import LiveCurves
 from studio.settings import get_settings
 from studio.shell import Shell, friendly
-from studio.tabs.job_views import job_label, status_html, view
+from studio.tabs.job_views import has_charts, job_label, status_html, view
 
 CURVES = ("loss", "eval_loss")
 # the system chart: percentages only, so the curves share one axis (the worker's sys_* GiB figures are in
@@ -50,7 +50,7 @@ def default_job(current: int | None) -> int | None:
         return current
     with session_scope() as db:
         jobs = q.list_jobs(db, kind=None, limit=50)
-    pick = [j for j in jobs if j.state == "running"] or jobs
+    pick = [j for j in jobs if j.state == JobState.running] or jobs
     return pick[0].id if pick else None
 
 
@@ -58,7 +58,7 @@ def attempt_rows(job: Job) -> list[list]:
     """One row per attempt: where it ran, the step it resumed from and reached, how it ended and why."""
     rows = []
     for a in job.history or []:
-        current = a.get("attempt") == job.attempt and a.get("outcome") == "running"
+        current = a.get("attempt") == job.attempt and a.get("outcome") == JobState.running
         resumed = job.resume_step if current else a.get("resumed_from", 0)
         reached = job.step if current else a.get("reached_step", "")
         rows.append([a.get("attempt"), a.get("worker", ""), (a.get("started_at") or "").replace("T", " "),
@@ -229,7 +229,7 @@ def poll(job_id: int | None, cache: dict | None):
         job = db.get(Job, job_id)
         if job is None:
             return f"Job {job_id} does not exist.", None, None, "", gr.skip(), gr.skip(), cache
-        charts = view(job.kind).charts
+        charts = has_charts(job.kind)
         if charts and cache["after"] == 0:  # first read: the charted series in full, the other metrics' newest value only
             upto, latest = jobq.latest_metrics(db, job_id)
             new = jobq.metric_rows_since(db, job_id, 0, upto=upto, names=(*CURVES, *SYSTEM))
@@ -266,12 +266,12 @@ def poll(job_id: int | None, cache: dict | None):
 def cancel(job_id: int | None) -> None:
     if not job_id:
         raise gr.Error("No job selected.")
-    state = services.cancel_job(int(job_id))
+    state = operations.cancel_job(int(job_id))
     text = cancel_message(int(job_id), state)
-    (gr.Info if state in ("cancelled", "running", "interrupted") else gr.Warning)(text)
+    (gr.Info if state in (JobState.cancelled, JobState.running) else gr.Warning)(text)
 
 
-ACTIVE = ("queued", "running")  # the states a cancel acts on
+ACTIVE = (JobState.queued, JobState.running)  # the states a cancel acts on
 
 
 def cancel_button(job_id: int | None) -> gr.Button:
@@ -287,9 +287,9 @@ def cancel_button(job_id: int | None) -> gr.Button:
 def cancel_message(job_id: int, state: str) -> str:
     """What Cancel did, from the job's state after the request (a bare "Job 3: succeeded" read as if it
     had been cancelled into success)."""
-    if state == "cancelled":
+    if state == JobState.cancelled:
         return f"Job {job_id} is cancelled."
-    if state in ("running", "interrupted"):
+    if state == JobState.running:
         return f"Cancelling job {job_id}: its worker stops it at the next step."
     return f"Job {job_id} already {state}: there is nothing to cancel."
 
@@ -304,7 +304,7 @@ def layout(job_id: int | None):
     loss curve and no system samples; its log and result are the page. Returns (loss, system) updates."""
     with session_scope() as db:
         job = db.get(Job, job_id) if job_id else None
-        if job is None or not view(job.kind).charts:
+        if job is None or not has_charts(job.kind):
             return gr.LinePlot(visible=job is None), gr.LinePlot(visible=job is None)
         loss, system = jobq.has_metrics(db, job_id, CURVES), jobq.has_metrics(db, job_id, SYSTEM)
     return gr.LinePlot(visible=loss), gr.LinePlot(visible=system)

@@ -14,7 +14,7 @@ import gradio as gr
 
 from models_db import Dataset, session_scope
 from models_db import queries as q
-from studio import methods, routing, services
+from studio import methods, operations, routing
 from studio.advisor import jobcost
 from studio.advisor.sources import find_model, model_config, worker_gpus
 from studio.jobspec import (
@@ -289,7 +289,7 @@ def start(model_id, dataset_id, method, parent_id, after, nonce, *values):
     try:
         spec = build_train_spec(model_id=int(model_id), dataset_id=int(dataset_id), method=method,
                                 settings=settings, parent_version_id=int(parent_id) if parent_id else None)
-        job, _ = services.submit_train(spec, idempotency_key=nonce,  # a double click submits the same nonce
+        job, _ = operations.submit_train(spec, idempotency_key=nonce,  # a double click submits the same nonce
                                        after=int(after) if after else None)
     except SpecError as e:
         raise gr.Error(for_form(str(e)), print_exception=False) from None

@@ -10,7 +10,7 @@ import gradio as gr
 
 from models_db import Job, JobState, session_scope
 from models_db import queries as q
-from studio import combine, evaluations, services
+from studio import combine, evaluations, operations
 from studio.shell import friendly
 
 
@@ -70,7 +70,7 @@ def job_status(job_id: int | None, version_id: int | None = None):
         return f"{kind.capitalize()} job {job_id} done{made}.", evaluations_md(version_id)
     if state in (JobState.failed, JobState.cancelled):
         return f"{kind.capitalize()} job {job_id} {state}: {html.escape(error or '')}", gr.skip()
-    why = services.waiting_for(int(job_id)) if state == JobState.queued else message
+    why = operations.waiting_for(int(job_id)) if state == JobState.queued else message
     return f"{state.capitalize()}: {html.escape(why or 'starting')}", gr.skip()
 
 

@@ -9,14 +9,15 @@ import json
 import gradio as gr
 import pandas as pd
 
-from models_db import Job, session_scope
+from models_db import Job, JobState, session_scope
 from models_db import queries as q
-from studio import exports, methods, services, sharing, store, versions
+from studio import exports, methods, operations, store, versions
 from studio.settings import get_settings
 from studio.shell import Shell, friendly
 from studio.tabs import side_by_side
 from studio.tabs import version_jobs
 from studio.tabs.jobs import COUNT_FORMAT, chart_limits
+from studio.tabs import share_box
 
 # a light and a strong shade per compared version: train loss strong, eval loss light
 PALETTE = [("#4f46e5", "#a5b4fc"), ("#ea580c", "#fdba74"), ("#059669", "#6ee7b7"), ("#db2777", "#f9a8d4")]
@@ -176,7 +177,7 @@ def export_hint(version_id: int | None, format: str | None) -> str:
 def known_export(version_id: int | None, format: str | None):
     """A version reopened whose zip in this format was built before: its download is offered at once
     (the export timer shows it); otherwise nothing to show until Build."""
-    job_id = services.built_export(int(version_id), format) if version_id and format else None
+    job_id = operations.built_export(int(version_id), format) if version_id and format else None
     if job_id is None:
         return None, "", gr.DownloadButton(visible=False)
     return job_id, gr.skip(), gr.skip()
@@ -186,7 +187,7 @@ def known_export(version_id: int | None, format: str | None):
 def build_export(version_id: int | None, format: str | None):
     if not version_id:
         raise gr.Error("Select a version first.")
-    job = services.submit_export(int(version_id), format=format or "adapter")
+    job = operations.submit_export(int(version_id), format=format or "adapter")
     return job.id, f"Building the {job.config['format']} zip (job {job.id})…"
 
 
@@ -196,7 +197,7 @@ def export_status(job_id: int | None):
         return gr.skip(), gr.skip()
     with session_scope() as db:
         job = db.get(Job, int(job_id))
-    if job.state == "succeeded":
+    if job.state == JobState.succeeded:
         try:  # built by a worker on another machine: fetched from the shared store (studio/store.py)
             path = store.local(job.result["zip"], into_home=True)
         except store.StoreError:
@@ -206,10 +207,10 @@ def export_status(job_id: int | None):
         size = path.stat().st_size / 2**20
         return (f"Ready: `{path.name}` ({size:.1f} MB)",
                 gr.DownloadButton(f"Download {path.name}", value=str(path), visible=True))
-    if job.state in ("failed", "cancelled"):
+    if job.state in (JobState.failed, JobState.cancelled):
         return f"Export {job.state}: {job.error or ''}", gr.DownloadButton(visible=False)
     pct = f" ({job.step}/{job.max_steps})" if job.max_steps else ""
-    why = services.waiting_for(job.id) if job.state == "queued" else job.message
+    why = operations.waiting_for(job.id) if job.state == JobState.queued else job.message
     return f"{job.state.capitalize()}: {why or 'starting'}{pct}", gr.DownloadButton(visible=False)
 
 
@@ -373,8 +374,8 @@ def render(shell: Shell) -> None:
     picker.change(show_version, picker, [details, lineage, name, tags, notes, export_format, confirm_box]).then(
         export_hint, [picker, export_format], export_note)
     table.select(pick_row, None, picker)
-    picker.change(lambda v: sharing.shared_box("version", v), picker, share)
-    share.input(sharing.toggle("version"), [picker, share], share)
+    picker.change(lambda v: share_box.shared_box("version", v), picker, share)
+    share.input(share_box.toggle("version"), [picker, share], share)
     save.click(save_version, [picker, name, tags, notes], [table, picker]).success(
         show_version, picker, [details, lineage, name, tags, notes, export_format, confirm_box])
     delete_btn.click(ask_delete, [picker, cascade], [confirm_msg, confirm_box, pending])

@@ -39,7 +39,7 @@ class Studio:
     # --- set-up -----------------------------------------------------------------------------------
     def add_model_and_data(self, model_dir: Path) -> None:
         from models_db import BaseModel
-        from studio import services
+        from studio import operations
 
         with session_scope() as db:
             row = BaseModel(name="tiny", path=str(model_dir), source=str(model_dir), architecture="LlamaForCausalLM",
@@ -56,8 +56,8 @@ class Studio:
         # follow-up evaluate job: one more training process per job, which only test_parallel_workers is
         # about (it trains on ``unsplit_dataset_id``); elsewhere it would compete for the CPU and hold up
         # the workers' shutdown.
-        self.dataset_id = services.add_dataset(data, split=Split(eval_file=held_out))[0].id
-        self.unsplit_dataset_id = services.add_dataset(data)[0].id
+        self.dataset_id = operations.add_dataset(data, split=Split(eval_file=held_out))[0].id
+        self.unsplit_dataset_id = operations.add_dataset(data)[0].id
 
     # --- workers ------------------------------------------------------------------------------------
     def start_worker(self, *, prefix: tuple[str, ...] = (), **env) -> subprocess.Popen:
@@ -89,12 +89,12 @@ class Studio:
     # --- jobs ---------------------------------------------------------------------------------------
     def submit(self, *, after: int | None = None, key: str | None = None, dataset_id: int | None = None,
                **settings) -> int:
-        from studio import services
+        from studio import operations
         from studio.jobspec import build_train_spec
 
         spec = build_train_spec(model_id=self.model_id, dataset_id=dataset_id or self.dataset_id, method="lora",
                                 settings={**TRAIN, **settings})
-        job, _ = services.submit_train(spec, idempotency_key=key, after=after)
+        job, _ = operations.submit_train(spec, idempotency_key=key, after=after)
         return job.id
 
     def job(self, job_id: int) -> Job:

@@ -11,7 +11,7 @@ from tests.faults.conftest import alive, kill9
 
 @pytest.mark.studio_env(STUDIO_LEASE_SECONDS="5")
 def test_cancel_queued_running_and_while_the_worker_is_down(services_studio):
-    from studio.services import cancel_job, send
+    from studio.operations import cancel_job, send
 
     s = services_studio
     queued = s.submit()

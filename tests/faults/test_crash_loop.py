@@ -6,7 +6,7 @@ from tests.faults.conftest import kill9
 
 
 def test_a_job_that_always_crashes_fails_after_the_retry_limit(services_studio):
-    from studio.services import send
+    from studio.operations import send
 
     s = services_studio
     worker = s.start_worker()

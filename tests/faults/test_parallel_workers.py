@@ -4,7 +4,7 @@ the job it runs (``Worker.current_job_id``, what the Fleet tab and ``studio work
 from sqlalchemy import select
 
 from models_db import Job, Worker, session_scope
-from studio import fleet, services
+from studio import fleet, operations
 from tests.cli import wait_until
 from tests.faults.conftest import worker_id
 
@@ -45,5 +45,5 @@ def test_two_workers_take_two_jobs_in_parallel_each_exactly_once(services_studio
     # evaluate job may have replaced it; cancelling that ends it, and the record is cleared)
     wait_until(lambda: not set(current_jobs(workers).values()) & set(jobs), timeout=10, every=0.1)
     for job_id in active_jobs():
-        services.cancel_job(job_id)
+        operations.cancel_job(job_id)
     wait_until(lambda: current_jobs(workers) == {w: None for w in workers}, timeout=60, every=0.1)

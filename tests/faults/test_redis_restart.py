@@ -1,7 +1,7 @@
 """Fault 4: restart Redis (without persistence: every message in it is lost) while idle and during a run.
 The worker keeps consuming, the running job finishes, the job whose message died with Redis runs,
 and a job submitted while Redis was down is sent and taken once it is back. No job is lost."""
-from studio.services import cancel_job
+from studio.operations import cancel_job
 from tests.cli import wait_until
 
 

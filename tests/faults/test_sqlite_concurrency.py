@@ -6,7 +6,7 @@ from tests.cli import wait_until
 
 
 def test_sqlite_ui_worker_and_training_write_at_once_without_locking_errors(embedded_studio):
-    from studio.services import cancel_job
+    from studio.operations import cancel_job
     from studio.tabs import jobs as jobs_tab
 
     s = embedded_studio

@@ -11,7 +11,7 @@ from sqlalchemy import update
 from models_db import BaseModel, Job, ModelVersion, Worker, session_scope
 from models_db import jobs as jobq
 from models_db.schema import utcnow
-from studio import cli, routing, services
+from studio import cli, operations, routing
 from studio.jobspec import build_train_spec
 from tests.studio import test_advise_cli as cli_tests
 
@@ -39,14 +39,14 @@ def add_worker(worker_id: str, *sizes: float, seen_ago: float = 0.0, queues: str
 def sent(monkeypatch):
     """Every task message sent, as (kind, job id, queue), instead of reaching the broker."""
     import studio.celery_app
-    import worker.service
+    import worker.consumer
 
     out = []
 
     def record(kind, job_id, queue=None):
         out.append((kind, job_id, queue))
     monkeypatch.setattr(studio.celery_app, "enqueue", record)
-    monkeypatch.setattr(worker.service, "enqueue", record)
+    monkeypatch.setattr(worker.consumer, "enqueue", record)
     return out
 
 
@@ -185,18 +185,18 @@ def test_submit_stores_the_queue_and_says_when_no_worker_can_hold_the_job(studio
     base = routing.default_queue()
     spec = build_train_spec(model_id=studio["tiny-llama"], dataset_id=studio["dataset"], method="lora",
                             settings={"max_steps": 2})
-    job, _ = services.submit_train(spec)  # no worker registered: a CPU estimate, the default queue
+    job, _ = operations.submit_train(spec)  # no worker registered: a CPU estimate, the default queue
     assert (job.queue, job.config["estimate"]["device"], job.message) == (base, "cpu", "")
     assert sent[-1] == ("train", job.id, base)
 
     add_worker("small", RTX4090)
-    job, _ = services.submit_train(spec)  # the tiny model fits the smallest tier
+    job, _ = operations.submit_train(spec)  # the tiny model fits the smallest tier
     assert job.config["estimate"]["device"] == "cuda"
     assert job.queue == f"{base}.mem3.5" and job.message == "" and sent[-1] == ("train", job.id, f"{base}.mem3.5")
 
     big_model = _add_llama_8b(tmp_path)
     spec = build_train_spec(model_id=big_model, dataset_id=studio["dataset"], method="full", settings={"max_steps": 2})
-    job, _ = services.submit_train(spec)  # a full fine-tune of 8B parameters: far beyond a 24 GB card
+    job, _ = operations.submit_train(spec)  # a full fine-tune of 8B parameters: far beyond a 24 GB card
     need = routing.gpu_need_gb(job.config["estimate"])
     assert need > 24 and job.queue == routing.queue_for(base, job.config["estimate"]) != base
     assert job.state == "queued" and routing.is_waiting(job.message)
@@ -229,12 +229,12 @@ def _queued_job(config: dict, queue: str | None = None) -> int:
 
 
 def test_a_gpu_worker_refuses_a_job_its_gpus_cannot_hold_and_the_job_stays_queued(backend):
-    from worker import fleet, runner
+    from worker import fleet, supervisor
 
     add_worker("small", RTX4090)
     add_worker("cpu")  # a CPU worker trains what it is sent (slowly); it never refuses on memory
     job_id = _queued_job({"estimate": cuda(30.0)}, queue="q.mem40")
-    assert runner.run_job(job_id, worker_id="small") == "refused"
+    assert supervisor.run_job(job_id, worker_id="small") == "refused"
     with session_scope() as db:
         job = db.get(Job, job_id)
         assert (job.state, job.attempt, job.worker_id, job.history) == ("queued", 0, None, [])
@@ -250,31 +250,31 @@ def test_a_gpu_worker_refuses_a_job_its_gpus_cannot_hold_and_the_job_stays_queue
 
 
 def _log(job_id: int) -> str:
-    from worker import runner
+    from worker import supervisor
 
-    path = runner.job_dir(job_id) / "log.txt"
+    path = supervisor.job_dir(job_id) / "log.txt"
     return path.read_text() if path.exists() else ""
 
 
 def test_the_sweep_reroutes_a_job_submitted_to_a_cpu_only_fleet_once_gpu_workers_join(studio, sent, tmp_path):
-    from worker import fleet, service
+    from worker import consumer, fleet
 
     base = routing.default_queue()
     spec = build_train_spec(model_id=studio["tiny-llama"], dataset_id=studio["dataset"], method="lora",
                             settings={"max_steps": 2})
-    job, _ = services.submit_train(spec)  # nobody registered: a CPU estimate, the default queue
+    job, _ = operations.submit_train(spec)  # nobody registered: a CPU estimate, the default queue
     assert (job.queue, job.config["estimate"]["device"]) == (base, "cpu")
     big_model = _add_llama_8b(tmp_path)
-    big, _ = services.submit_train(build_train_spec(model_id=big_model, dataset_id=studio["dataset"], method="full",
+    big, _ = operations.submit_train(build_train_spec(model_id=big_model, dataset_id=studio["dataset"], method="full",
                                                     settings={"max_steps": 2}))
     assert big.queue == base
-    service.reap_once()
+    consumer.reap_once()
     assert sent == [("train", job.id, base), ("train", big.id, base)]  # the CPU-only fleet: nothing moves
 
     add_worker("gpu", RTX4090)
     add_worker("cpu")
     sent.clear()
-    service.reap_once()
+    consumer.reap_once()
     with session_scope() as db:
         moved, stayed = db.get(Job, job.id), db.get(Job, big.id)
         assert moved.queue == f"{base}.mem3.5" and moved.config["estimate"]["device"] == "cuda"
@@ -289,12 +289,12 @@ def test_the_sweep_reroutes_a_job_submitted_to_a_cpu_only_fleet_once_gpu_workers
     assert f"re-routed from {base} to {base}.mem3.5" in _log(job.id)
 
     sent.clear()
-    service.reap_once()  # the fleet did not change: nothing moves, nothing is sent
+    consumer.reap_once()  # the fleet did not change: nothing moves, nothing is sent
     assert sent == []
 
 
 def test_the_sweep_offers_a_waiting_job_to_a_worker_that_joins_and_holds_it(backend, sent):
-    from worker import service
+    from worker import consumer
 
     base = routing.default_queue()
     add_worker("l4", L4)
@@ -304,10 +304,10 @@ def test_the_sweep_offers_a_waiting_job_to_a_worker_that_joins_and_holds_it(back
     job_id = _queued_job({"estimate": cuda(21.5)}, queue=placed.queue)
     with session_scope() as db:
         db.execute(update(Job).where(Job.id == job_id).values(message=placed.waiting))
-    service.reap_once()
+    consumer.reap_once()
     assert sent == []  # nothing changed
     add_worker("a10g", 22.3)  # holds 22.2 GiB, but does not consume mem23.5
-    service.reap_once()
+    consumer.reap_once()
     with session_scope() as db:
         job = db.get(Job, job_id)
         # no threshold between 22.0 and 22.3: both are offered it, and the L4 refuses it (guarantee 20)
@@ -319,7 +319,7 @@ def test_the_sweep_offers_a_waiting_job_to_a_worker_that_joins_and_holds_it(back
 
 
 def test_every_resend_goes_to_the_jobs_queue(backend, sent, monkeypatch):
-    from worker import runner, service
+    from worker import consumer, supervisor
 
     base = routing.default_queue()  # each job on the queue routing gives it, so the sweep does not move it
     lost = _queued_job({"estimate": cuda(30.0)}, queue=f"{base}.mem31")
@@ -329,14 +329,14 @@ def test_every_resend_goes_to_the_jobs_queue(backend, sent, monkeypatch):
         db.execute(update(Job).where(Job.id == lost).values(updated_at=old))  # its message was lost long ago
         jobq.claim(db, reaped, "vanished", 60)
         db.execute(update(Job).where(Job.id == reaped).values(lease_expires_at=old))  # its worker vanished
-    monkeypatch.setattr(runner, "_idle_since", 0.0)  # idle for ages: the sweep may re-send lost messages
-    assert service.reap_once() == [(reaped, "queued")]
+    monkeypatch.setattr(supervisor, "_idle_since", 0.0)  # idle for ages: the sweep may re-send lost messages
+    assert consumer.reap_once() == [(reaped, "queued")]
     assert sorted(sent) == [("train", lost, f"{base}.mem31"), ("train", reaped, f"{base}.mem79")]
 
     sent.clear()  # a training process that died: the runner's retry goes to the same queue
     with session_scope() as db:
         claim = jobq.claim(db, reaped, "w2", 60)
-    assert runner._settle(claim, -9, "exited") == "requeued"
+    assert supervisor._settle(claim, -9, "exited") == "requeued"
     assert sent == [("train", reaped, f"{base}.mem79")]
 
 
@@ -354,7 +354,7 @@ def test_an_export_uses_the_default_queue_and_survives_a_broker_outage(backend, 
         db.add(v)
         db.flush()
         version_id = v.id
-    job = services.submit_export(version_id, merged=False)  # no exception: it waits for the sweep
+    job = operations.submit_export(version_id, merged=False)  # no exception: it waits for the sweep
     assert (job.state, job.queue) == ("queued", routing.default_queue())
 
 
@@ -369,7 +369,7 @@ def test_a_routed_message_lands_in_its_tier_queue_in_redis(tmp_path, monkeypatch
         r = redis.Redis.from_url(settings.broker)
         base = routing.default_queue()
         try:
-            assert services.send("train", 41, f"{base}.mem40") and services.send("export", 42, base)
+            assert operations.send("train", 41, f"{base}.mem40") and operations.send("export", 42, base)
             assert (r.llen(f"{base}.mem40"), r.llen(base)) == (1, 1)
             body = json.loads(r.lindex(f"{base}.mem40", 0))
             assert body["headers"]["task"] == "studio.train" and body["headers"]["argsrepr"] == "[41]"

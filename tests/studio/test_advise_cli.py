@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from models_db import BaseModel, Worker, session_scope
-from studio import cli, methods, services
+from studio import cli, methods, operations
 from tests.cli import write_instruction_jsonl
 
 SMOLLM2 = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
@@ -34,7 +34,7 @@ def studio(backend, tiny_llama_dir, tmp_path):
             ids[name] = row.id
     data = tmp_path / "arith.jsonl"
     write_instruction_jsonl(data, 40)
-    ids["dataset"] = services.add_dataset(data)[0].id
+    ids["dataset"] = operations.add_dataset(data)[0].id
     return ids
 
 

@@ -195,7 +195,7 @@ BAD_UPLOADS = {
 @pytest.mark.parametrize("case", list(BAD_UPLOADS))
 def test_bad_upload_is_refused_and_nothing_is_registered(backend, tmp_path, monkeypatch, case):
     from models_db import BaseModel, Dataset, session_scope
-    from studio import services
+    from studio import operations
 
     from tests.tiny import build_tiny_tokenizer
 
@@ -207,7 +207,7 @@ def test_bad_upload_is_refused_and_nothing_is_registered(backend, tmp_path, monk
             db.add(BaseModel(name="tok", path=str(tmp_path / "tok"), source="test"))
     path = write(tmp_path, "upload.bin", content)
     with pytest.raises(DatasetError, match=message):
-        services.add_dataset(path, original_name=name, **kwargs)
+        operations.add_dataset(path, original_name=name, **kwargs)
     with session_scope() as db:
         assert db.query(Dataset).count() == 0
     for folder in ("datasets", "tmp"):

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from models_db import BaseModel, Dataset, ModelVersion, get_engine, session_scope
 from models_db import jobs as jobq
 from models_db.migrate import alembic_config
-from studio import services
+from studio import operations
 from studio.datasets import DatasetError, versions
 from studio.datasets.split import Split
 
@@ -33,17 +33,17 @@ def users(rows) -> list[str]:
 
 def test_ratio_split_is_fixed_by_seed_and_stored(backend, tmp_path):
     src = write(tmp_path, "qa.jsonl", jsonl(QA))
-    ds, report, reused = services.add_dataset(src, split=Split(ratio=0.25, seed=7))
+    ds, report, reused = operations.add_dataset(src, split=Split(ratio=0.25, seed=7))
     assert not reused and (ds.rows, ds.eval_rows) == (15, 5) and report.valid_rows == 20
     assert ds.split == {"kind": "ratio", "eval_ratio": 0.25, "seed": 7}
     train, evals = rows_of(backend, ds), rows_of(backend, ds, "eval.jsonl")
     assert sorted(users(train) + users(evals)) == sorted(f"What is {i} + 1?" for i in range(20))
-    again, _, reused = services.add_dataset(src, split=Split(ratio=0.25, seed=7))
+    again, _, reused = operations.add_dataset(src, split=Split(ratio=0.25, seed=7))
     assert reused and again.id == ds.id
-    other, _, _ = services.add_dataset(src, split=Split(ratio=0.25, seed=8))
+    other, _, _ = operations.add_dataset(src, split=Split(ratio=0.25, seed=8))
     assert other.id != ds.id and other.content_hash != ds.content_hash and other.parent_id == ds.id
     assert users(rows_of(backend, other, "eval.jsonl")) != users(evals)  # another seed, other rows
-    plain, _, _ = services.add_dataset(src)
+    plain, _, _ = operations.add_dataset(src)
     assert plain.split == {} and (plain.rows, plain.eval_rows) == (20, 0)
     assert not (backend.home_abs / plain.path).with_name("eval.jsonl").exists()
 
@@ -52,14 +52,14 @@ def test_separate_eval_file(backend, tmp_path):
     src = write(tmp_path, "train.jsonl", jsonl(QA[:15]))
     evf = write(tmp_path, "dev.jsonl", jsonl(QA[15:] + [{"question": "q", "answer": ""}]))
     with pytest.raises(DatasetError, match=r"dev.jsonl: 6 rows, 1 bad: 1 empty answer \(row 6\)"):
-        services.add_dataset(src, split=Split(eval_file=evf))
-    ds, _, _ = services.add_dataset(src, split=Split(eval_file=evf), drop_bad_rows=True)
+        operations.add_dataset(src, split=Split(eval_file=evf))
+    ds, _, _ = operations.add_dataset(src, split=Split(eval_file=evf), drop_bad_rows=True)
     assert (ds.rows, ds.eval_rows, ds.dropped_rows) == (15, 5, 1)
     assert ds.split["kind"] == "file" and ds.split["eval_file"] == "dev.jsonl"
     assert users(rows_of(backend, ds, "eval.jsonl")) == [f"What is {i} + 1?" for i in range(15, 20)]
     odd = write(tmp_path, "odd.jsonl", jsonl([{"prompt": "p", "completion": "c"}]))
     with pytest.raises(DatasetError, match="odd.jsonl: the mapping names column"):
-        services.add_dataset(src, split=Split(eval_file=odd))
+        operations.add_dataset(src, split=Split(eval_file=odd))
     with pytest.raises(DatasetError, match="not both"):
         Split(ratio=0.1, eval_file=evf)
     with pytest.raises(DatasetError, match="between 0 and 0.5"):
@@ -69,13 +69,13 @@ def test_separate_eval_file(backend, tmp_path):
 def test_split_needs_two_rows(backend, tmp_path):
     src = write(tmp_path, "one.jsonl", jsonl(QA[:1]))
     with pytest.raises(DatasetError, match="one.jsonl: 1 usable row\\(s\\) cannot be split"):
-        services.add_dataset(src, split=Split(ratio=0.1))
+        operations.add_dataset(src, split=Split(ratio=0.1))
     assert_nothing_registered(backend)
 
 
 def test_editing_the_mapping_makes_a_child_version(backend, tmp_path):
     src = write(tmp_path, "qa.jsonl", jsonl(QA))
-    first, _, _ = services.add_dataset(src, split=Split(ratio=0.1, seed=1))
+    first, _, _ = operations.add_dataset(src, split=Split(ratio=0.1, seed=1))
     assert first.mapping == {"instruction": "question", "output": "answer"} and first.parent_id is None
     assert (backend.home_abs / first.source_path).read_bytes() == src.read_bytes()  # the upload is kept
     src.unlink()  # the edit reads the kept upload, not the person's file
@@ -97,13 +97,13 @@ def test_editing_the_mapping_makes_a_child_version(backend, tmp_path):
 
 def test_the_same_upload_with_another_mapping_names_its_parent(backend, tmp_path):
     src = write(tmp_path, "qa.csv", "question,answer,note\n" + "".join(f"q{i},a{i},n{i}\n" for i in range(5)))
-    first, _, _ = services.add_dataset(src)
-    second, _, _ = services.add_dataset(src, format="text", mapping={"text": "note"})
+    first, _, _ = operations.add_dataset(src)
+    second, _, _ = operations.add_dataset(src, format="text", mapping={"text": "note"})
     assert (second.format, second.parent_id) == ("text", first.id)
 
 
 def test_describe_lists_the_jobs_and_model_versions_that_used_it(backend, tmp_path):
-    ds, _, _ = services.add_dataset(write(tmp_path, "qa.jsonl", jsonl(QA)))
+    ds, _, _ = operations.add_dataset(write(tmp_path, "qa.jsonl", jsonl(QA)))
     with session_scope() as db:
         base = BaseModel(name="tiny", path=str(tmp_path), source="test")
         db.add(base)
@@ -120,9 +120,9 @@ def test_describe_lists_the_jobs_and_model_versions_that_used_it(backend, tmp_pa
 def test_length_check_needs_a_model(backend, tmp_path):
     src = write(tmp_path, "qa.jsonl", jsonl(QA))
     with pytest.raises(DatasetError, match="max_seq_length needs a model"):
-        services.add_dataset(src, max_seq_length=8)
+        operations.add_dataset(src, max_seq_length=8)
     with pytest.raises(DatasetError, match="model 'ghost' does not exist"):
-        services.add_dataset(src, model="ghost")
+        operations.add_dataset(src, model="ghost")
 
 
 def test_migration_adds_the_columns_with_defaults_for_old_rows(backend, tmp_path):

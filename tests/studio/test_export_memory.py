@@ -95,27 +95,27 @@ def version_base(version_id: int):
 
 
 def test_registration_and_heartbeat_record_ram_and_only_the_training_worker_reaps(backend, monkeypatch):
-    from worker import service
+    from worker import consumer
 
     reaped = []
-    monkeypatch.setattr(service, "reap_once", lambda: reaped.append(1) or [])
+    monkeypatch.setattr(consumer, "reap_once", lambda: reaped.append(1) or [])
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=32 * GB, available=20 * GB))
-    service.register([], "interactive")
+    consumer.register([], "interactive")
     with session_scope() as db:
-        row = db.get(Worker, service.WORKER_ID)
+        row = db.get(Worker, consumer.WORKER_ID)
         assert (row.ram_total, row.ram_available) == (32 * GB, 20 * GB)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=32 * GB, available=7 * GB))
-    service.heartbeat(reap=False)
+    consumer.heartbeat(reap=False)
     with session_scope() as db:
-        assert db.get(Worker, service.WORKER_ID).ram_available == 7 * GB
+        assert db.get(Worker, consumer.WORKER_ID).ram_available == 7 * GB
     assert reaped == []
-    service.heartbeat(reap=True)
+    consumer.heartbeat(reap=True)
     assert reaped == [1]
 
     # which kind reaps: `studio serve` starts the training worker (default queues) and one on "interactive"
-    assert service.runs_reaper(None) and service.runs_reaper(routing.default_queue())
-    assert service.runs_reaper(f"{routing.default_queue()},interactive")
-    assert not service.runs_reaper("interactive")
+    assert consumer.runs_reaper(None) and consumer.runs_reaper(routing.default_queue())
+    assert consumer.runs_reaper(f"{routing.default_queue()},interactive")
+    assert not consumer.runs_reaper("interactive")
     started = []
 
     class Thread:  # the housekeeping thread _on_ready starts, recorded instead of run
@@ -125,9 +125,9 @@ def test_registration_and_heartbeat_record_ram_and_only_the_training_worker_reap
         def start(self):
             pass
 
-    monkeypatch.setattr(service.threading, "Thread", Thread)
+    monkeypatch.setattr(consumer.threading, "Thread", Thread)
     for queues in ("interactive", None):
-        monkeypatch.setitem(service._started, "gpus", [])
-        monkeypatch.setitem(service._started, "queues", queues)
-        service._on_ready()
+        monkeypatch.setitem(consumer._started, "gpus", [])
+        monkeypatch.setitem(consumer._started, "queues", queues)
+        consumer._on_ready()
     assert started == [(False,), (True,)]

@@ -7,7 +7,7 @@ from datetime import timedelta
 from models_db import Job, Worker, session_scope
 from models_db import jobs as jobq
 from models_db.schema import utcnow
-from studio import cli, routing, services
+from studio import cli, operations, routing
 from studio.jobspec import build_train_spec
 from studio.tabs import fleet as fleet_tab
 from studio.tabs import train
@@ -79,7 +79,7 @@ def test_fleet_table_shows_gpus_alive_or_dead_and_the_current_job(backend, capsy
 def test_start_after_queues_the_job_behind_the_picked_one(studio):
     spec = build_train_spec(model_id=studio["tiny-llama"], dataset_id=studio["dataset"], method="lora",
                             settings={"max_steps": 2})
-    first, _ = services.submit_train(spec)  # no worker: it stays queued
+    first, _ = operations.submit_train(spec)  # no worker: it stays queued
     choices = train.after_choices()
     assert choices[0] == ("now", None)
     assert (f"after #{first.id} lora (queued)", first.id) in choices
@@ -95,6 +95,6 @@ def test_start_after_queues_the_job_behind_the_picked_one(studio):
         assert jobq.claim(db, job_id, "w1", 60) is None
         assert jobq.why_not_claimed(db, job_id) == f"it waits for job {first.id} (queued) to finish"
 
-    services.cancel_job(first.id)  # once it has finished, the pick is gone from the list
+    operations.cancel_job(first.id)  # once it has finished, the pick is gone from the list
     assert first.id not in [v for _, v in train.after_choices()]
     assert train.refresh_choices(None, None, None, first.id)[3].value is None

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from models_db import BaseModel, Generation, ModelVersion, session_scope
 from models_db.schema import utcnow
-from studio import cli, generations, services, versions
+from studio import cli, generations, operations, versions
 from studio.datasets.split import Split
 from studio.tabs import playground, side_by_side
 
@@ -24,7 +24,7 @@ def studio(backend, tmp_path, monkeypatch):
     rows = [{"instruction": f"What is {i} plus 1?", "output": f"The answer is {i + 1}."} for i in range(20)]
     src = tmp_path / "pairs.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ds, _, _ = services.add_dataset(src, split=Split(ratio=0.25, seed=3))
+    ds, _, _ = operations.add_dataset(src, split=Split(ratio=0.25, seed=3))
     with session_scope() as db:
         base = BaseModel(name="tiny", path="models/tiny", source="test")
         db.add(base)
@@ -109,7 +109,7 @@ def test_sampling_from_the_eval_split_then_the_training_rows(studio, tmp_path):
     picked, where = generations.sample_prompts(v, 3)
     assert len(picked) == 3 and "eval split" in where
     evals = [json.loads(line) for line in
-             (services.get_settings().home_abs / _dataset_path(studio["dataset"])).with_name("eval.jsonl").open()]
+             (operations.get_settings().home_abs / _dataset_path(studio["dataset"])).with_name("eval.jsonl").open()]
     questions = {r["messages"][-2]["content"]: r["messages"][-1]["content"] for r in evals}
     assert all(p.prompt in questions and p.reference == questions[p.prompt] for p in picked)
     assert generations.sample_prompts(v, 3) == (picked, where)  # seeded: the same sample again
@@ -117,7 +117,7 @@ def test_sampling_from_the_eval_split_then_the_training_rows(studio, tmp_path):
 
     text = tmp_path / "text.jsonl"
     text.write_text("".join(json.dumps({"text": f"row {i} is a plain sentence to continue"}) + "\n" for i in range(4)))
-    ds, _, _ = services.add_dataset(text, format="text")
+    ds, _, _ = operations.add_dataset(text, format="text")
     with session_scope() as db:
         db.get(ModelVersion, v).dataset_id = ds.id
     picked, where = generations.sample_prompts(v, 2)

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from studio.advisor.parallel import choose_strategy, sharded_gb
-from worker.launch import Devices, launcher_args, plan
+from worker.launch_plan import Devices, launcher_args, plan
 
 EST = {"total_gb": 30.0, "parts": {"weights": 14.0, "trainable_state": 10.0, "activations": 4.0, "logits": 1.5,
                                    "overhead": 0.5}}
@@ -36,12 +36,12 @@ def test_asked_for_one_gpu_no_estimate_or_an_explicit_choice():
 def test_plan_builds_an_argument_list_and_refuses_too_many_gpus():
     gpus = Devices("cuda", 4, 24.0)
     one = plan("train", {"gpus": 1}, gpus)
-    assert one.argv(7, 3) == [sys.executable, "-m", "worker.child", "7", "3"] and not one.env
+    assert one.argv(7, 3) == [sys.executable, "-m", "worker.job_process", "7", "3"] and not one.env
 
     fsdp = plan("train", {"gpus": 4, "distributed": "auto", "estimate": EST}, gpus)
     argv = fsdp.argv(7, 3)
     assert argv[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
-    assert argv[-4:] == ["-m", "worker.child", "7", "3"]
+    assert argv[-4:] == ["-m", "worker.job_process", "7", "3"]
     assert "--use_fsdp" in argv and "--multi_gpu" not in argv and argv[argv.index("--num_processes") + 1] == "4"
     assert fsdp.env == {"STUDIO_DISTRIBUTED": "fsdp"}
 

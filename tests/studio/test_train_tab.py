@@ -15,7 +15,7 @@ import gradio as gr
 import pytest
 
 from models_db import Job, Worker, session_scope
-from studio import cli, services
+from studio import cli, operations
 from studio.advisor.jobcost import count_trainable, estimate_vs_measured
 from studio.jobspec import TrainSpec, build_train_spec
 from studio.shell import Shell
@@ -135,12 +135,12 @@ def test_method_change_shows_its_group_and_defaults():
 def test_submit_keeps_the_estimate_and_the_job_shows_it_beside_the_measured_peak(studio, capsys):
     spec = build_train_spec(model_id=studio["tiny-llama"], dataset_id=studio["dataset"], method="lora",
                             settings={"max_steps": 2})
-    job, _ = services.submit_train(spec)
+    job, _ = operations.submit_train(spec)
     estimate = job.config["estimate"]
     assert estimate["trainable"] == 32768 and estimate["total"] == 158016 and estimate["device"] == "cpu"
     assert TrainSpec(**job.config).estimate == estimate  # the worker rebuilds its spec from this config
     assert estimate["total_gb"] > estimate["live_gb"] > 0
-    assert services.job_json(job)["memory"]["measured_gb"] is None
+    assert operations.job_json(job)["memory"]["measured_gb"] is None
     assert "est. " in job_views.status_html(job, [])
 
     measured = {"metrics": {"peak_memory_gb": 2 * estimate["total_gb"], "peak_memory_kind": "cpu_rss"}}

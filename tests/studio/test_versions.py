@@ -7,7 +7,7 @@ import gradio as gr
 import pytest
 
 from models_db import BaseModel, Dataset, Job, Metric, ModelVersion, session_scope
-from studio import cli, services, versions
+from studio import cli, operations, versions
 from studio.settings import get_settings
 from studio.tabs import versions as tab
 
@@ -196,7 +196,7 @@ def test_rename_tag_and_notes(studio, capsys):
     with session_scope() as db:
         row = db.get(ModelVersion, v)
         assert (row.name, row.tags, row.notes) == ("baseline", ["best", "prod"], "Trained on the\nfirst split.")
-        assert services.version_json(row)["tags"] == ["best", "prod"]
+        assert operations.version_json(row)["tags"] == ["best", "prod"]
 
     for bad, why in (("has space", "no spaces"), (",".join(f"t{i}" for i in range(11)), "at most 10")):
         with pytest.raises(versions.VersionError, match=why):
@@ -242,10 +242,10 @@ def test_a_queued_export_says_what_it_waits_behind_and_when_that_ends(backend):
                    started_at=utcnow() - timedelta(seconds=100)))
         db.add(Job(kind="export", state="queued", queue="gpu", config={"version_id": 1, "format": "merged"}))
         db.add(Job(kind="evaluate", state="queued", queue="other", config={}))
-    why = services.waiting_for(2)
+    why = operations.waiting_for(2)
     assert why.startswith("waiting behind job #1 (training lora, about 5 min left)"), why
-    assert services.waiting_for(3) == "waiting for a worker to take it"
-    assert services.waiting_for(1) == ""  # running: nothing to wait for
+    assert operations.waiting_for(3) == "waiting for a worker to take it"
+    assert operations.waiting_for(1) == ""  # running: nothing to wait for
     message, _ = tab.export_status(2)
     assert message.startswith("Queued: waiting behind job #1 (training lora")
 

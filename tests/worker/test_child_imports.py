@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from models_db import Job, ModelVersion, session_scope
-from worker.child import needs_bitsandbytes
+from worker.job_process import needs_bitsandbytes
 
 
 def train_job(**config) -> Job:
@@ -52,7 +52,7 @@ def test_a_qlora_ancestor_needs_bitsandbytes(backend):
 CHECK = """
 import sys
 from models_db import Job
-from worker.child import skip_bitsandbytes
+from worker.job_process import skip_bitsandbytes
 
 skip_bitsandbytes(Job(kind="train", config={"method": "lora", "training": {}}))
 import peft  # the Trainer imports it; it imports bitsandbytes wherever it may
@@ -66,7 +66,7 @@ except ImportError:
 
 
 def test_a_lora_training_process_runs_without_bitsandbytes():
-    """In its own process (as ``python -m worker.child`` runs): peft imports and sees no bitsandbytes, as on
+    """In its own process (as ``python -m worker.job_process`` runs): peft imports and sees no bitsandbytes, as on
     a machine without it (the fault tests train through such processes)."""
     pytest.importorskip("bitsandbytes")  # installed here: the switch has something to skip
     p = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=300, check=False)

@@ -146,7 +146,7 @@ def test_packed_sdpa_gives_the_loss_and_gradients_of_examples_run_alone(tokenize
                                                                         boundaries):
     from transformers import AutoModelForCausalLM
 
-    from worker import fastpath, packed_attention
+    from worker import machine_defaults, packed_attention
 
     def no_dense_mask(**kw):
         raise AssertionError("a dense mask was built for a packed row")
@@ -155,7 +155,7 @@ def test_packed_sdpa_gives_the_loss_and_gradients_of_examples_run_alone(tokenize
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
     features = encode(tokenizer, CHATS * 2)
     want_loss, want_grads = _one_at_a_time(model, features)
-    assert fastpath.packed_attention(model) and model.config._attn_implementation == packed_attention.NAME
+    assert machine_defaults.packed_attention(model) and model.config._attn_implementation == packed_attention.NAME
     batch = data.collator(tokenizer, packing=True, model=model)(features)
     assert batch["cu_seq_lens_q"].tolist()[-1] == batch["input_ids"].shape[1]
     if boundaries == "position_ids":  # a caller without the collator's boundaries: found from the position ids
@@ -172,19 +172,19 @@ def test_packed_sdpa_gives_the_loss_and_gradients_of_examples_run_alone(tokenize
 def test_packed_sdpa_falls_back_to_the_dense_mask_for_padded_batches(tokenizer, tiny_llama_dir):
     from transformers import AutoModelForCausalLM
 
-    from worker import fastpath
+    from worker import machine_defaults
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
     padded = data.collator(tokenizer)(encode(tokenizer, CHATS))
     assert padded["attention_mask"].min() == 0  # there is padding
     with torch.no_grad():
         want = model(**padded).logits
-        assert fastpath.packed_attention(model)
+        assert machine_defaults.packed_attention(model)
         got = model(**padded).logits
     real = padded["attention_mask"].bool()
     torch.testing.assert_close(got[real], want[real], rtol=1e-5, atol=1e-5)
     eager = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager")
-    assert not fastpath.packed_attention(eager)  # only models on SDPA are switched
+    assert not machine_defaults.packed_attention(eager)  # only models on SDPA are switched
 
 
 def test_covering_length_holds_99_percent_of_rows_in_a_multiple_of_64():

@@ -15,7 +15,7 @@ def studio(tmp_path, monkeypatch, tiny_llama_dir):
 
 
 def ranks_of(launcher: int) -> list[int]:
-    """The training ranks (``worker.child`` processes) under an ``accelerate launch`` process."""
+    """The training ranks (``worker.job_process`` processes) under an ``accelerate launch`` process."""
     try:
         kids = psutil.Process(launcher).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -23,7 +23,7 @@ def ranks_of(launcher: int) -> list[int]:
     out = []
     for p in kids:
         try:
-            if "worker.child" in p.cmdline():
+            if "worker.job_process" in p.cmdline():
                 out.append(p.pid)
         except psutil.NoSuchProcess:
             pass
@@ -31,7 +31,7 @@ def ranks_of(launcher: int) -> list[int]:
 
 
 def test_two_cpu_ranks_train_one_version_and_cancel_kills_both(studio):
-    from studio.services import cancel_job
+    from studio.operations import cancel_job
 
     s = studio
     s.start_worker(STUDIO_CPU_PROCESSES="2")

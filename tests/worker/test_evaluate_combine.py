@@ -1,5 +1,5 @@
 """Evaluation per version x data set, and combining LoRA versions, through the real jobs: submitted as the
-CLI does, claimed, and run by ``worker.child.main`` in this process on tiny models.
+CLI does, claimed, and run by ``worker.job_process.main`` in this process on tiny models.
 
 The figures are checked against a direct computation on the same rows (the model run by hand), the
 combination against its parents' outputs, and the lineage three generations deep."""
@@ -19,11 +19,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq
 from models_db import Dataset, Evaluation, Job, ModelVersion, VersionParent, session_scope
 from models_db import jobs as jobq
 from models_db import queries as q
-from studio import combine, evaluations, services, versions
+from studio import combine, evaluations, operations, versions
 from studio.datasets.split import Split
 from studio.jobspec import SpecError, build_train_spec
 from tests.backends import backend_env, in_process
-from worker import child, data, lineage
+from worker import data, job_process, lineage
 from worker.data import IGNORE
 from worker.recipes.seq_cls import load_classifier
 
@@ -77,7 +77,7 @@ def studio(tmp_path_factory, tiny_llama_dir, tiny_bert_dir):
         cls = _rows(root / "cls.jsonl", [{"text": f"{'positive' if i % 2 else 'negative'} {words[i % 6]} {i}",
                                           "label": "good" if i % 2 else "bad"} for i in range(48)])
         other = _rows(root / "other.jsonl", [{"text": f"text {i}", "label": "yes" if i % 2 else "no"} for i in range(8)])
-        ids = [services.add_dataset(p, split=s)[0].id for p, s in
+        ids = [operations.add_dataset(p, split=s)[0].id for p, s in
                ((sums, Split(ratio=0.25)), (doubles, None), (cls, Split(ratio=0.25)), (other, None))]
         yield Studio(root, llama, bert, llama_dir, bert_dir, *ids)
     torch.set_num_threads(threads)
@@ -88,7 +88,7 @@ def run(job_id: int) -> Job:
     with session_scope() as db:
         claim = jobq.claim(db, job_id, "test-worker", lease_seconds=600)
     assert claim is not None
-    assert child.main(job_id, claim.fence) == 0
+    assert job_process.main(job_id, claim.fence) == 0
     with session_scope() as db:
         job = db.get(Job, job_id)
         assert job.state == "succeeded", job.error
@@ -101,7 +101,7 @@ def train(studio: Studio, dataset: int, model: str = "llama", parent: int | None
     defaults = TRAIN if method == "lora" else {k: v for k, v in TRAIN.items() if k not in LORA_KEYS}
     spec = build_train_spec(model_id=getattr(studio, model), dataset_id=dataset, method=method,
                             settings={**defaults, **settings}, parent_version_id=parent)
-    job, _ = services.submit_train(spec)
+    job, _ = operations.submit_train(spec)
     job = run(job.id)
     with session_scope() as db:
         v = db.get(ModelVersion, job.result["version_id"])

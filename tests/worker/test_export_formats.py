@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from models_db import Job, ModelVersion, session_scope
 from models_db import jobs as jobq
-from studio import exports, services
+from studio import exports, operations
 from studio.jobspec import SpecError, build_train_spec
 from studio.settings import get_settings
 from tests.worker import test_recipe_methods as recipe
@@ -28,7 +28,7 @@ from tests.worker.test_recipe_methods import (
     run_snippet,
     run_train,
 )
-from worker import child, lineage
+from worker import job_process, lineage
 from worker.errors import UserFacingError
 from worker.export import export_version
 
@@ -114,13 +114,13 @@ def run_job(job: Job) -> Job:
     """Claim the export job and run its child entry point in this process, as a worker would."""
     with session_scope() as db:
         claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
-    assert child.main(job.id, claim.fence) == 0
+    assert job_process.main(job.id, claim.fence) == 0
     with session_scope() as db:
         return db.get(Job, job.id)
 
 
 def test_download_jobs_build_the_zips_with_a_full_model_card(studio, lora):
-    job = run_job(services.submit_export(lora.id, format="merged"))
+    job = run_job(operations.submit_export(lora.id, format="merged"))
     assert job.state == "succeeded", job.error
     assert job.step == job.max_steps == 5 and job.result["format"] == "merged" and job.result["ms_per_token"] > 0
     path = get_settings().home_abs / job.result["zip"]
@@ -144,9 +144,9 @@ def test_download_jobs_build_the_zips_with_a_full_model_card(studio, lora):
     message, button = tab.export_status(job.id)
     assert message.startswith(f"Ready: `version-{lora.id}-merged.zip`") and button.visible
     # the same request again reuses the built zip instead of queuing another job
-    assert services.submit_export(lora.id, format="merged").id == job.id
+    assert operations.submit_export(lora.id, format="merged").id == job.id
 
-    adapter = run_job(services.submit_export(lora.id, format="adapter"))
+    adapter = run_job(operations.submit_export(lora.id, format="adapter"))
     names = set(zipfile.ZipFile(get_settings().home_abs / adapter.result["zip"]).namelist())
     assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "README.md"} <= names, names
     assert not any(n.endswith("model.safetensors") and not n.startswith("adapter/") for n in names)
@@ -163,7 +163,7 @@ def test_a_merge_that_does_not_fit_is_refused_up_front_with_the_numbers(studio, 
     refusal = (rf"Exporting version {lora.id} as merged needs ~0\.50 GB \(base in float32 0\.00 GB, .*runtime 0\.50 GB\), "
                r"this machine has 0\.05 GB available \(STUDIO_EXPORT_MEMORY_GB\); export the adapter instead or free memory")
     with pytest.raises(SpecError, match=refusal):  # in the studio: nothing is queued
-        services.submit_export(lora.id, format="merged")
+        operations.submit_export(lora.id, format="merged")
     with session_scope() as db:
         assert db.query(Job).filter(Job.kind == "export").count() == queued
     with pytest.raises(UserFacingError, match=refusal):  # and again in the worker, before loading anything
@@ -194,9 +194,9 @@ def test_a_method_that_cannot_merge_exports_the_adapter_only(studio, tmp_path):
     for fmt in ("merged", "bnb-4bit", "onnx"):
         with pytest.raises(SpecError, match=rf"prompt_tuning cannot be merged .* no {fmt} export; export the adapter "
                                             r"instead \(--format adapter\)"):
-            services.submit_export(version.id, format=fmt)
+            operations.submit_export(version.id, format=fmt)
     with pytest.raises(SpecError, match="unknown export format 'gguf': use one of merged, merged-fp16"):
-        services.submit_export(version.id, format="gguf")
+        operations.submit_export(version.id, format="gguf")
 
 
 def test_bnb_refuses_clearly_where_it_cannot_quantize(studio, lora, tmp_path, monkeypatch):
@@ -250,12 +250,12 @@ def classifiers(studio, tmp_path_factory):
     config.pop("pad_token_id")
     (src / "config.json").write_text(json.dumps(config))
     model_id, model_path = register(src, "nopad-llama")
-    ds, _, _ = services.add_dataset(write_jsonl(root / "cls.jsonl", toy_rows(32)))
+    ds, _, _ = operations.add_dataset(write_jsonl(root / "cls.jsonl", toy_rows(32)))
 
     def train(method: str) -> tuple[ModelVersion, list[ModelVersion]]:
         spec = build_train_spec(model_id=model_id, dataset_id=ds.id, method=method,
                                 settings={"max_steps": 2, "per_device_train_batch_size": 8, "eval_split": 0.25})
-        job, _ = services.submit_train(spec)
+        job, _ = operations.submit_train(spec)
         done = run_job(job)
         assert done.state == "succeeded", done.error
         with session_scope() as db:
@@ -345,7 +345,7 @@ def test_export_job_on_each_backend_records_its_latency(backend, tiny_llama_dir,
         db.add(version)
         db.flush()
         version_id = version.id
-    job = run_job(services.submit_export(version_id, format="merged-fp16"))
+    job = run_job(operations.submit_export(version_id, format="merged-fp16"))
     assert job.state == "succeeded", job.error
     with zipfile.ZipFile(home / job.result["zip"]) as z:
         z.extractall(tmp_path / "unzipped")

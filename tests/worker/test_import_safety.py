@@ -55,7 +55,7 @@ def test_no_shell_eval_pickle_or_remote_code_in_the_sources():
             text = f.read_text()
             for pattern, why in FORBIDDEN.items():
                 found += [f"{f.relative_to(root)}: {m.group(0)!r} ({why})" for m in re.finditer(pattern, text)]
-            # importlib only with registry values (worker/child.py maps job kinds and tasks to modules)
-            if "import_module(" in text and f.name != "child.py":
+            # importlib only with registry values (worker/job_process.py maps job kinds and tasks to modules)
+            if "import_module(" in text and f.name != "job_process.py":
                 found.append(f"{f.relative_to(root)}: import_module outside the job registry")
     assert not found, "\n".join(found)

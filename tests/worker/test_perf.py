@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from worker import fastpath, perf, sysmon, tboard
+from worker import machine_defaults, perf, sysmon, tboard
 from worker.errors import UserFacingError
 
 
@@ -130,20 +130,20 @@ def test_tensorboard_events_are_written_and_read_back(tmp_path):
 
 def test_fast_path_rules():
     training = {"optim": "adamw_torch", "gradient_checkpointing": False}
-    notes = fastpath.settle_training(training, cuda=True, estimate={"total_gb": 90.0}, device_total_gb=79.6)
+    notes = machine_defaults.settle_training(training, cuda=True, estimate={"total_gb": 90.0}, device_total_gb=79.6)
     assert training == {"optim": "adamw_torch_fused", "gradient_checkpointing": True} and len(notes) == 2
     training = {"optim": "adamw_torch", "gradient_checkpointing": False}
-    fastpath.settle_training(training, cuda=True, estimate={"total_gb": 20.0}, device_total_gb=79.6)
+    machine_defaults.settle_training(training, cuda=True, estimate={"total_gb": 20.0}, device_total_gb=79.6)
     assert training["gradient_checkpointing"] is False  # it fits: no recomputation
     training = {"optim": "adamw_torch", "gradient_checkpointing": False, "torch_compile": True}
-    fastpath.settle_training(training, cuda=False)
+    machine_defaults.settle_training(training, cuda=False)
     assert training == {"optim": "adamw_torch", "gradient_checkpointing": False, "torch_compile": False}
     with pytest.raises(UserFacingError, match="use_liger_kernel needs a CUDA GPU"):
-        fastpath.settle_training({"use_liger_kernel": True}, cuda=False)
-    assert fastpath.dataloader_arguments(cuda=False) == {"dataloader_pin_memory": False}
-    gpu = fastpath.dataloader_arguments(cuda=True)
+        machine_defaults.settle_training({"use_liger_kernel": True}, cuda=False)
+    assert machine_defaults.dataloader_arguments(cuda=False) == {"dataloader_pin_memory": False}
+    gpu = machine_defaults.dataloader_arguments(cuda=True)
     assert gpu["dataloader_pin_memory"] and gpu["dataloader_num_workers"] >= 1
-    assert fastpath.load_kwargs(cuda=False, half_precision_weights=True) == {}
+    assert machine_defaults.load_kwargs(cuda=False, half_precision_weights=True) == {}
 
 
 def test_perf_callback_records_mfu_and_hfu_on_a_known_gpu(monkeypatch, tiny_llama_dir):

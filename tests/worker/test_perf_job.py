@@ -1,4 +1,4 @@
-"""A real training job (tiny Llama, LoRA, through worker.child as a worker runs it) records throughput
+"""A real training job (tiny Llama, LoRA, through worker.job_process as a worker runs it) records throughput
 per logging step, system samples, TensorBoard files in its folder, and trains padding-free by default;
 prompt-learning methods get packing switched off at submit."""
 from __future__ import annotations
@@ -8,11 +8,11 @@ from sqlalchemy import select
 
 from models_db import Job, Metric, ModelVersion, session_scope
 from models_db import jobs as jobq
-from studio import services
+from studio import operations
 from studio.jobspec import build_train_spec
 from tests.backends import backend_env, in_process
 from tests.cli import write_instruction_jsonl
-from worker import child, sysmon, tboard
+from worker import job_process, sysmon, tboard
 
 STEPS = 4
 PERF = {"step_time_s", "samples_per_s", "tokens_per_s", "tokens_seen", "peak_memory_gb"}
@@ -27,7 +27,7 @@ def studio(tmp_path, tiny_llama_dir, monkeypatch):
         upgrade()
         model_id, _ = register(tiny_llama_dir, "tiny")
         write_instruction_jsonl(tmp_path / "pairs.jsonl")
-        dataset, _, _ = services.add_dataset(tmp_path / "pairs.jsonl")
+        dataset, _, _ = operations.add_dataset(tmp_path / "pairs.jsonl")
         yield model_id, dataset.id, settings
 
 
@@ -37,10 +37,10 @@ def test_a_job_records_throughput_system_curves_and_tensorboard_and_packs_by_def
     spec = build_train_spec(model_id=model_id, dataset_id=dataset_id, method="lora", settings={
         "max_steps": STEPS, "per_device_train_batch_size": 4, "logging_steps": 1, "eval_split": 0.0})
     assert spec.packing is True  # the default for causal LM
-    job, _ = services.submit_train(spec)
+    job, _ = operations.submit_train(spec)
     with session_scope() as db:
         claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
-    assert child.main(job.id, claim.fence) == 0
+    assert job_process.main(job.id, claim.fence) == 0
     with session_scope() as db:
         done = db.get(Job, job.id)
         assert done.state == "succeeded", done.error
@@ -78,7 +78,7 @@ def test_prompt_learning_and_classification_are_not_packed(studio):
 
 
 def test_submit_stores_packing_off_for_classification_and_prompt_learning(studio, tmp_path):
-    """Through the real submit path (services.submit_train): the job's stored config says what the worker
+    """Through the real submit path (operations.submit_train): the job's stored config says what the worker
     will do, so a classifier or a prompt-learning method asked to pack is stored unpacked."""
     import json
 
@@ -86,13 +86,13 @@ def test_submit_stores_packing_off_for_classification_and_prompt_learning(studio
     rows = [{"text": f"{word} example {i}", "label": label} for i in range(8)
             for word, label in (("fine", "good"), ("awful", "bad"))]
     (tmp_path / "cls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    classification, _, _ = services.add_dataset(tmp_path / "cls.jsonl")
+    classification, _, _ = operations.add_dataset(tmp_path / "cls.jsonl")
     asked = {"packing": True, "max_steps": 2}
     cases = [(classification.id, "lora", "seq_cls", False), (classification.id, "full", "seq_cls", False),
              (instruction_id, "prompt_tuning", "causal_lm", False), (instruction_id, "prefix_tuning", "causal_lm", False),
              (instruction_id, "p_tuning", "causal_lm", False), (instruction_id, "lora", "causal_lm", True)]
     for dataset_id, method, task, packed in cases:
-        job, created = services.submit_train(build_train_spec(model_id=model_id, dataset_id=dataset_id,
+        job, created = operations.submit_train(build_train_spec(model_id=model_id, dataset_id=dataset_id,
                                                               method=method, settings=asked))
         assert created
         with session_scope() as db:
@@ -109,10 +109,10 @@ def test_no_checkpoint_at_the_last_step_but_the_version_is_saved(studio, save_st
     model_id, dataset_id, settings = studio
     spec = build_train_spec(model_id=model_id, dataset_id=dataset_id, method="lora", settings={
         "max_steps": STEPS, "save_steps": save_steps, "per_device_train_batch_size": 4, "eval_split": 0.0})
-    job, _ = services.submit_train(spec)
+    job, _ = operations.submit_train(spec)
     with session_scope() as db:
         claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
-    assert child.main(job.id, claim.fence) == 0
+    assert job_process.main(job.id, claim.fence) == 0
     with session_scope() as db:
         assert db.get(Job, job.id).state == "succeeded"
         version = db.scalar(select(ModelVersion).where(ModelVersion.job_id == job.id))

@@ -15,10 +15,10 @@ from bench.expert_sft import heldout_loss
 from bench.expert_sft import train as expert_train
 from models_db import Job, ModelVersion, session_scope
 from models_db import jobs as jobq
-from studio import services
+from studio import operations
 from studio.jobspec import build_train_spec
 from tests.backends import backend_env, in_process
-from worker import child, lineage
+from worker import job_process, lineage
 
 STEPS, BATCH = 30, 4
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree", "fish", "bird", "rain", "snow"]
@@ -41,7 +41,7 @@ def studio(tmp_path_factory, tiny_llama_dir):
     with pytest.MonkeyPatch.context() as mp, backend_env("embedded", root / "home") as env, in_process(mp, env):
         upgrade()
         model_id, model_path = register(tiny_llama_dir, "tiny")
-        dataset, _, _ = services.add_dataset(data)
+        dataset, _, _ = operations.add_dataset(data)
         yield model_id, dataset.id, model_path
 
 
@@ -50,10 +50,10 @@ def studio_defaults_loss(model_id: int, dataset_id: int, model_dir: str, held: l
     spec = build_train_spec(model_id=model_id, dataset_id=dataset_id, method="lora",
                             settings={"max_steps": STEPS, "per_device_train_batch_size": BATCH, "seed": 42})
     assert spec.eval_split == 0.0 and spec.method_params["target_modules"] == "all_linear"  # the small-data rules
-    job, _ = services.submit_train(spec)
+    job, _ = operations.submit_train(spec)
     with session_scope() as db:
         claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
-    assert child.main(job.id, claim.fence) == 0
+    assert job_process.main(job.id, claim.fence) == 0
     with session_scope() as db:
         version = db.get(ModelVersion, db.get(Job, job.id).result["version_id"])
         chain = lineage.chain(db, version.id)

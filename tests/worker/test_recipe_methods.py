@@ -1,5 +1,5 @@
 """Every registered method through the real training job: submitted like the CLI does, claimed, run by
-``worker.child.main`` in this process, saved as a version, reloaded and exported.
+``worker.job_process.main`` in this process, saved as a version, reloaded and exported.
 
 Parametrised over the registry, so a newly registered method is covered without editing this file.
 """
@@ -17,11 +17,11 @@ from transformers import AutoModelForCausalLM
 
 from models_db import Job, Metric, ModelVersion, session_scope
 from models_db import jobs as jobq
-from studio import services
+from studio import operations
 from studio.jobspec import SpecError, build_train_spec
 from tests.backends import backend_env, in_process
 from tests.cli import write_instruction_jsonl
-from worker import child, lineage, methods
+from worker import job_process, lineage, methods
 from worker.errors import UserFacingError
 from worker.export import export_version
 
@@ -49,7 +49,7 @@ def studio(tmp_path_factory, tiny_llama_dir):
         upgrade()
         model_id, model_path = register(tiny_llama_dir, "tiny")
         write_instruction_jsonl(root / "pairs.jsonl")
-        dataset, _, _ = services.add_dataset(root / "pairs.jsonl")
+        dataset, _, _ = operations.add_dataset(root / "pairs.jsonl")
         yield Studio(model_id, dataset.id, model_path)
 
 
@@ -58,10 +58,10 @@ def run_train(studio: Studio, method: str, parent: int | None = None, **settings
     """Submit a training job as the CLI does, claim it, run its child entry point here; the new version."""
     spec = build_train_spec(model_id=studio.model_id, dataset_id=studio.dataset_id, method=method,
                             settings={**TRAIN, **settings}, parent_version_id=parent)
-    job, _ = services.submit_train(spec)
+    job, _ = operations.submit_train(spec)
     with session_scope() as db:
         claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
-    assert child.main(job.id, claim.fence) == 0
+    assert job_process.main(job.id, claim.fence) == 0
     with session_scope() as db:
         job = db.get(Job, job.id)
         assert job.state == "succeeded", job.error
@@ -213,7 +213,7 @@ def test_model_dependent_mistakes_fail_before_the_job_is_queued(method, settings
     spec = build_train_spec(model_id=studio.model_id, dataset_id=studio.dataset_id, method=method,
                             settings=settings)
     with pytest.raises(SpecError, match=message):
-        services.submit_train(spec)
+        operations.submit_train(spec)
     with session_scope() as db:
         assert db.scalar(select(Job.id).order_by(Job.id.desc()).limit(1)) == before
 
@@ -224,7 +224,7 @@ def test_a_method_change_on_continue_says_what_it_means(studio):
     parent = run_train(studio, "lora", max_steps=2)
     spec = build_train_spec(model_id=studio.model_id, dataset_id=studio.dataset_id, method="dora",
                             settings={**TRAIN, "max_steps": 2}, parent_version_id=parent.id)
-    job, _ = services.submit_train(spec)
+    job, _ = operations.submit_train(spec)
     note = job.config["lineage_note"]
     assert note.startswith(f"Version {parent.id} (lora) is merged into the base first, then a new dora adapter")
     assert "a method change" in note and f"base → #{parent.id} → the new version" in note and "merged export" in note

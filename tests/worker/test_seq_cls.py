@@ -1,5 +1,5 @@
 """Sequence classification through the real training job: a classification data set registered, the job
-submitted as the CLI does (its task implied by the data), claimed and run by ``worker.child.main`` here,
+submitted as the CLI does (its task implied by the data), claimed and run by ``worker.job_process.main`` here,
 then the version reloaded and exported. Encoders (tiny BERT, the real MiniLM) and a decoder with a head."""
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from models_db import Job, Metric, ModelVersion, session_scope
 from models_db import jobs as jobq
-from studio import services
+from studio import operations
 from studio.datasets import DatasetError
 from studio.jobspec import SpecError, build_train_spec
 from tests.backends import backend_env, in_process
 from tests.cli import write_instruction_jsonl
-from worker import child, lineage, methods
+from worker import job_process, lineage, methods
 from worker.data_cls import label_names
 from worker.export import export_version
 from worker.recipes.seq_cls import classification_metrics, load_classifier
@@ -74,10 +74,10 @@ def studio(tmp_path_factory, tiny_bert_dir, tiny_llama_dir):
     with pytest.MonkeyPatch.context() as mp, backend_env("embedded", root / "home") as env, in_process(mp, env):
         upgrade()
         models = {"bert": import_base(tiny_bert_dir, "tiny-bert"), "llama": import_base(tiny_llama_dir, "tiny-llama")}
-        cls, report, _ = services.add_dataset(write_jsonl(root / "toy.jsonl", toy_rows()))
+        cls, report, _ = operations.add_dataset(write_jsonl(root / "toy.jsonl", toy_rows()))
         assert cls.format == "classification" and report.stats["labels"] == {"bad": 64, "good": 64}
         write_instruction_jsonl(root / "pairs.jsonl")
-        pairs, _, _ = services.add_dataset(root / "pairs.jsonl")
+        pairs, _, _ = operations.add_dataset(root / "pairs.jsonl")
         yield Studio(root, models, cls.id, pairs.id)
     torch.set_num_threads(threads)
 
@@ -87,7 +87,7 @@ def submit(studio: Studio, model: str, method: str, dataset: int | None = None, 
            parent: int | None = None, **settings) -> Job:
     spec = build_train_spec(model_id=studio.models[model], dataset_id=dataset or studio.classification,
                             method=method, settings={**TRAIN, **settings}, parent_version_id=parent, task=task)
-    job, _ = services.submit_train(spec)
+    job, _ = operations.submit_train(spec)
     return job
 
 
@@ -95,7 +95,7 @@ def run(job: Job) -> ModelVersion:
     """Claim the job and run its child entry point here, as a worker's child process would."""
     with session_scope() as db:
         claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
-    assert child.main(job.id, claim.fence) == 0
+    assert job_process.main(job.id, claim.fence) == 0
     with session_scope() as db:
         job = db.get(Job, job.id)
         assert job.state == "succeeded", job.error
@@ -198,7 +198,7 @@ def test_continue_a_classifier_on_the_same_labels(studio, trained_models):
                                         "causal_lm"):
         submit(studio, "bert", "lora", dataset=studio.instruction, task="causal_lm", parent=parent.id)
     pets = [{"text": f"{a} {word}", "label": word} for a in FILLERS for word in ("cat", "dog")]
-    other, _, _ = services.add_dataset(write_jsonl(studio.root / "pets.jsonl", pets))
+    other, _, _ = operations.add_dataset(write_jsonl(studio.root / "pets.jsonl", pets))
     with pytest.raises(SpecError, match=rf"version {parent.id} classifies bad, good but dataset {other.id} has the "
                                         "labels cat, dog"):
         submit(studio, "bert", "lora", dataset=other.id, parent=parent.id)
@@ -207,7 +207,7 @@ def test_continue_a_classifier_on_the_same_labels(studio, trained_models):
 def test_a_stored_split_is_the_eval_set(studio):
     from studio.datasets.split import Split
 
-    ds, _, _ = services.add_dataset(write_jsonl(studio.root / "split.jsonl", toy_rows(40)), split=Split(ratio=0.2))
+    ds, _, _ = operations.add_dataset(write_jsonl(studio.root / "split.jsonl", toy_rows(40)), split=Split(ratio=0.2))
     version = run(submit(studio, "bert", "lora", dataset=ds.id, max_steps=2, eval_split=0.5))  # stored split wins
     rows, counts = version.metrics["rows"], version.metrics["label_distribution"]
     assert rows["eval_source"] == "the data set's stored split" and rows["eval_rows"] == ds.eval_rows == 8
@@ -256,7 +256,7 @@ def test_task_and_data_set_must_match_both_ways(studio, capsys):
 
 def test_one_class_only_is_refused_before_the_job_is_queued(studio):
     rows = [{"text": f"{i} the positive text", "label": "good"} for i in range(12)]
-    ds, _, _ = services.add_dataset(write_jsonl(studio.root / "one.jsonl", rows))
+    ds, _, _ = operations.add_dataset(write_jsonl(studio.root / "one.jsonl", rows))
     before = jobs_count()
     with pytest.raises(SpecError, match=rf"dataset {ds.id} has one label \('good'\) in all its 12 rows: a classifier "
                                         "needs at least two classes"):
@@ -267,8 +267,8 @@ def test_one_class_only_is_refused_before_the_job_is_queued(studio):
 def test_a_label_column_with_inconsistent_types_is_refused(studio):
     rows = [{"text": f"{i} the answer", "label": i % 2} for i in range(20)] + [{"text": "odd one", "label": "maybe"}]
     with pytest.raises(DatasetError, match=r"1 inconsistent label \(row 21\)"):  # nothing registered
-        services.add_dataset(write_jsonl(studio.root / "mixed.jsonl", rows))
-    ds, _, reused = services.add_dataset(studio.root / "mixed.jsonl", drop_bad_rows=True)
+        operations.add_dataset(write_jsonl(studio.root / "mixed.jsonl", rows))
+    ds, _, reused = operations.add_dataset(studio.root / "mixed.jsonl", drop_bad_rows=True)
     assert not reused and ds.rows == 20 and ds.stats["labels"] == {"0": 10, "1": 10}
 
 

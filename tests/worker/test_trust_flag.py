@@ -11,7 +11,7 @@ from models_db import BaseModel, Job, session_scope
 from models_db import jobs as jobq
 from studio import combine, generations
 from tests.worker.test_recipe_methods import run_train, studio  # noqa: F401 - studio is a fixture
-from worker import child, evaluate, generate
+from worker import evaluation_job, generate, job_process
 from worker.export import export_version
 
 MODEL_CLASSES = ("AutoModelForCausalLM", "AutoModelForSequenceClassification")
@@ -59,14 +59,14 @@ def test_every_worker_load_passes_the_model_rows_trust_flag(on, studio, two_lora
     a, b = two_loras
     set_trust(studio.model_id, on)
     try:
-        evaluate.load_version(a.id)  # the evaluate job's loader
+        evaluation_job.load_version(a.id)  # the evaluate job's loader
         assert_flag(loads, on, "evaluate")
         loads.clear()
 
         job, _ = combine.submit_combine([a.id, b.id], weights="0.5,0.5", name=f"both-{on}")
         with session_scope() as db:
             claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
-        assert child.main(job.id, claim.fence) == 0
+        assert job_process.main(job.id, claim.fence) == 0
         with session_scope() as db:
             assert db.get(Job, job.id).state == "succeeded", db.get(Job, job.id).error
         assert_flag(loads, on, "combine")

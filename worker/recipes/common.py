@@ -20,7 +20,7 @@ from models_db import BaseModel, Dataset, ModelVersion, session_scope
 from studio import store
 from studio.jobspec import TrainSpec
 from studio.settings import get_settings
-from worker import distributed, fastpath, lineage, methods, perf
+from worker import distributed, lineage, machine_defaults, methods, perf
 from worker.callbacks import MethodStepCallback, StudioCallback, latest_complete_checkpoint
 from worker.context import JobContext
 from worker.methods.counting import count_parameters
@@ -74,7 +74,7 @@ def read_job(ctx: JobContext) -> TrainJob:
         training["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
     device_gb = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30 if cuda else None
     one_gpu = getattr(spec, "gpus", 1) <= 1  # the estimate is for one device; sharded jobs are sized by the launcher
-    for note in fastpath.settle_training(training, cuda=cuda, estimate=spec.estimate if one_gpu else None,
+    for note in machine_defaults.settle_training(training, cuda=cuda, estimate=spec.estimate if one_gpu else None,
                                          device_total_gb=device_gb):
         ctx.say(f"fast path: {note}")
     return TrainJob(spec, base, dataset, ancestors, get_settings().home_abs, training, cuda)
@@ -94,7 +94,7 @@ def training_arguments(ctx: JobContext, job: TrainJob, *, has_eval: bool, packed
         load_best_model_at_end=early, metric_for_best_model="eval_loss" if early else None,
         gradient_checkpointing_kwargs={"use_reentrant": False} if training["gradient_checkpointing"] else None,
         include_num_input_tokens_seen="all" if packed else "non_padding", report_to=[], disable_tqdm=True,
-        use_cpu=not job.cuda, **fastpath.dataloader_arguments(cuda=job.cuda, gpus=getattr(job.spec, "gpus", 1)),
+        use_cpu=not job.cuda, **machine_defaults.dataloader_arguments(cuda=job.cuda, gpus=getattr(job.spec, "gpus", 1)),
         **extra,
     )
 
@@ -249,7 +249,7 @@ def save_version(ctx: JobContext, job: TrainJob, method, params, trainer: Traine
 def own_evaluation(job: TrainJob, metrics: dict) -> list[dict]:
     """The final evaluation as the version's Evaluation on its own data set, when it ran on that data
     set's stored eval split (the rows an ``evaluate`` job uses, so no second pass is needed); [] when
-    it ran on rows held out by ``eval_split`` or not at all (worker/child.py then queues an evaluate job)."""
+    it ran on rows held out by ``eval_split`` or not at all (worker/job_process.py then queues an evaluate job)."""
     rows = metrics.get("rows") or {}
     stored = has_stored_eval(job)
     if not stored or not rows.get("eval_rows") or metrics.get("eval_loss") is None:

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from studio.settings import get_settings
-from worker import data, fastpath, methods
+from worker import data, machine_defaults, methods
 from worker.context import JobContext
 from worker.recipes import common
 
@@ -38,12 +38,12 @@ def train(ctx: JobContext) -> dict:
     # 2. The base, with the parent version's lineage merged in or (continuing an unmergeable one) trainable.
     #    Seeded first: new weights (LoRA matrices, heads) come from the seed, so a rerun is the same run.
     set_seed(job.training["seed"])
-    #    FlashAttention-2 where installed (16-bit weights on CUDA), else PyTorch SDPA (worker/fastpath.py).
-    attn = fastpath.load_kwargs(cuda=job.cuda, half_precision_weights=job.base_dtype != torch.float32)
+    #    FlashAttention-2 where installed (16-bit weights on CUDA), else PyTorch SDPA (worker/machine_defaults.py).
+    attn = machine_defaults.load_kwargs(cuda=job.cuda, half_precision_weights=job.base_dtype != torch.float32)
     load = functools.partial(AutoModelForCausalLM.from_pretrained, **attn)
     model = common.load_start(ctx, job, load, method.load_kwargs(params, job.base.path))
     #    Packed rows without FlashAttention: SDPA on each example, not a dense mask over the whole row.
-    if spec.packing and fastpath.packed_attention(model):
+    if spec.packing and machine_defaults.packed_attention(model):
         ctx.say("fast path: packed rows attend per example (SDPA, no dense mask)")
 
     # 3. The method makes the model trainable (LoRA matrices, adapters, prompts, top layers, ...).

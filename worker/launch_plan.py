@@ -1,7 +1,7 @@
-"""How the runner starts a job's training process: one ``python -m worker.child`` for a job on one
+"""How the runner starts a job's training process: one ``python -m worker.job_process`` for a job on one
 device, or ``accelerate launch`` of it on N processes for a job that asks for several GPUs.
 
-Every rank runs ``worker.child`` and trains; only rank 0 writes to the database and saves the final
+Every rank runs ``worker.job_process`` and trains; only rank 0 writes to the database and saves the final
 artifacts (worker/distributed.py). The launcher is the runner's direct child in its own process group;
 the ranks (which torchrun puts in sessions of their own) die with it, so cancel and kill stop them all.
 """
@@ -38,8 +38,8 @@ class Devices:
 
 @lru_cache(maxsize=1)
 def _gpus() -> tuple[dict, ...]:
-    # imported here: worker.service imports the runner, which imports this module
-    from worker.service import detect_gpus
+    # imported here: worker.consumer imports the runner, which imports this module
+    from worker.consumer import detect_gpus
 
     return tuple(detect_gpus())
 
@@ -71,7 +71,7 @@ class LaunchPlan:
 
     def argv(self, job_id: int, fence: int) -> list[str]:
         """The training process as an argument list (never a shell string)."""
-        child = ["-m", "worker.child", str(job_id), str(fence)]
+        child = ["-m", "worker.job_process", str(job_id), str(fence)]
         if not self.distributed:
             return [sys.executable, *child]
         return [sys.executable, "-m", "accelerate.commands.launch", *launcher_args(self.strategy, self.devices,
@@ -125,7 +125,7 @@ def plan(kind: str, config: dict, devices: Devices | None = None) -> LaunchPlan:
 
 def die_with_parent() -> None:
     """``preexec_fn`` of the launcher: the kernel kills it when its worker dies (kill -9 included), and
-    its ranks die with it (worker.child sets the same on them)."""
+    its ranks die with it (worker.job_process sets the same on them)."""
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 

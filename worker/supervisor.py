@@ -1,6 +1,6 @@
 """Run one job: claim it, start its training process, heartbeat the lease, relay cancel, record the end.
 
-The work itself runs in a child process (``python -m worker.child``): CUDA and fork do not mix,
+The work itself runs in a child process (``python -m worker.job_process``): CUDA and fork do not mix,
 a crash or OOM there cannot take the worker down, and cancelling is a plain process kill that
 frees all its GPU memory."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ from models_db import Job, JobState, session_scope
 from models_db import jobs as jobq
 from studio import celery_app
 from studio.settings import get_settings
-from worker import fleet, launch
+from worker import fleet, launch_plan
 
 log = logging.getLogger("studio.worker")
 
@@ -45,7 +45,7 @@ def child_env() -> dict[str, str]:
         HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
         HF_DATASETS_CACHE=str(s.path("cache", "datasets")), HF_HOME=str(s.path("cache", "hf")),
         TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", STUDIO_HOME=str(s.home_abs),
-        STUDIO_WORKER_PID=str(os.getpid()),  # the child dies with this process (worker.child)
+        STUDIO_WORKER_PID=str(os.getpid()),  # the child dies with this process (worker.job_process)
     )
     return env
 
@@ -80,10 +80,10 @@ def run_job(job_id: int, worker_id: str = WORKER_ID) -> str:
     _idle_since = None
     fleet.mark_current(worker_id, job_id)
     try:
-        plan = launch.plan_for_job(job_id)  # one process, or accelerate launch of N (worker/launch.py)
+        plan = launch_plan.plan_for_job(job_id)  # one process, or accelerate launch of N (worker/launch_plan.py)
         if plan.refusal:
             log.warning("job %s: refused: %s", job_id, plan.refusal)
-            return launch.refuse(claim, plan.refusal)
+            return launch_plan.refuse(claim, plan.refusal)
         log_path = job_dir(job_id) / "log.txt"
         with open(log_path, "ab") as out:
             out.write(f"--- attempt {claim.attempt} on {worker_id} ---\n".encode())
@@ -95,7 +95,7 @@ def run_job(job_id: int, worker_id: str = WORKER_ID) -> str:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env={**child_env(), **plan.env},
                 # one prctl call, resolved before the fork: safe beside the worker's threads
-                preexec_fn=launch.die_with_parent if plan.distributed else None,  # noqa: PLW1509
+                preexec_fn=launch_plan.die_with_parent if plan.distributed else None,  # noqa: PLW1509
             )
         log.info("job %s: attempt %s started (training process %s)", job_id, claim.attempt, proc.pid)
         try:

@@ -19,9 +19,9 @@ from models_db.schema import utcnow
 from studio import fleet, routing
 from studio.celery_app import app, enqueue
 from studio.settings import get_settings
-from worker import runner, tasks  # noqa: F401  tasks registers the task bodies on the app
+from worker import supervisor, tasks  # noqa: F401  tasks registers the task bodies on the app
 from worker.fleet import reroute_queued
-from worker.runner import WORKER_ID
+from worker.supervisor import WORKER_ID
 
 log = logging.getLogger("studio.worker")
 _stop = threading.Event()
@@ -84,7 +84,7 @@ def reap_once() -> list[tuple[int, str]]:
     """Re-queue jobs whose worker vanished, re-route queued jobs the fleet no longer fits, send jobs whose
     predecessor has finished, and, from an idle worker, re-send queued jobs whose message may be lost.
     Returns the reaped (id, new state)."""
-    idle = runner.idle_seconds() >= resend_after_s()
+    idle = supervisor.idle_seconds() >= resend_after_s()
     with session_scope() as db:
         moved = reroute_queued(db)  # first, so that what is sent below goes to the queues moved to
         reaped = jobq.reap_expired(db)
@@ -95,7 +95,7 @@ def reap_once() -> list[tuple[int, str]]:
         kinds = dict(db.execute(select(Job.id, Job.kind).where(Job.id.in_([i for i, _ in reaped]))).all())
     for m in moved:  # the job's log says why it moved; its message says so too (worker/fleet.py)
         log.info("job %s: %s", m.job_id, m.note)
-        with open(runner.job_dir(m.job_id) / "log.txt", "a") as out:
+        with open(supervisor.job_dir(m.job_id) / "log.txt", "a") as out:
             out.write(f"--- {utcnow():%Y-%m-%d %H:%M:%S} {m.note} ---\n")
         if m.send:
             enqueue(m.kind, m.job_id, m.queue)

@@ -1,4 +1,4 @@
-"""Entry point of a job's process: ``python -m worker.child JOB_ID FENCE``.
+"""Entry point of a job's process: ``python -m worker.job_process JOB_ID FENCE``.
 
 Runs the job's recipe, then records success or a human-readable failure, fenced by its claim."""
 from __future__ import annotations
@@ -70,13 +70,13 @@ def die_with_worker() -> None:
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if distributed.world_size() > 1:
-        return  # a rank's parent is the accelerate launcher, which dies with the worker (worker/launch.py)
+        return  # a rank's parent is the accelerate launcher, which dies with the worker (worker/launch_plan.py)
     if os.getppid() != worker:  # the worker died before the line above
         os._exit(4)
 
 
 def main(job_id: int, fence: int, *, own_process: bool = False) -> int:
-    """Run the job; ``own_process``: this process exists for the job alone (``python -m worker.child``),
+    """Run the job; ``own_process``: this process exists for the job alone (``python -m worker.job_process``),
     so it may set process-wide switches (tests call ``main`` inside their own process)."""
     die_with_worker()
     with session_scope() as db:
