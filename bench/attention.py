@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import perfkit  # noqa: E402
-from bench.throughput import spread_rows  # noqa: E402
+from bench import perfkit
+from bench.throughput import spread_rows
 
 KINDS = ("padded", "packed, dense mask", "packed, SDPA per example")
 

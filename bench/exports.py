@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import perfkit
+from bench import perfkit  # noqa: E402  after the path insert above
 
 # Runs the CLI in this child and writes its peak RSS to the file in argv[1], sampled every 20 ms: ru_maxrss
 # would not do, Linux carries the parent's resident size at fork through exec into the child's maximum.

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import perfkit  # noqa: E402
-from bench.methods import dataset_rows  # noqa: E402
+from bench import perfkit
+from bench.methods import dataset_rows
 
 
 def main() -> None:

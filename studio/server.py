@@ -43,7 +43,7 @@ def serve(host: str | None = None, port: int | None = None, worker: bool = True)
         # A second one serves generations (playground, side by side): a chat never waits behind training.
         for queues in ([], ["--queues", s.interactive_queue]):
             procs.append(subprocess.Popen([sys.executable, "-m", "studio.cli", "worker", *queues],
-                                          preexec_fn=_die_with_the_studio))
+                                          preexec_fn=_die_with_the_studio))  # noqa: PLW1509  one prctl, before exec
             log.info("embedded worker %s started (pid %s)", " ".join(queues) or "(training)", procs[-1].pid)
     try:
         build_app().queue(default_concurrency_limit=8).launch(

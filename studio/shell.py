@@ -64,7 +64,7 @@ def friendly(fn):
             raise
         except ValueError as e:  # SpecError, DatasetError, MethodError: written for people
             raise gr.Error(str(e), print_exception=False) from None
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             logging.getLogger("studio.ui").exception("handler %s failed", fn.__name__)
             raise gr.Error(f"Something went wrong ({e.__class__.__name__}: {e}). The server log has details.",
                            print_exception=False) from None

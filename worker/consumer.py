@@ -112,7 +112,7 @@ def _housekeeping(reap: bool) -> None:
     while not _stop.wait(s.heartbeat_seconds):
         try:
             heartbeat(reap)
-        except Exception:  # noqa: BLE001 - housekeeping must outlive a database hiccup
+        except Exception:
             log.exception("housekeeping failed; retrying")
 
 

@@ -45,11 +45,6 @@ def artifact(version: ModelVersion, name: str = "adapter") -> Path:
     return store.local(version.artifacts[name])
 
 
-def continues_adapter(parent_method: str) -> bool:
-    """Does a child of a ``parent_method`` version keep training the parent's adapter (not mergeable)?"""
-    return not methods.get(parent_method).mergeable
-
-
 def load_chain(model, versions: list[ModelVersion], *, last: str):
     """Rebuild ``versions[-1]`` on ``model`` (the base): ancestors merged in, then the version itself
     merged (``last="merge"``), loaded for inference, or loaded trainable to continue it (``"train"``)."""

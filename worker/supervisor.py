@@ -177,7 +177,7 @@ def _settle(claim: jobq.Claim, returncode: int, outcome: str) -> str:
 
         try:
             celery_app.enqueue(job.kind, claim.job_id, job.queue)  # the retry goes to the job's own memory tier
-        except Exception:  # noqa: BLE001 - the broker is down: the job is queued, the sweep re-sends it
+        except Exception:
             log.exception("job %s: could not send the retry; the sweep will", claim.job_id)
         return "requeued"
     return "failed"

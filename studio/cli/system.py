@@ -1,7 +1,6 @@
 """`studio db`, `serve`, `worker`, `models`, `methods`: the install and its building blocks."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from models_db import session_scope

@@ -42,7 +42,7 @@ class Source:
 
     def open_text(self, newline: str | None = None):
         """Open the decompressed content as UTF-8 text (a leading BOM is dropped)."""
-        raw = gzip.open(self.path, "rb") if self.gz else open(self.path, "rb")
+        raw = gzip.open(self.path, "rb") if self.gz else open(self.path, "rb")  # noqa: SIM115  the caller closes the wrapper
         return io.TextIOWrapper(raw, encoding="utf-8-sig", newline=newline)
 
 

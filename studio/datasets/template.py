@@ -61,7 +61,7 @@ class ChatTemplate:
         self.source, self.tokens = source, dict(tokens or {})
         try:
             self._template = _environment().from_string(source)
-        except Exception as exc:  # noqa: BLE001 - jinja2 raises several types for a bad template
+        except Exception as exc:
             raise DatasetError(f"the model's chat template does not compile ({exc}); fix or re-import the model.") from exc
 
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:

@@ -17,7 +17,7 @@ from tests.tiny import CHATML_TEMPLATE
 
 def word_tokenizer(tmp_path):
     """A whitespace word-level tokenizer: one token per word, so counts are easy to check."""
-    vocab = {"[UNK]": 0} | {w: i + 1 for i, w in enumerate("a b c d e f hello world".split())}
+    vocab = {"[UNK]": 0} | {w: i + 1 for i, w in enumerate(["a", "b", "c", "d", "e", "f", "hello", "world"])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     path = tmp_path / "tokenizer.json"

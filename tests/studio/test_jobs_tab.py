@@ -108,7 +108,7 @@ def test_an_evaluation_and_a_combination_show_what_they_measured(backend):
     status = jobs.poll(ids["combine"], None)[0]
     assert "combine: ties of #4 × 0.7 + #5 × 0.3" in status and ">running for<" in status
     assert "job-done" not in status  # no result while it runs
-    assert "(no log yet: the job has not started)" == jobs.poll(ids["combine"], None)[3]
+    assert jobs.poll(ids["combine"], None)[3] == "(no log yet: the job has not started)"
 
 
 def test_a_training_jobs_charts_appear_with_their_first_points(backend):

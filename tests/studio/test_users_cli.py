@@ -65,7 +65,8 @@ def test_studio_user_owns_and_shares(backend, monkeypatch, capsys, tmp_path):
     # bob uploading the very same file gets his own version, not alice's
     code, out, err = run(monkeypatch, capsys, "dataset", "add", str(data), user="bob")
     assert code == 0 and out["reused"] is False and out["dataset"]["id"] != ds, err
-    ids = lambda who: [d["id"] for d in run(monkeypatch, capsys, "dataset", "list", user=who)[1]["datasets"]]
+    def ids(who):
+        return [d["id"] for d in run(monkeypatch, capsys, "dataset", "list", user=who)[1]["datasets"]]
     assert ids("alice") == [ds] and ds not in ids("bob") and ds not in ids("carol")
     assert ds in ids(None) and ds in ids("root")  # the embedded CLI and an admin see everything
     code, _, err = run(monkeypatch, capsys, "share", "dataset", str(ds), "--on", user="bob")

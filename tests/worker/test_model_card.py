@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from models_db import BaseModel, Dataset, ModelVersion, VersionParent, session_scope
+from models_db import BaseModel, Dataset, ModelVersion, session_scope
 from studio import exports
 from studio.settings import get_settings
 from worker import lineage
