@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from models_db import ModelVersion, session_scope
 from models_db import jobs as jobq
+from studio import methods
 from studio.evaluations import task_of
 from studio.jobspec import SpecError
 
@@ -27,11 +28,6 @@ USES_DENSITY = ("ties", "dare_linear", "dare_ties", "magnitude_prune")
 # a weighted sum keeps the scale with weights summing to 1; TIES-style merges average the agreeing
 # weights themselves, so each adapter keeps its own scale at weight 1
 MEAN_BY_WEIGHTS = ("linear", "dare_linear", "magnitude_prune", "cat", "svd")
-COMBINABLE = ("lora", "qlora")  # plain low-rank matrices that peft's add_weighted_adapter combines
-WHY_NOT = {
-    "dora": "its learned magnitude vectors are not combined by peft's add_weighted_adapter",
-    "adalora": "peft's AdaLoRA does not support add_weighted_adapter",
-}
 
 
 @dataclass
@@ -99,11 +95,14 @@ def check(db: Session, parents: list[int], weights: list[float], how: str, densi
         if v is None:
             raise SpecError(f"version {i} does not exist (studio versions list)")
         vs.append(v)
+    combinable = [m.name for m in methods.REGISTRY.values() if m.combinable]
     for v in vs:
-        if v.method not in COMBINABLE:
-            why = WHY_NOT.get(v.method, "only LoRA adapters (lora, qlora) are low-rank matrices peft can combine")
+        spec = methods.get(v.method)
+        if not spec.combinable:
+            why = spec.not_combinable_why or (f"only LoRA adapters ({', '.join(combinable)}) are low-rank matrices "
+                                              "peft can combine")
             raise SpecError(f"version {v.id} was trained with {v.method}, which cannot be combined: {why}. Combine "
-                            f"versions trained with {' or '.join(COMBINABLE)}, or retrain this one with lora.")
+                            f"versions trained with {' or '.join(combinable)}, or retrain this one with lora.")
     bases = {v.base_model_id for v in vs}
     if len(bases) > 1:
         listed = ", ".join(f"#{v.id} on base {v.base_model_id}" for v in vs)

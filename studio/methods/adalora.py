@@ -92,6 +92,7 @@ SPEC = register(MethodSpec(
     mergeable=True,
     low_rank=True,
     suggest_4bit_base=True,
+    not_combinable_why="peft's AdaLoRA does not support add_weighted_adapter",
     default_training=dict(LORA_TRAINING),
     check=check,
     advised_params=advised_params,

@@ -23,6 +23,7 @@ SPEC = register(MethodSpec(
     mergeable=True,
     low_rank=True,
     suggest_4bit_base=True,
+    not_combinable_why="its learned magnitude vectors are not combined by peft's add_weighted_adapter",
     default_training=dict(LORA_TRAINING),
     check=lora.make_check("dora"),
     advised_params=lora.advised_params,

@@ -88,6 +88,7 @@ SPEC = register(MethodSpec(
     mergeable=True,
     low_rank=True,
     suggest_4bit_base=True,
+    combinable=True,
     default_training=dict(LORA_TRAINING),
     check=make_check("lora"),
     advised_params=advised_params,

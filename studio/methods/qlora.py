@@ -52,6 +52,7 @@ SPEC = register(MethodSpec(
     quantizes_base=True,
     low_rank=True,
     count_as="lora",
+    combinable=True,
     default_training=dict(LORA_TRAINING),
     check=check,
     advised_params=lora.advised_params,

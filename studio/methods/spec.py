@@ -93,7 +93,9 @@ class MethodSpec:
     plan says what a 4-bit base would need (methods whose trained weights sit in the blocks of a frozen base).
     ``tiny_optimizer_state``: it trains so few numbers that the plan never tries an 8-bit optimizer.
     ``count_as`` names a method whose implementation can count its parameters on the meta device (qlora
-    quantizes, which the meta device cannot).
+    quantizes, which the meta device cannot). ``combinable``: its versions are plain low-rank matrices that
+    peft's ``add_weighted_adapter`` combines (studio/combine.py); ``not_combinable_why`` says why not, where
+    the reason is worth more than "only LoRA adapters combine".
     """
 
     name: str
@@ -109,6 +111,8 @@ class MethodSpec:
     suggest_4bit_base: bool = False
     tiny_optimizer_state: bool = False
     count_as: str | None = None
+    combinable: bool = False
+    not_combinable_why: str = ""
     advised_params: Callable[[AdvisorChoices], dict] = _no_advice
     costs: Costs = Costs()
 
