@@ -1,14 +1,15 @@
 """The typed config of a training job, validated in the studio before anything is queued.
 
 Keys are the Hugging Face ``TrainingArguments`` names where one exists, the studio's own
-(``max_seq_length``, ``eval_split``, ``early_stopping_patience``) and the method's parameters.
+(``max_seq_length``, ``eval_split``, ``early_stopping_patience``), the method's parameters and the training
+objective's (``studio.objectives``: beta, loss_type...).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from studio import methods
+from studio import methods, objectives
 from studio.methods.params import not_convertible
 
 
@@ -93,7 +94,11 @@ class TrainSpec:
     packing: bool = True  # padding-free; build_train_spec and services.submit_train switch it off where wrong
     gpus: int = 1  # GPUs on one machine (worker/launch_plan.py); above 1: accelerate launch
     distributed: str = "auto"  # auto | ddp | fsdp (studio/advisor/parallel.py)
-    task: str | None = None  # causal_lm or seq_cls; None: implied by the data set (services.submit_train)
+    task: str | None = None  # the model the objective trains: causal_lm or seq_cls (studio.objectives' spec.task)
+    # what the weights learn from (studio.objectives); None: implied by the data set (operations.submit_train).
+    # Jobs stored before objectives existed have only ``task``, which names one (causal_lm: sft, seq_cls: ...).
+    objective: str | None = None
+    objective_params: dict = field(default_factory=dict)
     parent_version_id: int | None = None
     # the advisor's estimate at submit (studio.advisor.jobcost.job_estimate), shown beside the measured peak
     estimate: dict = field(default_factory=dict)
@@ -118,23 +123,31 @@ def coerce(key: str, knob: Knob, raw: Any) -> Any:
 
 
 def build_train_spec(*, model_id: int, dataset_id: int, method: str, settings: dict[str, Any],
-                     parent_version_id: int | None = None, task: str | None = None) -> TrainSpec:
-    """Split user settings into training / studio / method keys, fill defaults, and validate all.
+                     parent_version_id: int | None = None, task: str | None = None,
+                     objective: str | None = None) -> TrainSpec:
+    """Split user settings into training / studio / method / objective keys, fill defaults, and validate all.
 
-    Defaults are layered: the studio's, then the method's own (SEEDS.md), then the person's."""
+    ``objective`` (or the older ``task``, which names one) says what the weights learn from; left out, the data
+    set's format decides (its default objective). Defaults are layered: the studio's, then the method's own
+    (SEEDS.md) with the objective's over them, then the person's."""
     try:
         m = methods.get(method)
-    except methods.MethodError as e:
+        name = objectives.resolve(objective, task) or _default_objective(dataset_id)
+        o = objectives.get(name) if name else None
+    except (methods.MethodError, objectives.ObjectiveError) as e:
         raise SpecError(str(e)) from None
     method_keys = {f for f in m.params.__dataclass_fields__}
-    unknown = [k for k in settings if k not in TRAINING and k not in STUDIO and k not in method_keys]
+    objective_keys = objectives.param_keys(name) if name else set()
+    unknown = [k for k in settings if k not in TRAINING and k not in STUDIO and k not in method_keys
+               and k not in objective_keys]
     if unknown:
+        theirs = f"; {name} keys: {', '.join(sorted(objective_keys)) or '(none)'}" if name else ""
         raise SpecError(
             f"unknown setting {unknown[0]!r}. Training keys: {', '.join(TRAINING)}; studio keys: "
-            f"{', '.join(STUDIO)}; {method} keys: {', '.join(sorted(method_keys)) or '(none)'}"
+            f"{', '.join(STUDIO)}; {method} keys: {', '.join(sorted(method_keys)) or '(none)'}{theirs}"
         )
     training = {k: knob.default for k, knob in TRAINING.items()}
-    training.update(m.default_training)
+    training.update(objectives.training_defaults(o, m))
     training.update({k: coerce(k, TRAINING[k], v) for k, v in settings.items() if k in TRAINING})
     if training["bf16"] and training["fp16"]:
         raise SpecError("bf16 and fp16 are both on: choose one precision")
@@ -146,16 +159,39 @@ def build_train_spec(*, model_id: int, dataset_id: int, method: str, settings: d
                         f"(chosen from the data) or at least {MIN_SEQ_LENGTH}.")
     if not m.packable:  # prompt learning: packed examples would share the virtual tokens (worker/data.py)
         studio["packing"] = False
+    if o is not None and not o.packable:  # pairs and classification rows are not packed
+        studio["packing"] = False
     try:
         params = methods.parse_params(method, {k: v for k, v in settings.items() if k in method_keys})
-    except methods.MethodError as e:
+        aims = objectives.parse_params(name, {k: v for k, v in settings.items() if k in objective_keys}, m) if o else None
+        if o is not None:
+            objectives.check_method(o, m)
+    except (methods.MethodError, objectives.ObjectiveError) as e:
         raise SpecError(str(e)) from None
     return TrainSpec(model_id=model_id, dataset_id=dataset_id, method=method, method_params=asdict(params),
-                     training=training, parent_version_id=parent_version_id, task=task, **studio)
+                     training=training, parent_version_id=parent_version_id, task=o.task if o else task,
+                     objective=name, objective_params=asdict(aims) if aims is not None else {}, **studio)
 
 
 MIN_SEQ_LENGTH = 8  # tokens: below this not even a chat template's markers fit
 SMALL_DATA_ROWS = 300  # below this, a hold-out starves training (measured: bench/quality.py)
+
+
+def _default_objective(dataset_id: int) -> str | None:
+    """The objective the data set's format implies (studio.objectives.default_for); None without a database
+    here (a torch-free check), or for a format no objective takes (submit says so)."""
+    from models_db import Dataset, session_scope
+
+    if not dataset_id:
+        return None
+    try:
+        with session_scope() as db:
+            ds = db.get(Dataset, int(dataset_id))
+            fmt = ds.format if ds is not None else None
+    except Exception:  # noqa: BLE001 - no database here: submit decides from the data set
+        return None
+    spec = objectives.default_for(fmt) if fmt else None
+    return spec.name if spec else None
 
 
 def default_eval_split(dataset_id: int) -> float:

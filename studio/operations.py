@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from models_db import Dataset, Job, JobState, ModelVersion, session_scope
@@ -10,7 +10,7 @@ from models_db import jobs as jobq
 from models_db import queries as q
 from models_db.access import hidden_reason
 from models_db.schema import utcnow
-from studio import celery_app, routing, store
+from studio import celery_app, methods, objectives, routing, store
 from studio.advisor.jobcost import estimate_vs_measured
 from studio.datasets import IntakeReport, versions
 from studio.datasets.split import Split
@@ -35,27 +35,20 @@ def add_dataset(src: Path, *, original_name: str | None = None, name: str | None
 TASK_FORMATS = {"causal_lm": ("instruction", "chat", "text"), "seq_cls": ("classification",)}
 
 
-def task_for(ds: Dataset, task: str | None) -> str:
-    """The task a data set trains: the one asked for, which must fit the data set's format, or (None)
-    the one its format implies, so a classification data set trains a classifier from the CLI and the UI."""
-    task = task or ("seq_cls" if ds.format == "classification" else "causal_lm")
-    if task not in TASK_FORMATS:
-        raise SpecError(f"unknown task {task!r}: use one of {', '.join(TASK_FORMATS)}")
-    if ds.format not in TASK_FORMATS[task]:
-        if task == "seq_cls":
-            raise SpecError(f"dataset {ds.id} is {ds.format} data; sequence classification (task seq_cls) takes a "
-                            "classification data set with text and label columns. Train it with task causal_lm, or "
-                            "register a classification data set.")
-        hint = (" Train a classifier on it with task seq_cls (CLI: --task seq_cls, or leave --task out)."
-                if ds.format == "classification" else "")
-        raise SpecError(f"dataset {ds.id} is {ds.format} data; causal-LM training (task causal_lm) takes instruction, "
-                        f"chat or text.{hint}")
-    labels = (ds.stats or {}).get("labels") or {}
-    if task == "seq_cls" and len(labels) < 2:
-        only = f" ({next(iter(labels))!r})" if labels else ""
-        raise SpecError(f"dataset {ds.id} has one label{only} in all its {ds.rows} rows: a classifier needs at least "
-                        "two classes. Add examples of the other classes and register the file again.")
-    return task
+def objective_for(ds: Dataset, spec: TrainSpec):
+    """The objective a job trains (studio.objectives): the one asked for (``--objective``, or the older
+    ``--task``), which must take the data set's format and stats, or (neither) the one its format implies, so a
+    classification data set trains a classifier and a preference one DPO from the CLI and the UI alike."""
+    try:
+        name = objectives.resolve(spec.objective, None if spec.objective else spec.task)
+        objective = objectives.get(name) if name else objectives.default_for(ds.format)
+        if objective is None:
+            raise SpecError(f"dataset {ds.id} is {ds.format} data, which no objective trains on yet; objectives: "
+                            f"{', '.join(objectives.names())}.")
+        objectives.check_data(objective, ds.id, ds.format, ds.stats, ds.rows)
+    except objectives.ObjectiveError as e:
+        raise SpecError(str(e)) from None
+    return objective
 
 
 def _check_parent_task(parent: ModelVersion, task: str, ds: Dataset) -> None:
@@ -84,8 +77,14 @@ def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: 
         ds = db.get(Dataset, spec.dataset_id)
         if ds is None:
             raise SpecError(f"dataset {spec.dataset_id} does not exist (studio dataset list)")
-        spec = replace(spec, task=task_for(ds, spec.task))
-        spec = replace(spec, packing=spec.packing and spec.task == "causal_lm")  # packing is for causal LM only
+        objective = objective_for(ds, spec)
+        try:  # its own settings (defaults when the data set chose it), checked with the method
+            aims = objectives.parse_params(objective.name, spec.objective_params, methods.get(spec.method))
+            objectives.check_method(objective, methods.get(spec.method))
+        except (objectives.ObjectiveError, methods.MethodError) as e:
+            raise SpecError(str(e)) from None
+        spec = replace(spec, objective=objective.name, objective_params=asdict(aims), task=objective.task,
+                       packing=spec.packing and objective.packable)  # packing: causal-LM SFT only
         if spec.parent_version_id is not None:
             parent = db.get(ModelVersion, spec.parent_version_id)
             if parent is None:
@@ -94,6 +93,10 @@ def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: 
                 raise SpecError(f"version {parent.id} was trained from another base model (id {parent.base_model_id})")
             _check_parent_task(parent, spec.task, ds)
             spec = continue_from(spec, parent.method, parent.config)
+        try:  # a generating objective needs a base that can generate (after the parent: its message says more)
+            objectives.check_model(objective, base.name, base.config)
+        except objectives.ObjectiveError as e:
+            raise SpecError(str(e)) from None
         check_against_model(spec, base.path, base.config)
         spec = replace(spec, estimate=train_estimate(db, base, spec))
         placed = routing.place(spec.to_json(), routing.alive_fleet(db))  # the queue of its memory tier

@@ -91,6 +91,7 @@ SPEC = register(MethodSpec(
     summary="LoRA that moves its rank budget to the weights that matter most while training; mergeable.",
     mergeable=True,
     low_rank=True,
+    single_adapter=True,  # peft: one trainable AdaLoRA adapter per model
     suggest_4bit_base=True,
     not_combinable_why="peft's AdaLoRA does not support add_weighted_adapter",
     default_training=dict(LORA_TRAINING),

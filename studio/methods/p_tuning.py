@@ -44,6 +44,7 @@ SPEC = register(MethodSpec(
     summary="Virtual tokens from a small trainable prompt encoder (P-tuning); not mergeable.",
     mergeable=False,
     packable=False,  # virtual tokens per row: packed examples would share them
+    prepends_tokens=True,
     default_training=dict(PROMPT_TRAINING, learning_rate=1e-3),
     advised_params=advised_params,
     costs=Costs(added=added, virtual_tokens=lambda shape, p: p.num_virtual_tokens),

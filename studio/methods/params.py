@@ -104,6 +104,29 @@ def _check_modules(method: str, key: str, value, meta, module_names: list[str] |
         )
 
 
+def parse_fields(owner: str, params_cls: type, raw: dict[str, object] | None = None,
+                 module_names: list[str] | None = None):
+    """An instance of the frozen params dataclass ``params_cls`` from CLI strings or typed UI values, checked
+    against its fields' metadata (type, ``min``/``max``, ``choices``, ``modules``): the one parser for every
+    declared params class, a method's (``parse_params``) or a training objective's (``studio.objectives``).
+    Errors are MethodError naming ``owner``, the key and what to set."""
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    types = _field_types(params_cls)
+    values = {}
+    for key, value in (raw or {}).items():
+        if key not in fields:
+            valid = ", ".join(fields) or "(none: it has no parameters)"
+            raise MethodError(f"{owner}: unknown parameter {key!r}. Valid keys: {valid}.")
+        coerced = _coerce(owner, key, value, types[key])
+        meta = fields[key].metadata
+        if isinstance(coerced, str) and meta.get("choices"):
+            coerced = coerced.lower()  # choices are lower-case; accept "PiSSA", "Both"
+        _check_range(owner, key, coerced, meta)
+        _check_modules(owner, key, coerced, meta, module_names)
+        values[key] = coerced
+    return params_cls(**values)
+
+
 def parse_params(name: str, raw: dict[str, object] | None = None, model_config: dict | None = None,
                  module_names: list[str] | None = None):
     """Build the params instance of method ``name`` from CLI strings or typed UI values.
@@ -114,21 +137,7 @@ def parse_params(name: str, raw: dict[str, object] | None = None, model_config: 
     (``model_files.module_names(dir)``) fields that name modules are checked against the model.
     """
     method = get(name)
-    fields = {f.name: f for f in dataclasses.fields(method.params)}
-    types = _field_types(method.params)
-    values = {}
-    for key, value in (raw or {}).items():
-        if key not in fields:
-            valid = ", ".join(fields) or "(none: this method has no parameters)"
-            raise MethodError(f"{name}: unknown parameter {key!r}. Valid keys: {valid}.")
-        coerced = _coerce(name, key, value, types[key])
-        meta = fields[key].metadata
-        if isinstance(coerced, str) and meta.get("choices"):
-            coerced = coerced.lower()  # choices are lower-case; accept "PiSSA", "Both"
-        _check_range(name, key, coerced, meta)
-        _check_modules(name, key, coerced, meta, module_names)
-        values[key] = coerced
-    params = method.params(**values)
+    params = parse_fields(name, method.params, raw, module_names)
     method.check(params, model_config)
     return params
 
@@ -152,27 +161,29 @@ def _type_name(tp) -> str:
     return {bool: "bool", int: "int", float: "float", str: "str"}.get(scalar, str(scalar))
 
 
+def describe_fields(params_cls: type) -> list[dict]:
+    """JSON-able description of a params dataclass's fields: name, type, default, help, range, choices (the
+    Train form's fields and ``--set`` keys; methods and objectives alike)."""
+    types = _field_types(params_cls)
+    return [{
+        "name": f.name,
+        "type": _type_name(types[f.name]),
+        "default": f.default,
+        "help": f.metadata.get("help", ""),
+        "min": f.metadata.get("min"),
+        "max": f.metadata.get("max"),
+        "choices": list(f.metadata["choices"]) if f.metadata.get("choices") else None,
+    } for f in dataclasses.fields(params_cls)]
+
+
 def describe(method: MethodSpec) -> dict:
     """JSON-able description of one method: its params with defaults, ranges and help."""
-    types = _field_types(method.params)
-    params = []
-    for f in dataclasses.fields(method.params):
-        meta = f.metadata
-        params.append({
-            "name": f.name,
-            "type": _type_name(types[f.name]),
-            "default": f.default,
-            "help": meta.get("help", ""),
-            "min": meta.get("min"),
-            "max": meta.get("max"),
-            "choices": list(meta["choices"]) if meta.get("choices") else None,
-        })
     return {
         "name": method.name,
         "summary": method.summary,
         "mergeable": method.mergeable,
         "packable": method.packable,
-        "params": params,
+        "params": describe_fields(method.params),
         "default_training": dict(method.default_training),
     }
 

@@ -29,6 +29,7 @@ SPEC = register(MethodSpec(
     summary="Learn only soft-prompt tokens (<0.01% of weights); runs even on CPU; not mergeable.",
     mergeable=False,
     packable=False,  # virtual tokens per row: packed examples would share them
+    prepends_tokens=True,
     tiny_optimizer_state=True,
     default_training=dict(PROMPT_TRAINING),
     advised_params=advised_params,

@@ -95,7 +95,11 @@ class MethodSpec:
     ``count_as`` names a method whose implementation can count its parameters on the meta device (qlora
     quantizes, which the meta device cannot). ``combinable``: its versions are plain low-rank matrices that
     peft's ``add_weighted_adapter`` combines (studio/combine.py); ``not_combinable_why`` says why not, where
-    the reason is worth more than "only LoRA adapters combine".
+    the reason is worth more than "only LoRA adapters combine". ``single_adapter``: peft holds one trainable
+    adapter of it per model, so no frozen copy can sit beside it (TRL keeps a DPO/KTO reference that way;
+    ``studio.objectives`` refuses the pair). ``prepends_tokens``: its virtual tokens are prepended to the input
+    sequence (prompt tuning, P-tuning), so the logits are longer than the labels; an objective whose trainer
+    does not drop them refuses it.
     """
 
     name: str
@@ -113,6 +117,8 @@ class MethodSpec:
     count_as: str | None = None
     combinable: bool = False
     not_combinable_why: str = ""
+    single_adapter: bool = False
+    prepends_tokens: bool = False
     advised_params: Callable[[AdvisorChoices], dict] = _no_advice
     costs: Costs = Costs()
 
