@@ -294,10 +294,12 @@ def row_prompt(row: dict) -> Sampled | None:
             return None
         ref = msgs[last]["content"] if last < len(msgs) else ""
         return Sampled(head[0]["content"] if len(head) == 1 else head, ref)
-    if "label" in row:  # classification: the text, and its label
-        return Sampled(row["text"], str(row["label"]))
     if "chosen" in row:  # preference: the prompt, and the preferred answer
         return Sampled(row["prompt"], row["chosen"])
+    if "completion" in row:  # feedback: the prompt, and the answer when it was rated desirable
+        return Sampled(row["prompt"], row["completion"] if row["label"] else "")
+    if "label" in row:  # classification: the text, and its label
+        return Sampled(row["text"], str(row["label"]))
     if "text" in row:  # plain text: the first half (at most 40 words) to continue
         words = row["text"].split()
         if len(words) < 2:

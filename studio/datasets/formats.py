@@ -1,4 +1,4 @@
-"""The five dataset formats, their fields and column aliases, and format detection.
+"""The six dataset formats, their fields and column aliases, and format detection.
 
 Detection looks at the column names only, trying the formats in :data:`DETECTION_ORDER`; the first
 whose required fields all have a column wins. A column matches a field by its whole name (any case,
@@ -37,11 +37,16 @@ FIELDS: dict[str, tuple[Field, ...]] = {
     "chat": (Field("messages", ("messages", "conversations", "conversation")), SYSTEM),
     "text": (Field("text", TEXT_ALIASES),),
     "classification": (Field("text", TEXT_ALIASES), Field("label", ("label", "labels", "class", "category"))),
-    "preference": (Field("prompt", ("prompt", "instruction", "question", "query")),
+    # pairs for DPO, ORPO, SimPO and reward models; without a prompt, chosen and rejected are conversations
+    "preference": (Field("prompt", ("prompt", "instruction", "question", "query"), required=False),
                    Field("chosen", ("chosen",)), Field("rejected", ("rejected",))),
+    # unpaired thumbs up / down for KTO: the label is true (desirable) or false
+    "feedback": (Field("prompt", PROMPT_ALIASES), Field("completion", ("completion", "response", "output", "answer")),
+                 Field("label", ("label", "labels", "desirable", "kto_label", "thumbs_up"))),
 }
-FORMATS: tuple[str, ...] = ("instruction", "chat", "text", "classification", "preference")
-DETECTION_ORDER = ("preference", "chat", "instruction", "classification", "text")
+FORMATS: tuple[str, ...] = ("instruction", "chat", "text", "classification", "preference", "feedback")
+# feedback before instruction: prompt + completion would otherwise be read as an instruction pair, its label lost
+DETECTION_ORDER = ("preference", "feedback", "chat", "instruction", "classification", "text")
 _ALL_ALIASES = frozenset(a for fields in FIELDS.values() for f in fields for a in f.aliases)
 
 
@@ -180,6 +185,7 @@ HINTS = {
     "prompt": ("question", "instruction", "query", "input"),
     "chosen": ("preferred", "better", "winner", "good"),
     "rejected": ("dispreferred", "worse", "loser", "bad"),
+    "completion": ("reply", "response", "answer", "output", "assistant"),
 }
 
 

@@ -212,7 +212,7 @@ def _finalise(candidates: Path, final: Path, work: Path, fmt: str, label_types: 
                     continue
                 if where.length_limit and _too_long(row, data, where, log):
                     continue
-                label = json.loads(data)["label"] if fmt == "classification" else None
+                label = _label(fmt, data)
                 stats.add(row, int(chars), int(turns), system == b"1", label)
                 if len(stats.labels) > MAX_LABELS:
                     raise DatasetError(f"{where.name} has more than {MAX_LABELS} distinct labels; this does not look "
@@ -223,6 +223,15 @@ def _finalise(candidates: Path, final: Path, work: Path, fmt: str, label_types: 
     finally:
         seen.close()
     return stats, preview
+
+
+def _label(fmt: str, data: bytes) -> str | None:
+    """What the stats count for a row: a classification row's label; a feedback row's true/false."""
+    if fmt == "classification":
+        return json.loads(data)["label"]
+    if fmt == "feedback":
+        return "true" if json.loads(data)["label"] else "false"
+    return None
 
 
 def _too_long(row: int, data: bytes, where: _Where, log: ProblemLog) -> bool:
@@ -246,8 +255,9 @@ def _inconsistent_label(row: int, where: _Where, data: bytes, ltype: str, majori
 
 
 def _rare_labels(stats: Stats, log: ProblemLog, where: _Where) -> None:
-    """Warn (row kept) about labels seen once among at least RARE_LABEL_MIN_ROWS rows."""
-    if stats.rows < RARE_LABEL_MIN_ROWS:
+    """Warn (row kept) about labels seen once among at least RARE_LABEL_MIN_ROWS rows (classification: a
+    feedback set's one undesirable answer is no typo)."""
+    if stats.rows < RARE_LABEL_MIN_ROWS or stats.fmt != "classification":
         return
     for label, count in stats.labels.items():
         if count == 1:

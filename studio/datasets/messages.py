@@ -26,15 +26,27 @@ def describe(value: object) -> str:
 
 def to_messages(items: list, column: str, row: int, where: str) -> tuple[list[dict] | None, Problem | None]:
     """Convert ``items`` to canonical messages, or return the first problem found."""
+    messages, problem = parse_items(items, column, row, where)
+    if problem:
+        return None, problem
+    problem = check_order([m["role"] for m in messages], column, row, where)
+    return (None, problem) if problem else (messages, None)
+
+
+def parse_items(items: list, column: str, row: int, where: str) -> tuple[list[dict] | None, Problem | None]:
+    """Each item as a canonical message (known role, non-empty text), order unchecked; or the first problem."""
     messages = []
     for i, item in enumerate(items):
-        field = f"{column}[{i}]"
-        message, problem = _one(item, field, row, where)
+        message, problem = _one(item, f"{column}[{i}]", row, where)
         if problem:
             return None, problem
         messages.append(message)
-    problem = check_order([m["role"] for m in messages], column, row, where)
-    return (None, problem) if problem else (messages, None)
+    return messages, None
+
+
+def as_messages(prompt: str | list[dict]) -> list[dict]:
+    """A canonical prompt (one user turn as text, or the conversation so far) as a message list."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
 def _one(item: object, field: str, row: int, where: str) -> tuple[dict | None, Problem | None]:

@@ -3,7 +3,9 @@
 Canonical rows (what the worker trains on):
 instruction, chat -> ``{"messages": [{"role", "content"}, ...]}``; text -> ``{"text"}``;
 classification -> ``{"text", "label"}`` (label always a string); preference ->
-``{"prompt", "chosen", "rejected"}``. Problems name the user's own column.
+``{"prompt", "chosen", "rejected"}``; feedback -> ``{"prompt", "completion", "label"}`` (label true/false). The
+prompt is text (one user turn) or the conversation so far (messages ending with the user's turn); chosen,
+rejected and completion are the reply's text. Problems name the user's own column.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import Problem
-from .messages import describe, to_messages
+from .messages import check_order, describe, parse_items, to_messages
 
 _INT = re.compile(r"-?\d+")
 
@@ -36,7 +38,7 @@ class Normalizer:
         self.fmt, self.mapping, self.typed, self.row_word = fmt, mapping, typed, row_word
         self._convert = {
             "instruction": self._instruction, "chat": self._chat, "text": self._plain,
-            "classification": self._classification, "preference": self._preference,
+            "classification": self._classification, "preference": self._preference, "feedback": self._feedback,
         }[fmt]
 
     def __call__(self, row: int, record: object) -> Row:
@@ -156,8 +158,160 @@ class Normalizer:
                                         f"{where}: {column} is {describe(value)}, expected text or a whole number{hint}"))
         return None
 
+    # -- preference pairs and feedback: a prompt and replies --------------------------------------------
     def _preference(self, row: int, record: dict, out: Row) -> None:
-        values = [self._text(row, record, name, out) for name in ("prompt", "chosen", "rejected")]
+        prompt = self._prompt(row, record, out)
+        chosen, rejected = self._reply(row, record, "chosen", out), self._reply(row, record, "rejected", out)
+        if out.problems:
+            return
+        prompt = self._settle_prompt(row, prompt, [("chosen", chosen[0]), ("rejected", rejected[0])], out)
+        if out.problems:
+            return
+        if chosen[1].strip() == rejected[1].strip():
+            column = self.mapping["rejected"]
+            out.problems.append(Problem("identical_pair", row, column, f"{self._where(row)}: {self.mapping['chosen']} "
+                                        f"and {column} are the same answer; a pair must differ (fix one, or drop "
+                                        "the row)"))
+            return
+        out.canonical = {"prompt": prompt, "chosen": chosen[1], "rejected": rejected[1]}
+        out.chars = _chars(prompt) + len(chosen[1]) + len(rejected[1])
+
+    def _feedback(self, row: int, record: dict, out: Row) -> None:
+        prompt = self._prompt(row, record, out)
+        completion = self._reply(row, record, "completion", out)
+        label = self._desirable(row, record, out)
+        if out.problems:
+            return
+        prompt = self._settle_prompt(row, prompt, [("completion", completion[0])], out)
         if not out.problems:
-            out.canonical = dict(zip(("prompt", "chosen", "rejected"), values))
-            out.chars = sum(len(v) for v in values)
+            out.canonical = {"prompt": prompt, "completion": completion[1], "label": label}
+            out.chars = _chars(prompt) + len(completion[1])
+
+    def _value(self, record: dict, column: str):
+        """A cell; from an untyped reader (CSV) a cell holding a JSON list of messages is read as one."""
+        value = record.get(column)
+        if isinstance(value, str) and not self.typed and value.strip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+    def _messages(self, row: int, column: str, value: list, out: Row) -> list[dict] | None:
+        if not value:
+            out.problems.append(Problem("empty_field", row, column, f"{self._where(row)}: {column} is an empty list"))
+            return None
+        messages, problem = parse_items(value, column, row, self._where(row))
+        if problem:
+            out.problems.append(problem)
+        return messages
+
+    def _prompt(self, row: int, record: dict, out: Row) -> list[dict] | None:
+        """The prompt as messages ending with the user's turn; None when the row gives none (the replies'
+        conversations may hold it)."""
+        column = self.mapping.get("prompt")
+        value = self._value(record, column) if column else None
+        where = self._where(row)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            if not value.strip():
+                out.problems.append(Problem("empty_field", row, column, f"{where}: {column} is empty"))
+                return None
+            return [{"role": "user", "content": value}]
+        if not isinstance(value, list):
+            out.problems.append(Problem("wrong_type", row, column, f"{where}: {column} is {describe(value)}, expected "
+                                        "text or a list of chat messages"))
+            return None
+        messages = self._messages(row, column, value, out)
+        if messages is None:
+            return None
+        if messages[-1]["role"] != "user":
+            out.problems.append(Problem("turn_order", row, f"{column}[{len(messages) - 1}]", f"{where}: the last "
+                                        f"message of {column} is {messages[-1]['role']!r}; a prompt ends with the "
+                                        "user's turn"))
+            return None
+        problem = check_order([m["role"] for m in messages] + ["assistant"], column, row, where)
+        if problem:
+            out.problems.append(problem)
+            return None
+        return messages
+
+    def _reply(self, row: int, record: dict, name: str, out: Row) -> tuple[list[dict], str] | None:
+        """(the conversation before the reply, the reply's text): the reply as text, as a lone assistant message,
+        or as a whole conversation that ends with it."""
+        column = self.mapping[name]
+        value = self._value(record, column)
+        where = self._where(row)
+        if value is None:
+            out.problems.append(Problem("missing_field", row, column, f"{where}: {column} is missing"))
+            return None
+        if isinstance(value, str):
+            if not value.strip():
+                out.problems.append(Problem("empty_field", row, column, f"{where}: {column} is empty"))
+                return None
+            return [], value
+        if not isinstance(value, list):
+            out.problems.append(Problem("wrong_type", row, column, f"{where}: {column} is {describe(value)}, expected "
+                                        "text or a list of chat messages"))
+            return None
+        messages = self._messages(row, column, value, out)
+        if messages is None:
+            return None
+        if len(messages) == 1 and messages[0]["role"] == "assistant":
+            return [], messages[0]["content"]
+        problem = check_order([m["role"] for m in messages], column, row, where)
+        if problem:
+            out.problems.append(problem)
+            return None
+        return messages[:-1], messages[-1]["content"]
+
+    def _settle_prompt(self, row: int, prompt: list[dict] | None, contexts: list[tuple[str, list[dict]]],
+                       out: Row) -> str | list[dict] | None:
+        """The row's one prompt: the prompt column, or the conversation the replies begin with (they must
+        agree). Text when it is one user turn, else the messages."""
+        where = self._where(row)
+        given = [(self.mapping[name], context) for name, context in contexts if context]
+        for column, context in given[1:]:
+            if context != given[0][1]:
+                out.problems.append(Problem("pair_mismatch", row, column, f"{where}: {given[0][0]} and {column} hold "
+                                            "different conversations before their last reply; a pair shares the "
+                                            "prompt and differs only in the reply"))
+                return None
+        if given and prompt is not None and prompt != given[0][1]:
+            column = self.mapping["prompt"]
+            out.problems.append(Problem("pair_mismatch", row, column, f"{where}: {column} is not the conversation "
+                                        f"{given[0][0]} begins with; give the prompt once (in {column}, or as the "
+                                        "start of the conversations)"))
+            return None
+        prompt = given[0][1] if given else prompt
+        if prompt is None:
+            column = self.mapping.get("prompt")
+            replies = " and ".join(self.mapping[name] for name, _ in contexts)
+            fill = f"fill {column}, or give " if column else "add a prompt column, or give "
+            out.problems.append(Problem("missing_field", row, column, f"{where}: no prompt: {fill}{replies} as chat "
+                                        "message lists that start with the user's turn"))
+            return None
+        return prompt[0]["content"] if len(prompt) == 1 and prompt[0]["role"] == "user" else prompt
+
+    def _desirable(self, row: int, record: dict, out: Row) -> bool | None:
+        """A feedback label: true (desirable) or false; JSON booleans, or the words true/false."""
+        column = self.mapping["label"]
+        value = record.get(column)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        where = self._where(row)
+        if value is None:
+            out.problems.append(Problem("missing_field", row, column, f"{where}: {column} is missing"))
+        else:
+            what = repr(value) if isinstance(value, str) else describe(value)
+            out.problems.append(Problem("wrong_type", row, column, f"{where}: {column} is {what}, expected "
+                                        "true or false (is the completion desirable?). If this is not KTO feedback, "
+                                        "register the file with another --format."))
+        return None
+
+
+def _chars(prompt: str | list[dict]) -> int:
+    return len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)

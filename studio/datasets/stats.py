@@ -72,4 +72,6 @@ class Stats:
         if self.fmt == "classification":
             out["labels"] = dict(self.labels.most_common())
             out["num_labels"] = len(self.labels)
+        if self.fmt == "feedback":  # KTO: how many answers are desirable (label true) and undesirable
+            out["feedback"] = {"desirable": self.labels["true"], "undesirable": self.labels["false"]}
         return out

@@ -12,6 +12,7 @@ from itertools import islice
 from pathlib import Path
 
 from .errors import DatasetError
+from .messages import as_messages
 from .template import ChatTemplate, assistant_spans, read_chat_template, read_tokenizer_config, special_tokens
 
 BATCH = 512
@@ -64,7 +65,7 @@ class ModelText:
             else:
                 texts.append("\n".join(m["content"] for m in messages))
                 extra.append(self.overhead * len(messages))
-        special = bool(rows) and "label" in rows[0]  # an encoder reads [CLS] text [SEP]
+        special = bool(rows) and "text" in rows[0] and "label" in rows[0]  # an encoder reads [CLS] text [SEP]
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=special)
         return [len(e.ids) + n for e, n in zip(encodings, extra)]
 
@@ -95,7 +96,9 @@ def _messages(row: dict) -> list[dict] | None:
         return row["messages"]
     if "chosen" in row:  # the longer reply decides whether the pair fits
         reply = max(row["chosen"], row["rejected"], key=len)
-        return [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": reply}]
+        return [*as_messages(row["prompt"]), {"role": "assistant", "content": reply}]
+    if "completion" in row:  # feedback: the prompt and the answer it rates
+        return [*as_messages(row["prompt"]), {"role": "assistant", "content": row["completion"]}]
     return None
 
 

@@ -25,7 +25,7 @@ from studio.settings import get_settings
 from studio.shell import Shell, friendly
 from studio.tabs import share_box
 
-FORMATS = ["auto", "instruction", "chat", "text", "classification", "preference"]
+FORMATS = ["auto", "instruction", "chat", "text", "classification", "preference", "feedback"]
 FIELD_NAMES = list(dict.fromkeys(f.name for fields in FIELDS.values() for f in fields))  # one dropdown each
 NONE = ("— none —", "")
 HIST_COLORS = {"fits": "#4f46e5", "too long": "#f97316"}

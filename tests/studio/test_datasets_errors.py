@@ -68,7 +68,7 @@ def test_unrecognised_columns_lists_found_and_accepted(tmp_path):
     msg = fails(tmp_path, "odd.csv", "foo,bar\n1,2\n")
     assert "Columns found: 'foo', 'bar'" in msg
     assert "instruction: instruction|prompt|question|query + [input|context]" in msg
-    assert "label|labels|class|category" in msg and "preference: prompt" in msg
+    assert "label|labels|class|category" in msg and "preference: [prompt|instruction|question|query] + chosen" in msg
 
 
 def test_the_error_says_what_was_found(tmp_path):
