@@ -25,7 +25,9 @@ def settle_training(training: dict, *, cuda: bool, estimate: dict | None = None,
     """Adjust ``training`` (TrainingArguments values) in place for this machine; returns what changed, in
     words, for the job's log."""
     notes = []
-    if cuda and training.get("optim", "adamw_torch") == "adamw_torch":
+    # the same AdamW in one fused kernel per step, on a GPU and on the CPU alike (torch >= 2.4): on the demo
+    # model's 135M weights a CPU step of the optimizer fell from seconds to a fraction of one (docs/benchmarks.md)
+    if training.get("optim", "adamw_torch") == "adamw_torch":
         training["optim"] = "adamw_torch_fused"
         notes.append("fused AdamW")
     total = (estimate or {}).get("total_gb")

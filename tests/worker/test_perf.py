@@ -137,7 +137,7 @@ def test_fast_path_rules():
     assert training["gradient_checkpointing"] is False  # it fits: no recomputation
     training = {"optim": "adamw_torch", "gradient_checkpointing": False, "torch_compile": True}
     machine_defaults.settle_training(training, cuda=False)
-    assert training == {"optim": "adamw_torch", "gradient_checkpointing": False, "torch_compile": False}
+    assert training == {"optim": "adamw_torch_fused", "gradient_checkpointing": False, "torch_compile": False}
     with pytest.raises(UserFacingError, match="use_liger_kernel needs a CUDA GPU"):
         machine_defaults.settle_training({"use_liger_kernel": True}, cuda=False)
     assert machine_defaults.dataloader_arguments(cuda=False) == {"dataloader_pin_memory": False}
