@@ -5,7 +5,7 @@ import sys
 
 from models_db import Job, JobState, session_scope
 from models_db import queries as q
-from studio import operations, routing
+from studio import objectives, operations, routing
 from studio.cli.common import CliError, _job_line, emit, wait_for
 from studio.jobspec import build_train_spec, parse_set_args
 
@@ -18,7 +18,7 @@ def cmd_train(args):
         model_id = model.id
     spec = build_train_spec(model_id=model_id, dataset_id=args.dataset, method=args.method,
                             settings=parse_set_args(args.set or []), parent_version_id=args.from_version,
-                            task=args.task)
+                            task=args.task, objective=args.objective)
     job, created = operations.submit_train(spec, idempotency_key=args.idempotency_key, after=args.after)
     _print_cost(job)
     if (job.config or {}).get("lineage_note"):
@@ -84,9 +84,14 @@ def register(sub, add, group) -> None:
     sp.add_argument("--model", required=True, help="base model id or name")
     sp.add_argument("--dataset", required=True, type=int)
     sp.add_argument("--method", default="lora")
+    sp.add_argument("--objective", metavar="NAME",
+                    help=f"what the weights learn from: {', '.join(objectives.names())} (studio objectives list); "
+                         "default: implied by the data set (preference -> dpo, feedback -> kto, classification -> "
+                         "classification, else sft)")
     sp.add_argument("--task", choices=tuple(operations.TASK_FORMATS),
-                    help="what to train; default: implied by the data set (classification -> seq_cls)")
-    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="a training or method setting (repeatable)")
+                    help="the older name of --objective: causal_lm is sft, seq_cls is classification")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="a training, method or objective setting (repeatable), e.g. --set beta=0.1")
     sp.add_argument("--from-version", type=int, help="continue training from this version")
     sp.add_argument("--idempotency-key", help="a repeat with the same key returns the first job")
     sp.add_argument("--after", type=int, metavar="JOB", help="start only once this job has finished")

@@ -1,4 +1,4 @@
-"""`studio db`, `serve`, `worker`, `models`, `methods`: the install and its building blocks."""
+"""`studio db`, `serve`, `worker`, `models`, `methods`, `objectives`: the install and its building blocks."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,6 +54,14 @@ def cmd_models_list(args):
          or "no models yet: studio models import --demo")
 
 
+def cmd_objectives_list(args):
+    from studio import objectives
+
+    rows = objectives.describe_all()
+    emit(args, {"objectives": rows, "planned": objectives.PLANNED},
+         "\n".join(f"{o['name']:<15} {o['summary']} [{', '.join(o['formats'])}]" for o in rows))
+
+
 def cmd_methods_list(args):
     from studio import methods
 
@@ -79,4 +87,5 @@ def register(sub, add, group) -> None:
     sp.add_argument("model", help="model id or name"), sp.add_argument("--on", action="store_true")
     sp.add_argument("--off", action="store_true")
     add(group("methods", "fine-tuning methods"), "list", cmd_methods_list, "the method registry")
+    add(group("objectives", "training objectives"), "list", cmd_objectives_list, "the objective registry")
     add(group("db", "database"), "upgrade", cmd_db_upgrade, "apply migrations")
