@@ -19,8 +19,10 @@ class StudioCallback(TrainerCallback):
     complete ones, rotates them (last ``save_total_limit`` plus the best by eval loss), drops torn
     ones, and refuses a run whose checkpoints will not fit on the disk (worker/checkpoints.py)."""
 
-    def __init__(self, ctx: JobContext):
+    def __init__(self, ctx: JobContext, curves: tuple[str, ...] = ()):
         self.ctx = ctx
+        # the objective's own figures (DPO's rewards/margins...) beside the studio's, and their eval_ twins
+        self.logged = LOGGED + tuple(curves) + tuple(f"eval_{name}" for name in curves)
         self._last_progress = 0.0
         self.keep_last = 2
 
@@ -72,7 +74,7 @@ class StudioCallback(TrainerCallback):
         logs = logs or {}
         step = state.global_step
         # throughput (tokens/s, samples/s, step time, memory, MFU) is worker/perf.py's PerfCallback's
-        points = [(step, k, float(logs[k])) for k in LOGGED if isinstance(logs.get(k), (int, float))]
+        points = [(step, k, float(logs[k])) for k in self.logged if isinstance(logs.get(k), (int, float))]
         if points:
             self.ctx.writer.put(points)
             shown = " ".join(f"{n}={v:.4g}" for _, n, v in points)

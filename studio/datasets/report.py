@@ -23,6 +23,8 @@ KIND_TEXT = {
     "inconsistent_label": ("inconsistent label", "have inconsistent labels"),
     "rare_label": ("rare label", "have a rare label"),
     "too_long": ("longer than max_seq_length", "are longer than max_seq_length for the chosen model"),
+    "identical_pair": ("identical pair", "have the same chosen and rejected answer"),
+    "pair_mismatch": ("pair with two prompts", "give chosen and rejected different prompts"),
 }
 _BY_FIELD = {"missing_field", "empty_field", "wrong_type"}
 _LINE_KINDS = {"bad_json", "ragged_row"}

@@ -1,6 +1,8 @@
-"""Training recipes: each one readable top to bottom (load -> method -> data -> train -> save -> register)."""
+"""Training recipes: each one readable top to bottom (load -> method -> data -> train -> save -> register), the
+torch half of the training objectives (studio.objectives), registered here under the same names."""
 from __future__ import annotations
 
+from studio import objectives
 from worker.errors import UserFacingError
 
 
@@ -16,12 +18,28 @@ def _seq_cls():
     return seq_cls.train
 
 
-RECIPES = {"causal_lm": _sft, "seq_cls": _seq_cls}  # task -> its recipe's train(ctx), imported when used
+def _preference():
+    from worker.recipes import preference
+
+    return preference.train
+
+
+# objective -> its recipe's train(ctx), imported when used. The preference objectives share one recipe: TRL's
+# trainer for each is picked in worker/recipes/trl_trainers.py.
+RECIPES = {"sft": _sft, "classification": _seq_cls, "dpo": _preference, "kto": _preference, "orpo": _preference,
+           "simpo": _preference, "reward": _preference}
 
 
 def train(ctx) -> dict:
-    """A training job's entry point (studio/jobkinds.py): the job config's task picks the recipe."""
-    task = ctx.job.config.get("task") or "causal_lm"
-    if task not in RECIPES:
-        raise UserFacingError(f"unknown task {task!r}: use one of {', '.join(RECIPES)}")
-    return RECIPES[task]()(ctx)
+    """A training job's entry point (studio/jobkinds.py): the job config's objective picks the recipe (a job
+    stored before objectives existed names it by its task: causal_lm is sft, seq_cls classification)."""
+    config = ctx.job.config
+    try:
+        objective = objectives.resolve(config.get("objective"),
+                                       None if config.get("objective") else config.get("task") or "causal_lm")
+    except objectives.ObjectiveError as e:
+        raise UserFacingError(str(e)) from None
+    if objective not in RECIPES:
+        raise UserFacingError(f"objective {objective!r}: this worker has no recipe for it; it trains "
+                              f"{', '.join(RECIPES)}")
+    return RECIPES[objective]()(ctx)

@@ -81,14 +81,15 @@ def read_job(ctx: JobContext) -> TrainJob:
 
 
 def training_arguments(ctx: JobContext, job: TrainJob, *, has_eval: bool, packed: bool = False,
-                       **extra) -> TrainingArguments:
+                       args_class: type = TrainingArguments, **extra) -> TrainingArguments:
     """TrainingArguments for the job; with early stopping, checkpoints follow evaluations. ``packed``:
-    batches are padding-free rows (no attention mask), so every input token is a real one."""
+    batches are padding-free rows (no attention mask), so every input token is a real one. ``args_class``: a
+    TrainingArguments subclass (TRL's DPOConfig...), ``extra`` its own fields."""
     training = dict(job.training)
     early = job.spec.early_stopping_patience > 0 and has_eval
     if early:  # the best checkpoint must be among those evaluated
         training["save_steps"] = training["eval_steps"]
-    return TrainingArguments(
+    return args_class(
         output_dir=str(ctx.dir / "checkpoints"), **training,
         eval_strategy="steps" if has_eval else "no",
         load_best_model_at_end=early, metric_for_best_model="eval_loss" if early else None,
@@ -152,17 +153,19 @@ def make_trainable(ctx: JobContext, job: TrainJob, method, model, params, task: 
     return model, sizes
 
 
-def build_trainer(ctx: JobContext, job: TrainJob, method, args: TrainingArguments, **trainer_kwargs) -> Trainer:
-    """The HF Trainer with the studio's progress/metrics callback, early stopping when asked, and the
+def build_trainer(ctx: JobContext, job: TrainJob, method, args: TrainingArguments, *, trainer_class: type = Trainer,
+                  curves: tuple[str, ...] = (), **trainer_kwargs) -> Trainer:
+    """The HF Trainer (or ``trainer_class``, a subclass such as TRL's) with the studio's progress/metrics callback
+    (recording ``curves`` too: the objective's own logged figures), early stopping when asked, and the
     method's per-step hook (AdaLoRA reallocates its rank budget after every optimizer step), the
     throughput meter (tokens/s, step time, MFU) and the system sampler (CPU, RAM, GPU curves)."""
     context = perf.context_of(trainer_kwargs.get("train_dataset"))
-    callbacks = [StudioCallback(ctx), perf.PerfCallback(ctx.writer, context), SystemSampler(ctx.writer)]
+    callbacks = [StudioCallback(ctx, curves), perf.PerfCallback(ctx.writer, context), SystemSampler(ctx.writer)]
     if args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(job.spec.early_stopping_patience))
     if method.after_optimizer_step:
         callbacks.append(MethodStepCallback(method.after_optimizer_step))
-    trainer = Trainer(args=args, callbacks=callbacks, **trainer_kwargs)
+    trainer = trainer_class(args=args, callbacks=callbacks, **trainer_kwargs)
     trainer.remove_callback(PrinterCallback)  # StudioCallback prints one readable line per log instead
     return trainer
 
@@ -220,10 +223,11 @@ def final_evaluation(trainer: Trainer) -> dict:
 
 
 def save_version(ctx: JobContext, job: TrainJob, method, params, trainer: Trainer, tokenizer, metrics: dict,
-                 **config) -> dict:
+                 measured: dict | None = None, **config) -> dict:
     """Save the trained part (safetensors) with the tokenizer; return the job result with its version.
 
-    ``config`` adds task-specific entries to the version's config (e.g. a classifier's labels)."""
+    ``config`` adds task-specific entries to the version's config (e.g. a classifier's labels); ``measured``: the
+    figures an evaluation on the data set's stored eval split records (default: the task's own)."""
     ctx.say("saving")
     spec, base, dataset = job.spec, job.base, job.dataset
     rel = f"versions/job-{ctx.job.id}/adapter"
@@ -237,7 +241,7 @@ def save_version(ctx: JobContext, job: TrainJob, method, params, trainer: Traine
     return {
         "step": trainer.state.global_step,
         "metrics": metrics,
-        "evaluations": own_evaluation(job, metrics),
+        "evaluations": own_evaluation(job, metrics, measured),
         "version": {
             "name": f"{base.name}-{spec.method}-job{ctx.job.id}", "base_model_id": base.id,
             "parent_id": spec.parent_version_id, "dataset_id": dataset.id, "method": spec.method,
@@ -246,7 +250,7 @@ def save_version(ctx: JobContext, job: TrainJob, method, params, trainer: Traine
     }
 
 
-def own_evaluation(job: TrainJob, metrics: dict) -> list[dict]:
+def own_evaluation(job: TrainJob, metrics: dict, measured: dict | None = None) -> list[dict]:
     """The final evaluation as the version's Evaluation on its own data set, when it ran on that data
     set's stored eval split (the rows an ``evaluate`` job uses, so no second pass is needed); [] when
     it ran on rows held out by ``eval_split`` or not at all (worker/job_process.py then queues an evaluate job)."""
@@ -254,9 +258,9 @@ def own_evaluation(job: TrainJob, metrics: dict) -> list[dict]:
     stored = has_stored_eval(job)
     if not stored or not rows.get("eval_rows") or metrics.get("eval_loss") is None:
         return []
-    if job.spec.task == "seq_cls":
+    if measured is None and job.spec.task == "seq_cls":
         measured = {"accuracy": metrics.get("eval_accuracy"), "f1": metrics.get("eval_f1"), "eval_loss": metrics["eval_loss"]}
-    else:
+    elif measured is None:
         measured = {"eval_loss": metrics["eval_loss"], "perplexity": metrics.get("perplexity")}
     return [{"dataset_id": job.dataset.id, "split": "eval", "rows": rows["eval_rows"], "metrics": measured}]
 
