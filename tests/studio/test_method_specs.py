@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Where method knowledge used to be copied. The decision tree (studio/advisor/tree.py) names the methods its
 # articles recommend: those are rules about methods, not facts of one.
 READ_FLAGS_ONLY = [*sorted((ROOT / "studio" / "advisor").glob("*.py")), *sorted((ROOT / "worker" / "recipes").glob("*.py")),
-                   ROOT / "worker" / "child.py"]
+                   ROOT / "worker" / "job_process.py"]
 TINY = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 400, "tie_word_embeddings": False}
 
