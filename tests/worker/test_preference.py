@@ -212,3 +212,50 @@ def test_settings_and_combinations_that_cannot_train_are_refused_naming_them(stu
         main(["train", "--model", "tiny-llama", "--dataset", str(studio.pairs), "--objective", "grpo"])
     assert exit_.value.code == 2 and "GRPO (online RL" in capsys.readouterr().err
     assert jobs_count() == before
+
+
+# ------------------------------------------------------------------------------ a lost attempt resumes
+
+def adapter_weights(studio: Studio, version: ModelVersion, name: str) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(studio.root / "home" / version.artifacts["adapter"] / name)
+
+
+@pytest.mark.parametrize("method, weights", [("lora", "adapter_model.safetensors"), ("full", "model.safetensors")])
+def test_a_lost_dpo_attempt_resumes_from_its_checkpoint_against_the_same_reference(studio, monkeypatch, method,
+                                                                                   weights, capsys):
+    """The retry rebuilds the start, so the reference (the adapter's frozen starting state, or the log-probs
+    precomputed from the starting weights) is the first attempt's, not the checkpoint's: the resumed run ends
+    with the weights of an uninterrupted one."""
+    from datetime import timedelta
+
+    from models_db.schema import utcnow
+    from worker.callbacks import StudioCallback
+
+    settings = dict(max_steps=4, per_device_train_batch_size=8, learning_rate=5e-3, save_steps=2, eval_split=0.0,
+                    logging_steps=1)
+    whole = run(submit(studio, "dpo", method=method, **settings))
+    job = submit(studio, "dpo", method=method, **settings)
+    real = StudioCallback.on_step_end
+
+    def lost_after_step_3(self, args, state, control, **kw):
+        real(self, args, state, control, **kw)
+        if state.global_step == 3:  # checkpoint-2 is complete: the worker vanishes here
+            raise jobq.StaleFence("lost")
+    monkeypatch.setattr(StudioCallback, "on_step_end", lost_after_step_3)
+    with session_scope() as db:
+        claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
+    assert job_process.main(job.id, claim.fence) == 3  # stopped quietly, the job still "running"
+    monkeypatch.setattr(StudioCallback, "on_step_end", real)
+    with session_scope() as db:  # its lease runs out: the reaper queues attempt 2
+        assert jobq.reap_expired(db, now=utcnow() + timedelta(hours=1)) == [(job.id, "queued")]
+    capsys.readouterr()
+    resumed = run(job)
+    assert "resuming from checkpoint-2" in capsys.readouterr().out
+    with session_scope() as db:
+        assert db.get(Job, job.id).attempt == 2
+    got, want = adapter_weights(studio, resumed, weights), adapter_weights(studio, whole, weights)
+    assert got.keys() == want.keys() and got
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-5, msg=name)
