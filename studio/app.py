@@ -5,7 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.shell import Shell
+from studio.tab_state import Shell
 from studio.tabs import advisor, datasets, fleet, jobs, playground, train, versions
 
 STATIC = Path(__file__).resolve().parent.parent / "static"

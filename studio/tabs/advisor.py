@@ -19,7 +19,7 @@ from studio.advisor.explain import (HYPER_HEADERS, MEMORY_HEADERS, PATH_HEADERS,
 from studio.advisor.jobcost import human
 from studio.advisor.sources import (dataset_facts, estimator_history, find_dataset, find_model, model_config,
                                     studio_inputs, worker_gpus)
-from studio.shell import Shell, friendly
+from studio.tab_state import Shell, friendly
 
 TASK_LABELS = {"classification": "classification", "instruction": "instruction following",
                "domain": "domain adaptation", "style": "style / tone", "generation": "open generation",

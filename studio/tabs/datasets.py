@@ -22,7 +22,7 @@ from studio.datasets.formats import match_columns
 from studio.datasets.split import Split
 from studio.datasets.tokens import LengthLimit, ModelText, histogram, render_row, token_lengths
 from studio.settings import get_settings
-from studio.shell import Shell, friendly
+from studio.tab_state import Shell, friendly
 from studio.tabs import share_box
 
 FORMATS = ["auto", "instruction", "chat", "text", "classification", "preference", "feedback"]

@@ -7,7 +7,7 @@ import gradio as gr
 
 from models_db import session_scope
 from studio import fleet
-from studio.shell import Shell
+from studio.tab_state import Shell
 
 WORKER_COLUMNS = ["worker", "host", "GPUs", "state", "last heartbeat", "current job", "queues"]
 RUNNING_COLUMNS = ["job", "method", "worker", "host", "GPUs", "queue", "step", "attempt"]

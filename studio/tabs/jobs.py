@@ -22,7 +22,7 @@ from models_db import queries as q
 from studio import operations
 from studio.curves import LiveCurves
 from studio.settings import get_settings
-from studio.shell import Shell, friendly
+from studio.tab_state import Shell, friendly
 from studio.tabs.job_views import has_charts, job_label, status_html, view
 
 CURVES = ("loss", "eval_loss")

@@ -7,7 +7,7 @@ import gradio as gr
 
 from models_db import GenerationState, session_scope
 from studio import generations
-from studio.shell import Shell, friendly
+from studio.tab_state import Shell, friendly
 
 POLL_S = 0.4
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.sharing import is_shared, set_shared
-from studio.shell import friendly
+from studio.tab_state import friendly
 
 
 def shared_box(kind: str, row_id: int | None) -> gr.Checkbox:

@@ -10,7 +10,7 @@ import gradio as gr
 
 from models_db import GenerationState
 from studio import generations
-from studio.shell import friendly
+from studio.tab_state import friendly
 
 POLL_S = 0.6
 SEP = " ⏎ "  # a newline inside a prompt, shown on its one line

@@ -26,7 +26,7 @@ from studio.jobspec import (
     check_against_model,
     coerce,
 )
-from studio.shell import Shell, friendly
+from studio.tab_state import Shell, friendly
 
 # Training knobs in readable groups: (title, the knobs always shown, the knobs under Advanced).
 LAYOUT = [

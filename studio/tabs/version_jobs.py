@@ -11,7 +11,7 @@ import gradio as gr
 from models_db import Job, JobState, session_scope
 from models_db import queries as q
 from studio import combine, evaluations, operations
-from studio.shell import friendly
+from studio.tab_state import friendly
 
 
 def dataset_choices() -> list[tuple[str, int]]:

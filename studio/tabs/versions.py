@@ -13,7 +13,7 @@ from models_db import Job, JobState, session_scope
 from models_db import queries as q
 from studio import exports, methods, operations, store, versions
 from studio.settings import get_settings
-from studio.shell import Shell, friendly
+from studio.tab_state import Shell, friendly
 from studio.tabs import side_by_side
 from studio.tabs import version_jobs
 from studio.tabs.jobs import COUNT_FORMAT, chart_limits

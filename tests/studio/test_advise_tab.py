@@ -122,7 +122,7 @@ def test_use_these_settings_fills_the_train_form(studio):
 def test_use_these_settings_fills_and_opens_the_train_tab_in_one_update(studio):
     # The tab switch and the fields arrive together, so the Train tab's refresh on opening (which keeps
     # what is picked) cannot put back the data set it showed before: it once showed the newest, #2.
-    from studio.shell import Shell
+    from studio.tab_state import Shell
 
     with gr.Blocks():
         with gr.Tabs() as tabs:

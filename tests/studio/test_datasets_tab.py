@@ -143,7 +143,7 @@ def test_a_new_file_starts_from_a_clean_form(backend, tmp_path, model_id):
 
 def test_the_tab_resets_every_per_file_field_on_upload(backend):
     with gr.Blocks() as demo:
-        from studio.shell import Shell
+        from studio.tab_state import Shell
 
         tab.render(Shell(tabs=None, job_id=None))
     upload_event = next(d for d in demo.fns.values() if d.name == "on_upload")

@@ -18,7 +18,7 @@ from models_db import Job, Worker, session_scope
 from studio import cli, operations
 from studio.advisor.jobcost import count_trainable, estimate_vs_measured
 from studio.jobspec import TrainSpec, build_train_spec
-from studio.shell import Shell
+from studio.tab_state import Shell
 from studio.tabs import job_views, train
 from tests.studio import test_advise_cli as cli_tests
 from worker import methods
