@@ -313,3 +313,33 @@ class Generation(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LoginThrottle(Base):
+    """Failed web logins of one account name or one client address (studio/login_throttle.py): how many,
+    when the next attempt may come (exponential back-off) and until when it is locked. In the database so
+    every studio process agrees and a restart forgets nothing; ``version`` makes each update a
+    compare-and-set, so parallel attempts cannot all slip through one check."""
+
+    __tablename__ = "login_throttle"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)  # account:NAME | address:IP
+    failures: Mapped[int] = mapped_column(default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    locked_until: Mapped[datetime | None] = mapped_column()
+    version: Mapped[int] = mapped_column(default=0)
+
+
+class AuditEvent(Base):
+    """Who did what, for admins (studio/audit.py): logins (ok, failed, refused, locked) and every
+    account, trust, share and delete action. Append-only; ``actor`` is an account name, or ``(local: USER)``
+    for the embedded user and the CLI without STUDIO_USER."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40), index=True)  # login.ok, user.add, share, version.delete…
+    target: Mapped[str] = mapped_column(String(200), default="")  # user bob, version 7, …
+    address: Mapped[str | None] = mapped_column(String(64))  # the client address (web requests)
+    detail: Mapped[str] = mapped_column(Text, default="")
