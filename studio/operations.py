@@ -94,7 +94,7 @@ def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: 
             _check_parent_task(parent, spec.task, ds)
             spec = continue_from(spec, parent.method, parent.config)
         try:  # a generating objective needs a base that can generate (after the parent: its message says more)
-            objectives.check_model(objective, base.name, base.config)
+            objectives.check_model(objective, base.name, _model_config(base))
         except objectives.ObjectiveError as e:
             raise SpecError(str(e)) from None
         check_against_model(spec, base.path, base.config)
@@ -109,6 +109,16 @@ def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: 
     if created:
         send("train", job.id, job.queue)
     return job, created
+
+
+def _model_config(base) -> dict | None:
+    """The base's config.json, or the copy stored at import where the model store is on the workers only."""
+    from studio.methods import model_files
+
+    try:
+        return model_files.read_config(base.path)
+    except (OSError, ValueError):
+        return base.config
 
 
 def train_estimate(db, base, spec: TrainSpec) -> dict:

@@ -1,7 +1,8 @@
-"""Train tab: pick a base model, a data set and a method; see what it costs; launch.
+"""Train tab: pick a base model, a data set, a method and an objective; see what it costs; launch.
 
-The form is generated from the method registry and the training knobs, so adding a method or a knob
-touches no UI code: method parameters show their first few fields with the rest under "More options";
+The form is generated from the method and objective registries and the training knobs, so adding a method, an
+objective or a knob touches no UI code: their parameters show their first few fields with the rest under "More
+options"; the objective follows the data set's format (preference data: DPO) until the person picks one;
 training knobs are grouped by :data:`LAYOUT`, and a knob it does not name lands in the Advanced section.
 Whenever the model, the method or a setting changes, the cost line shows trainable / total parameters
 and the estimated peak memory (torch-free, from the model's config.json)."""
@@ -14,7 +15,7 @@ import gradio as gr
 
 from models_db import Dataset, session_scope
 from models_db import queries as q
-from studio import methods, operations, routing
+from studio import methods, objectives, operations, routing
 from studio.advisor import jobcost
 from studio.advisor.sources import find_model, model_config, worker_gpus
 from studio.jobspec import (
@@ -39,6 +40,7 @@ LAYOUT = [
      ["save_steps", "save_total_limit", "logging_steps", "seed"]),
 ]
 DEFAULT_METHOD = "lora"  # what the form opens on
+AUTO = "auto"  # the objective until one is picked: the data set's format decides (studio.objectives.default_for)
 METHOD_MAIN = 4  # a method's first fields are shown; the rest wait under "More options"
 PER_ROW = 4
 
@@ -115,18 +117,59 @@ def _note(m) -> str:
                                                "adapter plus loading code.")
 
 
-def method_defaults(method: str) -> list:
-    """When the person picks a method: show its parameter group and apply its training defaults."""
+def _objective_spec(objective: str | None):
+    return objectives.get(objective) if objective in objectives.names() else None
+
+
+def _learning_rate(method: str, objective: str | None) -> float:
+    defaults = objectives.training_defaults(_objective_spec(objective), methods.get(method))
+    return defaults.get("learning_rate", TRAINING["learning_rate"].default)
+
+
+def method_defaults(method: str, objective: str | None = None) -> list:
+    """When the person picks a method: show its parameter group and apply its training defaults (with the
+    objective's over them)."""
     m = methods.get(method)
     shows = [gr.Group(visible=name == method) for name in methods.names()]
-    lr = m.default_training.get("learning_rate", TRAINING["learning_rate"].default)
-    return [*shows, gr.Number(value=lr), _note(m)]
+    return [*shows, gr.Number(value=_learning_rate(method, objective)), _note(m)]
+
+
+def _objective_note(objective: str | None) -> str:
+    spec = _objective_spec(objective)
+    if spec is None:
+        return ("**Objective: from the data set** (instruction, chat, text: sft; classification; preference: dpo; "
+                "feedback: kto).")
+    return f"**{spec.name}**: {spec.summary} Data: {', '.join(spec.formats)}."
+
+
+def objective_shows(objective: str | None) -> list:
+    """When the objective changes (picked, or following the data set): show its settings and what it is."""
+    return [*(gr.Group(visible=name == objective) for name in objectives.names()), _objective_note(objective)]
+
+
+def objective_defaults(objective: str | None, method: str) -> gr.Number:
+    """When the person picks an objective: its learning rate for this method (a scale of the method's)."""
+    return gr.Number(value=_learning_rate(method, objective))
+
+
+def follow_dataset(dataset_id, objective: str | None, method: str) -> list:
+    """When the data set changes: the objective its format implies (DPO for preference pairs...), with that
+    objective's learning rate; nothing changes when the current choice already takes the data set's format."""
+    with session_scope() as db:
+        ds = db.get(Dataset, int(dataset_id)) if dataset_id else None
+        fmt = ds.format if ds is not None else None
+    current = _objective_spec(objective)
+    fitting = objectives.default_for(fmt) if fmt else None
+    if fitting is None or (current is not None and fmt in current.formats):
+        return [gr.skip(), gr.skip()]
+    return [gr.update(value=fitting.name), gr.Number(value=_learning_rate(method, fitting.name))]
 
 
 def _param_specs() -> list[tuple[str, str, Knob]]:
-    """(owner, key, knob) for every form field: training knobs, then each method's params."""
+    """(owner, key, knob) for every form field: training knobs, then each method's params, then each
+    objective's (method and objective names never coincide: an owner is one or the other)."""
     specs = [("training", k, v) for k, v in {**TRAINING, **STUDIO}.items()]
-    for desc in methods.describe_all():
+    for desc in [*methods.describe_all(), *objectives.describe_all()]:
         for p in desc["params"]:
             kind = {"int": int, "float": float, "bool": bool}.get(p["type"], str)
             specs.append((desc["name"], p["name"], Knob(kind, p["default"], p["help"], p.get("min"), p.get("max"),
@@ -137,24 +180,34 @@ def _param_specs() -> list[tuple[str, str, Knob]]:
 SPECS = _param_specs()
 
 
+def objective_of(values) -> str | None:
+    """The Objective choice, which the handlers take after the fields (last); None for auto (or left out)."""
+    choice = values[len(SPECS)] if len(values) > len(SPECS) else AUTO
+    return None if choice in (None, "", AUTO) else choice
+
+
 def _collect(method: str, values) -> dict:
-    """Only the selected method's params and the training knobs, leaving out empty optional fields."""
+    """Only the selected method's and objective's params and the training knobs, leaving out empty optional
+    fields (the objective itself is ``objective_of``)."""
+    objective = objective_of(values)
     out = {}
     for (owner, key, _knob), value in zip(SPECS, values):
-        if owner in ("training", method) and value is not None and value != "":
+        if owner in ("training", method, objective) and value is not None and value != "":
             out[key] = value
     return out
 
 
 def form_values(method: str, settings: dict) -> list:
-    """Every form field's value for ``method`` with ``settings`` over the defaults (the studio's, then the
-    method's own, as build_train_spec layers them); other methods' fields are left as they are."""
-    m = methods.get(method)
+    """Every form field's value for ``method`` (and ``settings["objective"]``, if any) with ``settings`` over the
+    defaults (the studio's, then the method's own with the objective's over them, as build_train_spec layers
+    them); other methods' and objectives' fields are left as they are."""
+    objective = settings.get("objective")
+    defaults = objectives.training_defaults(_objective_spec(objective), methods.get(method))
     out = []
     for owner, key, knob in SPECS:
         if owner == "training":
-            out.append(settings.get(key, m.default_training.get(key, knob.default)))
-        elif owner == method:
+            out.append(settings.get(key, defaults.get(key, knob.default)))
+        elif owner in (method, objective):
             out.append(settings.get(key, knob.default))
         else:
             out.append(gr.skip())
@@ -178,7 +231,7 @@ def form_updates(method: str, settings: dict) -> list:
     advisor's suggestions)."""
     out = []
     for (owner, key, knob), value in zip(SPECS, form_values(method, settings)):
-        if owner not in ("training", method):
+        if owner not in ("training", method, settings.get("objective")):
             out.append(value)  # gr.skip(): another method's field
             continue
         info = source_info(owner, key, knob, method, value, suggested=key in settings)
@@ -189,8 +242,8 @@ def form_updates(method: str, settings: dict) -> list:
 def fill_from_advice(advice: dict) -> list:
     """The Advisor's "Use these settings": the form gets the advice's model and data set (with fresh
     choices, so a data set registered since the page loaded is there), its method and every suggested
-    value, the rest back to the defaults, and a line that says where they came from. Outputs:
-    ``[model, dataset, method, note, *method groups, *every field, filled]``."""
+    value, the rest back to the defaults, the objective the data set implies, and a line that says where they
+    came from. Outputs: ``[model, dataset, method, note, *method groups, *every field, objective, filled]``."""
     method = advice["method"]
     model_id, dataset_id = advice.get("model_id"), advice.get("dataset_id")
     models, data = model_choices(), dataset_choices()
@@ -201,22 +254,25 @@ def fill_from_advice(advice: dict) -> list:
     filled = (f"Filled from the advice for {where}: **{method}** and {len(suggested)} suggested settings "
               f"({', '.join(sorted(suggested))}); every other field is back to its default.")
     gr.Info(f"Filled the form from the advice for {where}; check it and start training.")
+    fitting = follow_dataset(dataset_id, None, method)[0] if dataset_id is not None else gr.skip()
     return [gr.Dropdown(choices=models, value=model_id if model_id is not None else _keep(None, models)),
             gr.Dropdown(choices=data, value=dataset_id if dataset_id is not None else None),
-            method, _note(methods.get(method)), *shows, *form_updates(method, suggested), filled]
+            method, _note(methods.get(method)), *shows, *form_updates(method, suggested), fitting, filled]
 
 
 def remember_form(model_id, dataset_id, method, *values) -> dict:
     """The Train form as this browser last had it, kept in its localStorage for the next reload: the model,
-    the data set, the method, and each field of the method and of training that differs from its default
-    (a default is not pinned: a default changed since comes through). The whole form is one value under a
-    key of its own, written by this event only: merged into a value other events write too (the open
-    tab), one write could undo another."""
-    training, params = {}, {}
-    for (owner, key, _), value, default in zip(SPECS, values, form_values(method, {})):
-        if owner in ("training", method) and value not in (None, "") and value != default:
-            (training if owner == "training" else params)[key] = value
-    return {"model": model_id, "dataset": dataset_id, "method": method, "training": training, "params": params}
+    the data set, the method, the objective when one is picked, and each field of the method, the objective
+    and training that differs from its default (a default is not pinned: a default changed since comes
+    through). The whole form is one value under a key of its own, written by this event only: merged into a
+    value other events write too (the open tab), one write could undo another."""
+    objective = objective_of(values)
+    training, params, aims = {}, {}, {}
+    for (owner, key, _), value, default in zip(SPECS, values, form_values(method, {"objective": objective})):
+        if owner in ("training", method, objective) and value not in (None, "") and value != default:
+            {"training": training, method: params}.get(owner, aims)[key] = value
+    form = {"model": model_id, "dataset": dataset_id, "method": method, "training": training, "params": params}
+    return {**form, "objective": objective, "objective_params": aims} if objective else form
 
 
 def saved_form(form) -> tuple[str, dict]:
@@ -230,7 +286,10 @@ def saved_form(form) -> tuple[str, dict]:
         parts = {"training": form.get("training"), method: form.get("params")}
     else:  # a method gone: its parameters mean nothing to the default one
         method, parts = DEFAULT_METHOD, {"training": form.get("training")}
+    objective = form.get("objective")
     keep = {}
+    if isinstance(objective, str) and objective in objectives.names():  # an objective gone: the data set's
+        parts[objective], keep["objective"] = form.get("objective_params"), objective
     for owner, stored in parts.items():
         knobs = {key: knob for o, key, knob in SPECS if o == owner}
         for key, value in (stored.items() if isinstance(stored, dict) else ()):
@@ -242,18 +301,15 @@ def saved_form(form) -> tuple[str, dict]:
 
 
 def restore_form(form: dict | None) -> list:
-    """On page load: the method and the field values this browser had (``saved_form``), over the defaults.
-    Outputs: ``[method, note, *method groups, *every field]``; nothing changes when nothing was kept."""
+    """On page load: the method, the field values and the objective this browser had (``saved_form``), over the
+    defaults. Outputs: ``[method, note, *method groups, *every field, objective]``; nothing changes when nothing
+    was kept."""
     if not isinstance(form, dict) or "method" not in form:
-        return [gr.skip()] * (2 + len(methods.names()) + len(SPECS))
+        return [gr.skip()] * (3 + len(methods.names()) + len(SPECS))
     method, settings = saved_form(form)
     shows = [gr.Group(visible=name == method) for name in methods.names()]
-    return [method, _note(methods.get(method)), *shows, *form_values(method, settings)]
-
-
-def _task(db, dataset_id) -> str | None:
-    ds = db.get(Dataset, int(dataset_id)) if dataset_id else None
-    return "seq_cls" if ds is not None and ds.format == "classification" else None
+    return [method, _note(methods.get(method)), *shows, *form_values(method, settings),
+            settings.get("objective", AUTO)]
 
 
 def cost(model_id, dataset_id, method, *values) -> str:
@@ -262,15 +318,15 @@ def cost(model_id, dataset_id, method, *values) -> str:
         return "Pick a base model to see what this run trains and how much memory it needs."
     try:
         spec = build_train_spec(model_id=int(model_id), dataset_id=int(dataset_id or 0), method=method,
-                                settings=_collect(method, values))
+                                settings=_collect(method, values), objective=objective_of(values))
         with session_scope() as db:
             model = find_model(db, model_id)
-            config, gpus, task = model_config(model), worker_gpus(db), _task(db, dataset_id)
+            config, gpus = model_config(model), worker_gpus(db)
             path, stored = model.path, model.config
         # module names and layer counts as Start checks them: a typo in target_modules is said here, not
         # estimated as "0 parameters train"
         check_against_model(spec, path, stored)
-        est = jobcost.job_estimate(config, {**spec.to_json(), "task": task}, gpus)
+        est = jobcost.job_estimate(config, spec.to_json(), gpus)  # its task: the objective's (from the data set)
     except ValueError as e:  # a setting out of range, an unreadable config: say so where the cost would be
         return f"Cannot estimate yet: {for_form(str(e))}"
     parts = " · ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in est["parts"].items())
@@ -288,7 +344,8 @@ def start(model_id, dataset_id, method, parent_id, after, nonce, *values):
     settings = _collect(method, values)
     try:
         spec = build_train_spec(model_id=int(model_id), dataset_id=int(dataset_id), method=method,
-                                settings=settings, parent_version_id=int(parent_id) if parent_id else None)
+                                settings=settings, parent_version_id=int(parent_id) if parent_id else None,
+                                objective=objective_of(values))
         job, _ = operations.submit_train(spec, idempotency_key=nonce,  # a double click submits the same nonce
                                        after=int(after) if after else None)
     except SpecError as e:
@@ -315,9 +372,10 @@ def _grid(fields: list[tuple[str, str, Knob]], inputs: dict) -> None:
                 inputs[(owner, key)] = _field(owner, key, knob)
 
 
-def _method_groups(inputs: dict, selected: str) -> dict:
+def _method_groups(inputs: dict, selected: str | None, names: list[str] | None = None) -> dict:
+    """One group of fields per method (or per objective, ``names``), the ``selected`` one shown."""
     groups = {}
-    for name in methods.names():
+    for name in names or methods.names():
         fields = [s for s in SPECS if s[0] == name]
         with gr.Group(visible=name == selected, elem_classes=["form-section"]) as groups[name]:
             gr.Markdown(f"#### {name} parameters" if fields else f"#### {name} has no parameters of its own")
@@ -353,10 +411,16 @@ def render(shell: Shell) -> None:
         method = gr.Dropdown(methods.names(), value=DEFAULT_METHOD, label="Method", elem_id="train-method")
         parent = gr.Dropdown(label="Continue from version", elem_id="train-parent")
     note = gr.Markdown(_note(methods.get(DEFAULT_METHOD)))
+    with gr.Row():
+        objective = gr.Dropdown([AUTO, *objectives.names()], value=AUTO, label="Objective", elem_id="train-objective",
+                                info="What the weights learn from; follows the data set's format until you pick one",
+                                scale=1)
+        objective_note = gr.Markdown(_objective_note(None), elem_id="train-objective-note")
     filled = gr.Markdown(elem_id="train-filled")  # "Filled from the advice for data set #1 ..."
     cost_line = gr.Markdown(elem_id="train-cost", elem_classes=["train-cost"])
     inputs: dict = {}
     groups = _method_groups(inputs, DEFAULT_METHOD)
+    aims = _method_groups(inputs, None, objectives.names())  # the objective's own settings (beta, loss type...)
     _training_sections(inputs)
     with gr.Row(equal_height=True):
         after = gr.Dropdown([("now", None)], value=None, label="Start after", elem_id="train-after", scale=1,
@@ -365,18 +429,24 @@ def render(shell: Shell) -> None:
     ordered = [inputs[(o, k)] for o, k, _ in SPECS]
     lr = inputs[("training", "learning_rate")]
     # .input, not .change: a method set by the Advisor must keep the Advisor's learning rate
-    method.input(method_defaults, method, [*groups.values(), lr, note])
-    shell.note_tab(start_btn.click(start, [model, dataset, method, parent, after, nonce, *ordered],
+    method.input(method_defaults, [method, objective], [*groups.values(), lr, note])
+    objective.change(objective_shows, objective, [*aims.values(), objective_note], show_progress="hidden")
+    objective.input(objective_defaults, [objective, method], lr, show_progress="hidden")
+    dataset.input(follow_dataset, [dataset, objective, method], [objective, lr], show_progress="hidden")
+    shell.note_tab(start_btn.click(start, [model, dataset, method, parent, after, nonce, *ordered, objective],
                                    [shell.job_id, shell.tabs, nonce]), "jobs")
-    gr.on([model.change, dataset.change, method.change, *(c.change for c in ordered)], cost,
-          [model, dataset, method, *ordered], cost_line, trigger_mode="always_last", show_progress="hidden")
+    gr.on([model.change, dataset.change, method.change, objective.change, *(c.change for c in ordered)], cost,
+          [model, dataset, method, *ordered, objective], cost_line, trigger_mode="always_last",
+          show_progress="hidden")
     # once the person picks another model, data set or method, the form is no longer the advice's
     gr.on([model.input, dataset.input, method.input], lambda: "", None, filled, show_progress="hidden")
-    shell.receivers["train"] = (fill_from_advice, [model, dataset, method, note, *groups.values(), *ordered, filled])
+    shell.receivers["train"] = (fill_from_advice, [model, dataset, method, note, *groups.values(), *ordered, objective,
+                                                   filled])
     picks, kept = [model, dataset, parent, after], []
     if shell.train_saved is not None:  # this browser keeps its form across reloads: every change, the Advisor's too
         kept = [shell.train_saved]
-        gr.on([model.change, dataset.change, method.change, *(c.change for c in ordered)], remember_form,
-              [model, dataset, method, *ordered], kept[0], trigger_mode="always_last", show_progress="hidden")
-        shell.on_load.append((restore_form, kept, [method, note, *groups.values(), *ordered]))
+        gr.on([model.change, dataset.change, method.change, objective.change, *(c.change for c in ordered)],
+              remember_form, [model, dataset, method, *ordered, objective], kept[0], trigger_mode="always_last",
+              show_progress="hidden")
+        shell.on_load.append((restore_form, kept, [method, note, *groups.values(), *ordered, objective]))
     shell.on_select["train"] = (refresh_choices, [*picks, *kept], picks)
