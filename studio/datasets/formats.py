@@ -1,4 +1,4 @@
-"""The six dataset formats, their fields and column aliases, and format detection.
+"""The dataset formats, their fields and column aliases, and format detection.
 
 Detection looks at the column names only, trying the formats in :data:`DETECTION_ORDER`; the first
 whose required fields all have a column wins. A column matches a field by its whole name (any case,
@@ -11,6 +11,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from .benchmark_rows import choice_columns, letter_columns
 from .errors import DatasetError
 
 
@@ -43,10 +44,19 @@ FIELDS: dict[str, tuple[Field, ...]] = {
     # unpaired thumbs up / down for KTO: the label is true (desirable) or false
     "feedback": (Field("prompt", PROMPT_ALIASES), Field("completion", ("completion", "response", "output", "answer")),
                  Field("label", ("label", "labels", "desirable", "kto_label", "thumbs_up"))),
+    # benchmarks (studio/datasets/benchmark_rows.py): choices are one column of lists or one column per letter
+    "multiple_choice": (Field("question", ("question", "prompt", "query", "instruction", "input", "stem")),
+                        Field("choices", ("choices", "options")),
+                        Field("answer", ("answer", "label", "target", "correct", "gold", "answer_key"))),
+    # question + worked answer with an extractable final answer (#### N, \boxed{}, the last number)
+    "qa": (Field("question", PROMPT_ALIASES), Field("answer", ("answer", "solution", "output", "response"))),
 }
-FORMATS: tuple[str, ...] = ("instruction", "chat", "text", "classification", "preference", "feedback")
-# feedback before instruction: prompt + completion would otherwise be read as an instruction pair, its label lost
-DETECTION_ORDER = ("preference", "feedback", "chat", "instruction", "classification", "text")
+FORMATS: tuple[str, ...] = ("instruction", "chat", "text", "classification", "preference", "feedback",
+                            "multiple_choice", "qa")
+# feedback before instruction: prompt + completion would otherwise be read as an instruction pair, its label lost;
+# multiple_choice before both (its answer column would read as an output); qa is told from instruction by the
+# answers themselves (benchmark_rows.looks_like_qa), never by the column names alone
+DETECTION_ORDER = ("preference", "multiple_choice", "feedback", "chat", "instruction", "classification", "text")
 _ALL_ALIASES = frozenset(a for fields in FIELDS.values() for f in fields for a in f.aliases)
 
 
@@ -94,9 +104,12 @@ def match_columns(fmt: str, columns: list[str]) -> dict[str, str]:
     used: set[str] = set()
     for field in FIELDS[fmt]:
         column = _column_for(field, columns, used)
+        if column is None and fmt == "multiple_choice" and field.name == "choices":
+            lettered = letter_columns([c for c in columns if c not in used])  # MMLU-style A, B, C, D columns
+            column = ",".join(lettered) or None
         if column is not None:
             mapping[field.name] = column
-            used.add(column)
+            used.update(choice_columns(column) if field.name == "choices" else [column])
     return mapping
 
 
@@ -134,7 +147,8 @@ def detect(name: str, columns: list[str], fmt: str = "auto",
 
 
 def _check_mapping(name, columns, fmt, mapping) -> tuple[str, dict[str, str]]:
-    absent = [c for c in mapping.values() if c not in columns]
+    named = [c for field, value in mapping.items() for c in (choice_columns(value) if field == "choices" else [value])]
+    absent = [c for c in named if c not in columns]
     if absent:
         raise DatasetError(
             f"{name}: the mapping names column(s) {', '.join(map(repr, absent))} that the file does "
@@ -186,6 +200,8 @@ HINTS = {
     "chosen": ("preferred", "better", "winner", "good"),
     "rejected": ("dispreferred", "worse", "loser", "bad"),
     "completion": ("reply", "response", "answer", "output", "assistant"),
+    "choices": ("option", "options", "alternatives", "candidates"),
+    "answer": ("correct", "key", "gold", "solution", "target"),
 }
 
 

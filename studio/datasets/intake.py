@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 
+from .benchmark_rows import looks_like_qa
 from .dedup import SeenRows
 from .errors import DatasetError, Found, Problem, ProblemLog
 from .formats import FORMATS, detect, is_field_name
@@ -103,7 +104,8 @@ def _ingest(source: Source, work: Path, out_dir: Path, fmt: str, mapping: dict |
         if not columns:
             _no_columns(source.name, sample, log, reader.row_word)
         found.columns = columns
-        fmt, mapping = detect(source.name, columns, fmt, mapping)
+        fmt, mapping = _qa_or_instruction(*detect(source.name, columns, fmt, mapping), fmt == "auto" and not mapping,
+                                          sample)
         found.format, found.mapping = fmt, mapping
         normalizer = Normalizer(fmt, mapping, reader.typed, reader.row_word)
         candidates = work / "candidates.tsv"
@@ -141,6 +143,17 @@ def _sample(reader: Reader) -> tuple[list, list[str]]:
         if records >= SAMPLE_RECORDS or len(sample) >= SAMPLE_ITEMS:
             break
     return sample, reader.columns if reader.columns is not None else list(columns)
+
+
+def _qa_or_instruction(fmt: str, mapping: dict[str, str], detected: bool, sample: list) -> tuple[str, dict[str, str]]:
+    """A detected instruction file whose answers all carry a final-answer marker (``####``, ``\\boxed{``) is a
+    qa benchmark: the column names alone cannot tell the two apart."""
+    if not detected or fmt != "instruction" or set(mapping) - {"instruction", "output"}:
+        return fmt, mapping
+    answers = [item[mapping["output"]] for _, item in sample if isinstance(item, dict) and mapping["output"] in item]
+    if not looks_like_qa(answers):
+        return fmt, mapping
+    return "qa", {"question": mapping["instruction"], "answer": mapping["output"]}
 
 
 def _no_columns(name: str, sample: list, log: ProblemLog, row_word: str) -> None:

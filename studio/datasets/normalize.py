@@ -3,7 +3,8 @@
 Canonical rows (what the worker trains on):
 instruction, chat -> ``{"messages": [{"role", "content"}, ...]}``; text -> ``{"text"}``;
 classification -> ``{"text", "label"}`` (label always a string); preference ->
-``{"prompt", "chosen", "rejected"}``; feedback -> ``{"prompt", "completion", "label"}`` (label true/false). The
+``{"prompt", "chosen", "rejected"}``; feedback -> ``{"prompt", "completion", "label"}`` (label true/false);
+multiple_choice and qa -> see studio/datasets/benchmark_rows.py. The
 prompt is text (one user turn) or the conversation so far (messages ending with the user's turn); chosen,
 rejected and completion are the reply's text. Problems name the user's own column.
 """
@@ -13,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from .benchmark_rows import BenchmarkRows
 from .errors import Problem
 from .messages import check_order, describe, parse_items, to_messages
 
@@ -31,14 +33,16 @@ class Row:
     label_type: str = ""
 
 
-class Normalizer:
-    """Validates and converts records of one format under one mapping."""
+class Normalizer(BenchmarkRows):
+    """Validates and converts records of one format under one mapping (the benchmark formats' checks are
+    in studio/datasets/benchmark_rows.py)."""
 
     def __init__(self, fmt: str, mapping: dict[str, str], typed: bool, row_word: str):
         self.fmt, self.mapping, self.typed, self.row_word = fmt, mapping, typed, row_word
         self._convert = {
             "instruction": self._instruction, "chat": self._chat, "text": self._plain,
             "classification": self._classification, "preference": self._preference, "feedback": self._feedback,
+            "multiple_choice": self._multiple_choice, "qa": self._qa,
         }[fmt]
 
     def __call__(self, row: int, record: object) -> Row:

@@ -25,6 +25,12 @@ KIND_TEXT = {
     "too_long": ("longer than max_seq_length", "are longer than max_seq_length for the chosen model"),
     "identical_pair": ("identical pair", "have the same chosen and rejected answer"),
     "pair_mismatch": ("pair with two prompts", "give chosen and rejected different prompts"),
+    "bad_choice": ("empty or non-text choice", "have an empty or non-text choice"),
+    "too_few_choices": ("fewer than two choices", "have fewer than two choices"),
+    "duplicate_choices": ("duplicate choices", "have duplicate choices"),
+    "answer_out_of_range": ("answer index out of range", "have an answer index out of range"),
+    "answer_letter": ("answer matching no choice", "have an answer that matches no choice"),
+    "no_final_answer": ("no extractable final answer", "have no extractable final answer"),
 }
 _BY_FIELD = {"missing_field", "empty_field", "wrong_type"}
 _LINE_KINDS = {"bad_json", "ragged_row"}

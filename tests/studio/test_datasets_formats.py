@@ -138,7 +138,7 @@ def test_report_to_json_round_trips(tmp_path):
     assert data["problems"][0] == {"kind": "bad_json", "row": 3, "field": None,
                                    "message": "line 3 is not valid JSON: Expecting property name enclosed in double quotes (column 2)"}
     assert data["summary"] == report.summary() and FORMATS == (
-        "instruction", "chat", "text", "classification", "preference", "feedback")
+        "instruction", "chat", "text", "classification", "preference", "feedback", "multiple_choice", "qa")
 
 
 @pytest.mark.parametrize("chunked", [False, True])
