@@ -28,10 +28,11 @@ from models_db.access import (
     set_resolver,
     viewer_from_user,
 )
+from studio import audit, password_rules
 
 ROLES = ("admin", "member")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
-MIN_PASSWORD = 8
+MIN_PASSWORD = password_rules.MIN_LENGTH
 # scrypt cost: n=2**14, r=8 (16 MiB, ~50 ms): OWASP's floor for scrypt; stored with the hash so it can rise later
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -74,12 +75,13 @@ def _check_new_user(name: str, password: str, role: str) -> None:
         raise AuthError(f"user name {name!r}: use 1 to 100 letters, digits or . _ @ - (starting with a letter or digit)")
     if role not in ROLES:
         raise AuthError(f"role {role!r}: use admin or member")
-    if len(password) < MIN_PASSWORD:
-        raise AuthError(f"the password is {len(password)} characters; use at least {MIN_PASSWORD}")
+    problem = password_rules.problem(name, password)
+    if problem:
+        raise AuthError(problem)
 
 
 def add_user(name: str, password: str, *, role: str = "member", team: str = "") -> User:
-    """Create an account; refuses a taken name."""
+    """Create an account; refuses a taken name and a weak password (studio/password_rules.py)."""
     _check_new_user(name, password, role)
     with session_scope() as db:
         if db.scalar(select(User).where(User.name == name)):
@@ -87,6 +89,8 @@ def add_user(name: str, password: str, *, role: str = "member", team: str = "") 
         user = User(name=name, password_hash=hash_password(password), role=role, team=team.strip())
         db.add(user)
         db.flush()
+        audit.record("user.add", f"user {name}", detail=f"role {role}" + (f", team {user.team}" if user.team else ""),
+                     db=db)
         return user
 
 
@@ -102,7 +106,36 @@ def set_disabled(name: str, disabled: bool = True) -> User:
         if user is None:
             raise AuthError(f"user {name!r} does not exist (studio users list)")
         user.disabled = disabled
+        audit.record("user.disable" if disabled else "user.enable", f"user {name}", db=db)
         return user
+
+
+def set_role(name: str, role: str) -> User:
+    """Make an account an admin or a member; the last enabled admin cannot stop being one."""
+    if role not in ROLES:
+        raise AuthError(f"role {role!r}: use admin or member")
+    with session_scope() as db:
+        user = db.scalar(select(User).where(User.name == name))
+        if user is None:
+            raise AuthError(f"user {name!r} does not exist (studio users list)")
+        if user.role == "admin" and role != "admin" and not user.disabled and db.scalar(
+                select(func.count(User.id)).where(User.role == "admin", User.disabled.is_(False))) <= 1:
+            raise AuthError(f"{name} is the last enabled admin; make another admin first")
+        audit.record("user.role", f"user {name}", detail=f"{user.role} -> {role}", db=db)
+        user.role = role
+        return user
+
+
+def unlock_login(name: str | None = None, address: str | None = None) -> int:
+    """End a login lock (after too many failed logins) of an account name or a client address."""
+    from studio import login_throttle
+
+    if not name and not address:
+        raise AuthError("name an account or give --address")
+    cleared = login_throttle.unlock(account=name, address=address)
+    audit.record("user.unlock", f"user {name}" if name else f"address {address}",
+                 detail="a lock or count was cleared" if cleared else "nothing was locked")
+    return cleared
 
 
 def accounts_exist() -> bool:
@@ -230,7 +263,8 @@ def redact_url(url: str) -> str:
 
 
 __all__ = ["AuthError", "Viewer", "add_user", "check_login", "hash_password", "list_users", "login_needed",
-           "redact_url", "require_login", "set_disabled", "verify_password", "viewer_by_name"]
+           "redact_url", "require_login", "set_disabled", "set_role", "unlock_login", "verify_password",
+           "viewer_by_name"]
 
 
 def launch_options(host: str) -> dict:
@@ -243,12 +277,18 @@ def launch_options(host: str) -> dict:
 
     need = login_needed(host)
     FileGuard.login_required = need
-    opts = {"max_file_size": f"{get_settings().max_upload_mb}mb", "app_kwargs": {"middleware": [Middleware(FileGuard)]}}
+    s = get_settings()
+    opts = {"max_file_size": f"{s.max_upload_mb}mb", "app_kwargs": {"middleware": [Middleware(FileGuard)]}}
     if need:
+        from studio.login_guard import LoginGuard
         from studio.login_sessions import persistent_logins
 
         require_login()  # from here on every query in this process is filtered by the logged-in user
         opts["app_kwargs"]["lifespan"] = persistent_logins  # logins kept in the database, across restarts
-        opts.update(auth=check_login, auth_message="Log in with your FineTune Studio account "
-                                                   "(an admin creates accounts with `studio users add`).")
+        # throttling, audit, session rotation and cookie flags around Gradio's /login
+        opts["app_kwargs"]["middleware"].append(Middleware(LoginGuard))
+        opts.update(auth=check_login, auth_message=(
+            "Log in with your FineTune Studio account (an admin creates accounts with `studio users add`). "
+            f"Failed logins slow down, and after {s.login_lock_after} in a row the account is locked for "
+            f"{s.login_lock_minutes:g} minutes: the right password is refused too until then."))
     return opts

@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     export_memory_gb: float | None = None
     # How long a login to the web studio lasts (hours); sessions are kept in the database across restarts.
     login_hours: float = 168
+    # Failed web logins (studio/login_throttle.py): an account locks for this long after this many failures
+    # in a row (an address after five times as many); before that, each failure past the third doubles the
+    # wait before the next attempt (1 s, 2 s, 4 s … 60 s).
+    login_lock_minutes: float = 15
+    login_lock_after: int = 10
+    # Served behind TLS (a reverse proxy that terminates HTTPS): the login cookie is marked Secure, so a
+    # browser never sends it over plain HTTP.
+    behind_tls: bool = False
 
     @property
     def home_abs(self) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from models_db import BaseModel, Dataset, Job, ModelVersion, session_scope
 from models_db.access import hidden_reason
+from studio import audit
 from studio.jobspec import SpecError
 
 KINDS = {"dataset": Dataset, "version": ModelVersion, "job": Job, "model": BaseModel}
@@ -25,6 +26,8 @@ def set_shared(kind: str, row_id: int, shared: bool) -> dict:
     with session_scope() as db:
         row = _row(db, kind, row_id)
         row.shared = bool(shared)
+        db.flush()  # a refused change (not the owner) raises here, before the audit line
+        audit.record("share", f"{kind} {row.id}", detail="shared with the team" if row.shared else "private", db=db)
         return {"kind": kind, "id": row.id, "shared": row.shared, "owner_id": row.owner_id}
 
 

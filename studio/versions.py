@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, object_session
 from models_db import Dataset, Evaluation, Job, JobState, Metric, ModelVersion, VersionParent, session_scope
 from models_db import queries as q
 from models_db.access import hidden_reason
-from studio import evaluations, generations
+from studio import audit, evaluations, generations
 from studio.advisor.mermaid import _text as mermaid_text
 from studio.jobspec import SpecError
 from studio.settings import get_settings
@@ -192,6 +192,8 @@ def delete(version_id: int, *, cascade: bool = False) -> DeletePlan:
         for vid in plan.ids:
             db.delete(db.get(ModelVersion, vid))
             db.flush()
+        audit.record("version.delete", f"version {version_id}", db=db,
+                     detail=f"with descendants {sorted(set(plan.ids) - {version_id})}" if len(plan.ids) > 1 else "")
     for p in plan.paths:  # files go once the rows are gone: a failed delete leaves everything in place
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""`studio users`: accounts (add, list, disable, enable), and `studio models trust` (admin only).
+"""`studio users`: accounts (add, list, disable, enable, role, unlock), `studio models trust` and
+`studio audit list` (admin only).
 
 Passwords never travel on the command line (where `ps` and shell history would show them): they are
 read from a prompt, or from stdin with ``--password-stdin``."""
@@ -77,10 +78,49 @@ def cmd_users_enable(args):
     _set_disabled(args, False)
 
 
+def cmd_users_role(args):
+    from studio.auth import AuthError, set_role
+
+    _require_admin()
+    try:
+        user = set_role(args.name, args.role)
+    except AuthError as e:
+        raise CliError(str(e)) from None
+    emit(args, {"user": _user_json(user)}, f"{user.name} is now {user.role}")
+
+
+def cmd_users_unlock(args):
+    """End a login lock (too many failed logins) of an account or of a client address."""
+    from studio.auth import AuthError, unlock_login
+
+    _require_admin()
+    try:
+        cleared = unlock_login(args.name, args.address)
+    except AuthError as e:
+        raise CliError(str(e)) from None
+    what = args.name or args.address
+    emit(args, {"unlocked": what, "cleared": cleared}, f"{what}: " + ("unlocked" if cleared else "was not locked"))
+
+
+def cmd_audit_list(args):
+    """The audit log, newest first: logins and every account, trust, share and delete action (admin only)."""
+    from studio import audit
+
+    _require_admin()
+    try:
+        events = audit.recent(limit=args.limit, action=args.action or "")
+    except audit.AuditAccessError as e:
+        raise CliError(str(e)) from None
+    text = "\n".join(f"{e['at']}  {e['actor']:<16} {e['action']:<14} {e['target']:<20} {e['address'] or '-':<15} "
+                     f"{e['detail']}" for e in events) or "the audit log is empty"
+    emit(args, {"events": events}, text)
+
+
 def cmd_models_trust(args):
     """Allow (or forbid) a model's own Python code (``trust_remote_code``): an admin decision per model."""
     from models_db import queries as q
     from models_db import session_scope
+    from studio import audit
 
     _require_admin()
     if args.on == args.off:
@@ -91,6 +131,7 @@ def cmd_models_trust(args):
             raise CliError(f"model {args.model!r} does not exist (studio models list)")
         model.trust_remote_code = bool(args.on)
         out = {"id": model.id, "name": model.name, "trust_remote_code": model.trust_remote_code}
+        audit.record("model.trust", f"model {model.id} ({model.name})", detail="on" if args.on else "off", db=db)
     warn = " (its own Python code will run on the workers)" if args.on else ""
     emit(args, {"model": out}, f"model {out['name']}: trust_remote_code {'on' if args.on else 'off'}{warn}")
 
@@ -115,6 +156,13 @@ def register(sub, add, group) -> None:
     add(g, "list", cmd_users_list, "list accounts")
     add(g, "disable", cmd_users_disable, "stop an account from logging in").add_argument("name")
     add(g, "enable", cmd_users_enable, "let a disabled account log in again").add_argument("name")
+    sp = add(g, "role", cmd_users_role, "make an account an admin or a member")
+    sp.add_argument("name"), sp.add_argument("role", choices=("admin", "member"))
+    sp = add(g, "unlock", cmd_users_unlock, "end a login lock after too many failed logins")
+    sp.add_argument("name", nargs="?"), sp.add_argument("--address", help="a client address instead of an account")
+    a = group("audit", "the audit log: logins and admin actions (admin only)")
+    sp = add(a, "list", cmd_audit_list, "the newest events first")
+    sp.add_argument("--limit", type=int, default=200), sp.add_argument("--action", help="a prefix: login, user., share…")
     sp = add(sub, "share", cmd_share, "share a data set, version, job or model with your team (or stop)")
     sp.add_argument("kind", choices=("dataset", "version", "job", "model")), sp.add_argument("id", type=int)
     sp.add_argument("--on", action="store_true"), sp.add_argument("--off", action="store_true")

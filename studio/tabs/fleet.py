@@ -7,6 +7,7 @@ import gradio as gr
 
 from models_db import session_scope
 from studio import fleet
+from studio.tabs import audit_box
 from studio.tab_state import Shell
 
 WORKER_COLUMNS = ["worker", "host", "GPUs", "state", "last heartbeat", "current job", "queues"]
@@ -70,3 +71,4 @@ def render(shell: Shell) -> None:
     button.click(refresh, None, outputs)
     gr.Timer(REFRESH_SECONDS).tick(refresh, None, outputs, show_progress="hidden")
     shell.on_select["fleet"] = (refresh, [], outputs)
+    audit_box.render(shell.on_load)
