@@ -111,7 +111,10 @@ def test_login_rotates_the_session_and_sets_strict_cookies(studio, monkeypatch):
     make_app, _, _ = studio
     with TestClient(make_app()) as client:
         app = client.app
-        assert _login(client, "alice", ALICE).status_code == 200
+        # as the login page sends it (multipart form data): counted and checked like a urlencoded form
+        assert client.post("/login", files={"username": (None, "alice"), "password": (None, "wrong-one")}).status_code == 400
+        assert login_throttle.state(account="alice")["failures"] == 1
+        assert client.post("/login", files={"username": (None, "alice"), "password": (None, ALICE)}).status_code == 200
         cookies = client.cookies
         first = cookies.get(f"access-token-unsecure-{app.cookie_id}")
         assert first and app.tokens.get(first) == "alice"
