@@ -276,17 +276,34 @@ class VersionParent(Base):
 
 
 class Evaluation(Base):
-    """A version evaluated on a dataset version's eval split (or its training rows when it has none)."""
+    """A version (or a base model: ``version_id`` None, ``base_model_id`` set) evaluated on a dataset version's
+    eval split (or its training rows when it has none). One row per model x data set."""
 
     __tablename__ = "evaluations"
-    __table_args__ = (UniqueConstraint("version_id", "dataset_id", name="uq_evaluations_version_dataset"),)
+    __table_args__ = (UniqueConstraint("version_id", "dataset_id", name="uq_evaluations_version_dataset"),
+                      UniqueConstraint("base_model_id", "dataset_id", name="uq_evaluations_base_dataset"))
     id: Mapped[int] = mapped_column(primary_key=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    # set only for a base model's own evaluation (a version's row leaves it None: versions are unique above)
+    base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id", ondelete="CASCADE"))
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))  # the evaluate job that produced it
     split: Mapped[str] = mapped_column(String(16), default="eval")  # eval | train (no eval split)
     rows: Mapped[int] = mapped_column(default=0)
-    metrics: Mapped[dict] = mapped_column(default=dict)  # eval_loss, perplexity | accuracy, f1
+    # eval_loss, perplexity | accuracy, f1 | a benchmark's acc, acc_norm or exact_match with their *_stderr
+    metrics: Mapped[dict] = mapped_column(default=dict)
+    # a benchmark's per-question results: [{"row", "question", "target", "answer", "correct"}] (studio.benchmarks)
+    examples: Mapped[list] = mapped_column(default=list, server_default="[]")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BenchmarkPin(Base):
+    """A data set pinned as a benchmark for a base model: every new version of that base is evaluated on it,
+    with its parent and its base, so forgetting shows (studio/benchmarks.py)."""
+
+    __tablename__ = "benchmark_pins"
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id", ondelete="CASCADE"), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

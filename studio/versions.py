@@ -352,6 +352,7 @@ def compare(version_ids: list[int], max_points: int = MAX_POINTS) -> dict:
             metrics.append({"key": st.key, "label": st.label, "better": st.better, "digits": st.digits,
                             "values": values, "diff": [d for d, _ in diffs], "pct": [p for _, p in diffs]})
         kinds = {v.metrics.get("peak_memory_kind") for v in vs} - {None}
+        shared_base = vs[0].base_model_id if len({v.base_model_id for v in vs}) == 1 else None
         return {
             "versions": [{"id": v.id, "name": v.name, "method": v.method, "base_model": v.base_model.name,
                           "dataset": _dataset_label(v.dataset), "tags": v.tags, "job_id": v.job_id} for v in vs],
@@ -359,5 +360,7 @@ def compare(version_ids: list[int], max_points: int = MAX_POINTS) -> dict:
             "peak_memory_kinds": sorted(kinds),
             "config_diff": config_diff([flat_config(v) for v in vs]),
             "curves": {str(v.id): curves(db, v.job_id, max_points) for v in vs},
-            "evaluations": evaluations.table(db, ids),  # version x data set (studio.evaluations)
+            # version x data set (studio.evaluations), with the shared base as it is in a last column
+            "evaluations": evaluations.table(db, ids, base_model_id=shared_base),
+            "evaluations_base": vs[0].base_model.name if shared_base is not None else None,
         }

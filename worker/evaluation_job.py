@@ -4,13 +4,15 @@ The data goes through the training tokenisation (worker/data.py: chat template, 
 only; worker/data_cls.py: the classifier's label indices), and the numbers through the HF Trainer's own
 ``evaluate`` with the version's eval batch size, so they are the figures training reports for the same
 rows. Causal LM: eval_loss and perplexity = exp(eval_loss). Classification: accuracy, macro F1 and eval_loss.
-Rows: the data set's stored eval split, or all its training rows when it has none (``split="train"``)."""
+Rows: the data set's stored eval split, or all its training rows when it has none (``split="train"``).
+A benchmark data set (multiple_choice, qa) is also scored on the same rows by lm-evaluation-harness
+(worker/benchmark.py). A base model is evaluated as it is (``base_model_id`` instead of ``version_id``)."""
 from __future__ import annotations
 
 import math
 
 from models_db import BaseModel, Dataset, session_scope
-from studio import store
+from studio import benchmarks, store
 from studio.evaluations import task_of
 from studio.settings import get_settings
 from worker import data, data_cls, lineage
@@ -41,6 +43,23 @@ def load_version(version_id: int):
     else:
         model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32, **model_code_kwargs(base))
     return lineage.load_chain(model, versions, last="inference"), tokenizer, version
+
+
+def load_base(base_model_id: int):
+    """A base model as it is (float32), with its tokenizer: the "before" of every comparison."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with session_scope() as db:
+        base = db.get(BaseModel, base_model_id)
+        if base is None:
+            raise UserFacingError(f"base model {base_model_id} no longer exists")
+        db.expunge(base)
+    path = store.local_model(base.path)
+    tokenizer = AutoTokenizer.from_pretrained(path, **tokenizer_code_kwargs(base))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **model_code_kwargs(base)), tokenizer
 
 
 def evaluate_model(ctx: JobContext, model, tokenizer, task: str, dataset: Dataset, *, max_len: int,
@@ -78,7 +97,16 @@ def evaluate_model(ctx: JobContext, model, tokenizer, task: str, dataset: Datase
     trainer = Trainer(model=model, args=args, eval_dataset=rows, data_collator=collator, processing_class=tokenizer,
                       compute_metrics=compute)
     out = trainer.evaluate()
-    return {"dataset_id": dataset.id, "split": split, "rows": len(rows), "metrics": measured(task, out)}
+    evaluation = {"dataset_id": dataset.id, "split": split, "rows": len(rows), "metrics": measured(task, out)}
+    if benchmarks.is_benchmark(dataset.format):  # the same rows scored by lm-evaluation-harness, beside the loss
+        from worker import benchmark
+
+        figures, examples = benchmark.score(model, tokenizer, dataset.format,
+                                            benchmark.read_rows(data.stored_eval(path) or path),
+                                            batch_size=batch_size, say=ctx.say)
+        evaluation["metrics"].update(figures)
+        evaluation["examples"] = examples
+    return evaluation
 
 
 def measured(task: str, out: dict) -> dict:
@@ -90,22 +118,31 @@ def measured(task: str, out: dict) -> dict:
 
 
 def run_evaluate_job(ctx: JobContext) -> dict:
-    """The ``evaluate`` job: load the version, measure it on the data set; child.py stores the row."""
-    version_id, dataset_id = int(ctx.job.config["version_id"]), int(ctx.job.config["dataset_id"])
+    """The ``evaluate`` job: load the version (or the base model as it is), measure it on the data set;
+    job_process.py stores the row (and a benchmark's per-question results)."""
+    cfg_job = ctx.job.config
+    dataset_id = int(cfg_job["dataset_id"])
     ctx.writer.put(max_steps=2, step=0)
     with session_scope() as db:
         dataset = db.get(Dataset, dataset_id)
         if dataset is None:
             raise UserFacingError(f"dataset {dataset_id} no longer exists")
         db.expunge(dataset)
-    ctx.say(f"loading version {version_id}")
-    model, tokenizer, version = load_version(version_id)
+    if cfg_job.get("version_id") is not None:
+        version_id = int(cfg_job["version_id"])
+        ctx.say(f"loading version {version_id}")
+        model, tokenizer, version = load_version(version_id)
+        cfg, task, target = version.config or {}, task_of(version), {"version_id": version_id}
+    else:
+        base_id = int(cfg_job["base_model_id"])
+        ctx.say(f"loading base model {base_id} as it is")
+        model, tokenizer = load_base(base_id)
+        cfg, task, target = {}, "causal_lm", {"base_model_id": base_id}
     ctx.writer.put(step=1)
-    cfg = version.config or {}
-    evaluation = evaluate_model(ctx, model, tokenizer, task_of(version), dataset,
+    evaluation = evaluate_model(ctx, model, tokenizer, task, dataset,
                                 max_len=int(cfg.get("max_seq_length") or 512),
                                 batch_size=int((cfg.get("training") or {}).get("per_device_eval_batch_size") or 8),
                                 labels=cfg.get("labels"))
     ctx.writer.put(step=2)
-    ctx.say(", ".join(f"{k} {v:.4g}" for k, v in evaluation["metrics"].items()))
-    return {"evaluations": [{"version_id": version_id, **evaluation}]}
+    ctx.say(", ".join(f"{k} {v:.4g}" for k, v in evaluation["metrics"].items() if isinstance(v, (int, float))))
+    return {"evaluations": [{**target, **evaluation}]}

@@ -104,9 +104,10 @@ def main(job_id: int, fence: int, *, own_process: bool = False) -> int:
         return 0  # rank 0 records the job's end and its version
     result = dict(result or {})
     version = result.pop("version", None)
+    examples = evaluations.split_examples(result)  # per-question results go to their evaluations, not the result
     with session_scope() as db:
         version_id = jobq.succeed(db, claim, result=result, version=version)
-        evaluations.record_results(db, job.id, version_id, result)  # fenced with the success above
+        evaluations.record_results(db, job.id, version_id, result, examples)  # fenced with the success above
     evaluations.follow_up(job.kind, version_id, (version or {}).get("dataset_id"), result)
     return 0
 

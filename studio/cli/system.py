@@ -86,6 +86,9 @@ def register(sub, add, group) -> None:
     sp = add(g, "trust", cmd_models_trust, "admin: allow or forbid a model's own code (trust_remote_code)")
     sp.add_argument("model", help="model id or name"), sp.add_argument("--on", action="store_true")
     sp.add_argument("--off", action="store_true")
+    from studio.cli import benchmarks
+
+    benchmarks.register(g, add)  # evaluate, pin-benchmark, unpin-benchmark, benchmarks
     add(group("methods", "fine-tuning methods"), "list", cmd_methods_list, "the method registry")
     add(group("objectives", "training objectives"), "list", cmd_objectives_list, "the objective registry")
     add(group("db", "database"), "upgrade", cmd_db_upgrade, "apply migrations")

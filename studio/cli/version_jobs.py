@@ -1,4 +1,5 @@
-"""`studio versions evaluate` and `studio versions combine`: the version jobs a worker runs.
+"""`studio versions evaluate` and `studio versions combine`: the version jobs a worker runs (and the same finish
+for `studio models evaluate`, studio/cli/benchmarks.py).
 
 Registered under `studio versions` by studio/cli/versions.py (``register(g, add)``)."""
 from __future__ import annotations
@@ -11,27 +12,38 @@ from studio.cli.common import _job_line, emit, wait_for
 
 
 def _finish(args, job, created: bool = True) -> None:
-    """Print the job (and, waited for, its outcome); a failed wait exits non-zero."""
+    """Print the job (and, waited for, its outcome); a failed wait exits non-zero. An evaluate job waited for
+    also prints its evaluation (a benchmark's accuracy with its standard error; ``--examples``: every question)."""
     if not args.json:
         print(f"{'queued' if created else 'already queued as'} job {job.id} [{job.kind}]", file=sys.stderr)
     if args.wait:
         job = wait_for(job.id, quiet=args.json)
     out = operations.job_json(job)
     if args.wait and job.state == JobState.succeeded:
+        cfg = job.config or {}
         with session_scope() as db:
-            vid = (job.result or {}).get("version_id") or (job.config or {}).get("version_id")
-            out["evaluations"] = [evaluations.evaluation_json(e) for e in evaluations.of_versions(db, [vid])]
+            vid = (job.result or {}).get("version_id") or cfg.get("version_id")
+            if vid is not None:
+                out["evaluations"] = [evaluations.evaluation_json(e) for e in evaluations.of_versions(db, [vid])]
+            if job.kind == "evaluate":
+                row = evaluations.find(db, cfg["dataset_id"], version_id=cfg.get("version_id"),
+                                       base_model_id=cfg.get("base_model_id"))
+                out["evaluation"] = evaluations.evaluation_json(row, examples=getattr(args, "examples", False))
+    shown = out.get("evaluations") or ([out["evaluation"]] if "evaluation" in out else [])
     emit(args, out, _job_line(job) + "".join(
         f"\n  dataset #{e['dataset_id']} ({e['split']}, {e['rows']} rows): "
-        + ", ".join(f"{k} {v:.4f}" for k, v in e["metrics"].items() if v is not None)
-        for e in out.get("evaluations", [])))
+        + ", ".join(f"{k} {evaluations.cell_text(e, k)}" for k, v in e["metrics"].items()
+                    if isinstance(v, (int, float)) and not k.endswith("_stderr"))
+        + (f"; {e['failed']} question(s) failed" if e.get("failed") is not None else "")
+        for e in shown))
     if args.wait and job.state != JobState.succeeded:
         sys.exit(1)
 
 
 def evaluations_text(compared: dict) -> str:
     """The version x data set table of ``studio versions compare`` as text."""
-    return evaluations.markdown(compared.get("evaluations") or [], [f"#{v['id']}" for v in compared["versions"]])
+    base = [f"base {compared['evaluations_base']}"] if compared.get("evaluations_base") else []
+    return evaluations.markdown(compared.get("evaluations") or [], [f"#{v['id']}" for v in compared["versions"]] + base)
 
 
 def cmd_versions_evaluate(args):
@@ -50,6 +62,7 @@ def register(g, add) -> None:
     sp.add_argument("id", type=int)
     sp.add_argument("--dataset", type=int, required=True, help="data set version id (studio dataset list)")
     sp.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar on stderr")
+    sp.add_argument("--examples", action="store_true", help="with --wait --json: every benchmark question's result")
     sp = add(g, "combine", cmd_versions_combine, "combine 2+ LoRA versions of one base into a new version")
     sp.add_argument("ids", type=int, nargs="+", metavar="ID")
     sp.add_argument("--weights", help="one per version, comma-separated (default: 1/n for linear, cat, svd; "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from models_db import ModelVersion, session_scope
 from models_db import queries as q
-from studio import operations, versions
+from studio import evidence, operations, versions
 from studio.cli import generate, version_jobs
 from studio.cli.common import CliError, emit
 from studio.cli.handoff import run_in_worker
@@ -26,6 +26,7 @@ def cmd_versions_show(args):
     with session_scope() as db:
         v = versions.get(db, args.id)
         out = operations.version_json(v, versions.lineage(db, v.id))
+    out.update(evidence.comparison(args.id))  # vs_parent, vs_base: its evaluations against theirs
     emit(args, out, json.dumps(out, indent=2, default=str))
 
 

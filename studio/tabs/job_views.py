@@ -26,7 +26,8 @@ def _export_what(j: Job) -> str:
 
 def _evaluate_what(j: Job) -> str:
     cfg = j.config or {}
-    return f"version #{cfg.get('version_id')} on data set #{cfg.get('dataset_id')}"
+    model = f"version #{cfg['version_id']}" if cfg.get("version_id") else f"base model #{cfg.get('base_model_id')}"
+    return f"{model} on data set #{cfg.get('dataset_id')}"
 
 
 def _combine_what(j: Job) -> str:

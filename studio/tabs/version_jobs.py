@@ -7,11 +7,14 @@ from __future__ import annotations
 import html
 
 import gradio as gr
+import pandas as pd
 
-from models_db import Job, JobState, session_scope
+from models_db import Dataset, Evaluation, Job, JobState, session_scope
 from models_db import queries as q
-from studio import combine, evaluations, operations
+from studio import benchmarks, combine, evaluations, evidence, operations
 from studio.tab_state import friendly
+
+EXAMPLE_COLUMNS = ["row", "question", "right answer", "model's answer", "correct"]
 
 
 def dataset_choices() -> list[tuple[str, int]]:
@@ -26,12 +29,65 @@ def version_choices() -> list[tuple[str, int]]:
 
 
 def evaluations_md(version_id: int | None) -> str:
-    """The picked version's evaluations, one row per data set."""
+    """The picked version's evaluations, one row per data set, and how it compares with its parent and base."""
     if not version_id:
         return ""
     with session_scope() as db:
         rows = evaluations.table(db, [int(version_id)])
-    return "**Evaluations** (per data set)\n\n" + evaluations.markdown(rows, [f"#{version_id}"])
+    return ("**Evaluations** (per data set)\n\n" + evaluations.markdown(rows, [f"#{version_id}"]) + "\n\n"
+            + evidence_md(int(version_id)))
+
+
+def _against_md(title: str, against: dict | None) -> str:
+    if against is None:
+        return ""
+    lines = [f"**{title}**"]
+    if against["datasets"]:
+        lines += ["", "| data set | measure | this version | reference | Δ | beyond noise |", "|---|---|---|---|---|---|"]
+    for d in against["datasets"]:
+        where = d["dataset"] + (" 📌" if d["pinned"] else "")
+        for m in d["measures"]:
+            mark = "—" if m["beyond_noise"] is None else ("yes" if m["beyond_noise"] else "no")
+            sign = "" if m["better"] is None else (" ✅" if m["better"] else " ⚠️")
+            lines.append(f"| {where} | {m['label']} | {m['value']:.4f} | {m['reference']:.4f} | "
+                         f"{m['delta']:+.4f}{sign} | {mark} |")
+    if against["pending"]:
+        lines.append("\n_Not evaluated on both sides yet:_ " + ", ".join(f"#{i}" for i in against["pending"]))
+    return "\n".join(lines)
+
+
+def evidence_md(version_id: int) -> str:
+    """vs its parent and vs its base, on its own data set and the pinned benchmarks (📌), with the deltas and
+    whether each is beyond noise (two standard errors of the difference)."""
+    result = evidence.comparison(version_id)
+    parent = result["vs_parent"]
+    return "\n\n".join(x for x in (
+        _against_md(f"vs its parent #{parent['version_id']}" if parent else "", parent),
+        _against_md(f"vs its base {result['vs_base']['name']}", result["vs_base"])) if x)
+
+
+# --- a benchmark's questions -------------------------------------------------------------------------------
+
+def benchmark_choices(version_id: int | None) -> gr.Dropdown:
+    """The data sets the picked version has per-question results on (its benchmarks)."""
+    if not version_id:
+        return gr.Dropdown(choices=[], value=None)
+    with session_scope() as db:
+        found = [(f"#{e.dataset_id} {ds.name if ds else ''} ({ds.format if ds else ''})", e.dataset_id)
+                 for e in db.query(Evaluation).filter(Evaluation.version_id == int(version_id)).order_by(
+                     Evaluation.dataset_id) if e.examples for ds in [db.get(Dataset, e.dataset_id)]]
+    return gr.Dropdown(choices=found, value=found[0][1] if found else None)
+
+
+def examples_frame(version_id: int | None, dataset_id: int | None, failed_only: bool) -> pd.DataFrame:
+    """A benchmark's questions with the right answer and the model's (only the failed ones when asked)."""
+    if not version_id or not dataset_id:
+        return pd.DataFrame(columns=EXAMPLE_COLUMNS)
+    with session_scope() as db:
+        row = evaluations.find(db, int(dataset_id), version_id=int(version_id))
+        examples = benchmarks.examples_view(row.examples if row else [], failed_only=bool(failed_only))
+    return pd.DataFrame([[e["row"], e["question"], e["target"], e["answer"], "✓" if e["correct"] else "✗"]
+                         for e in examples], columns=EXAMPLE_COLUMNS)
 
 
 @friendly
@@ -82,6 +138,8 @@ def evaluations_html(result: dict) -> str:
                 "“Evaluate on dataset…” above.</p>")
     vs = result["versions"]
     head = "".join(f"<th>#{v['id']}</th>" for v in vs)
+    if result.get("evaluations_base"):  # the shared base as it is: "better than the base" in the same table
+        head += f"<th>base {html.escape(result['evaluations_base'])}</th>"
     body = ""
     for r in rows:
         only_train = {c["split"] for c in r["cells"] if c} == {"train"}
@@ -97,8 +155,7 @@ def evaluations_html(result: dict) -> str:
 
 
 def _cell(c: dict | None, key: str) -> str:
-    value = None if not c else c["metrics"].get(key)
-    return "<td>—</td>" if value is None else f"<td>{value:.4f}</td>"
+    return f"<td>{html.escape(evaluations.cell_text(c, key))}</td>"
 
 
 def on_open():
@@ -127,8 +184,18 @@ def render(picker: gr.Dropdown) -> tuple:
         name = gr.Textbox(label="Name of the new version (optional)", elem_id="combine-name")
         combine_btn = gr.Button("Combine", variant="primary", elem_id="combine-start")
     status = gr.Markdown(elem_id="version-job-status")
+    with gr.Accordion("Benchmark questions", open=False, elem_id="benchmark-box"):
+        with gr.Row():
+            bench = gr.Dropdown(label="Benchmark", scale=3, elem_id="benchmark-dataset",
+                                info="a multiple-choice or question/answer data set this version was evaluated on")
+            failed_only = gr.Checkbox(label="Failed only", value=False, scale=1, elem_id="benchmark-failed-only")
+        questions = gr.Dataframe(headers=EXAMPLE_COLUMNS, interactive=False, max_height=360, wrap=True,
+                                 elem_id="benchmark-questions")
 
     picker.change(evaluations_md, picker, evals)
+    picker.change(benchmark_choices, picker, bench)
+    for event in (bench.change, failed_only.change):
+        event(examples_frame, [picker, bench, failed_only], questions)
     picker.change(on_open, None, [dataset, parents])  # fresh lists whenever the tab opens or a version is picked
     evaluate_btn.click(start_evaluate, [picker, dataset], [watched, status])
     combine_btn.click(start_combine, [parents, weights, how, density, name], [watched, status])

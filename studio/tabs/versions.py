@@ -11,7 +11,7 @@ import pandas as pd
 
 from models_db import Job, JobState, session_scope
 from models_db import queries as q
-from studio import exports, methods, operations, store, versions
+from studio import evidence, exports, methods, operations, store, versions
 from studio.settings import get_settings
 from studio.tab_state import Shell, friendly
 from studio.tabs import side_by_side
@@ -32,6 +32,10 @@ def versions_frame() -> pd.DataFrame:
                                                 *(s.label for s in versions.STATS), "base", "created"])
     for s in versions.STATS:
         df[s.label] = pd.to_numeric(df[s.label], errors="coerce").round(s.digits)
+    if len(df):  # the forgetting badge: worse than the model it was trained from on a pinned benchmark
+        worse = evidence.forgetting([int(i) for i in df["id"]])
+        df.insert(4, "vs parent", [("⚠ worse on " + ", ".join(f"#{d}" for d in worse[int(i)])) if int(i) in worse
+                                   else None for i in df["id"]])
     return df.dropna(axis=1, how="all") if len(df) else df
 
 

@@ -121,7 +121,7 @@ def evaluation(version_id: int, dataset_id: int) -> Evaluation | None:
 def evaluate_jobs(version_id: int) -> list[Job]:
     with session_scope() as db:
         jobs = [j for j in db.scalars(select(Job).where(Job.kind == "evaluate"))
-                if j.config["version_id"] == version_id]
+                if j.config.get("version_id") == version_id]
         db.expunge_all()
         return jobs
 
