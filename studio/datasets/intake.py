@@ -2,7 +2,8 @@
 
 Passes over the upload, each in bounded memory:
 
-1. :func:`.source.scan` — sizes, gzip bomb guard, binary/UTF-8 check, digest of the bytes;
+1. :func:`.source.scan` — sizes, gzip bomb guard, binary/UTF-8 check, digest of the bytes
+   (the bounds on memory and time are in :mod:`.limits`);
 2. read + detect + normalise — the first records are buffered to detect the format, then every
    record is checked and its canonical form written to a work file with its row number;
 3. finalise — rows with a minority label type are dropped, duplicates found, rows too long for
@@ -28,6 +29,7 @@ from .benchmark_rows import looks_like_qa
 from .dedup import SeenRows
 from .errors import DatasetError, Found, Problem, ProblemLog
 from .formats import FORMATS, detect, is_field_name
+from .limits import MAX_COLUMNS, SAMPLE_CHARS, measure
 from .names import check_name
 from .normalize import Normalizer
 from .readers import Reader, open_reader
@@ -100,7 +102,7 @@ def _ingest(source: Source, work: Path, out_dir: Path, fmt: str, mapping: dict |
     log = ProblemLog()
     reader = open_reader(source, is_field_name)
     try:
-        sample, columns = _sample(reader)
+        sample, columns = _sample(reader, source.name)
         if not columns:
             _no_columns(source.name, sample, log, reader.row_word)
         found.columns = columns
@@ -132,15 +134,19 @@ def _ingest(source: Source, work: Path, out_dir: Path, fmt: str, mapping: dict |
     )
 
 
-def _sample(reader: Reader) -> tuple[list, list[str]]:
-    """Buffer the first records to find the columns (bounded: records and items are capped)."""
-    sample, columns, records = [], {}, 0
+def _sample(reader: Reader, name: str) -> tuple[list, list[str]]:
+    """Buffer the first records to find the columns (bounded: records, items and characters are capped)."""
+    sample, columns, records, chars = [], {}, 0, 0
     for item in reader.items:
         sample.append(item)
         if isinstance(item[1], dict):
             records += 1
             columns.update(dict.fromkeys(item[1]))
-        if records >= SAMPLE_RECORDS or len(sample) >= SAMPLE_ITEMS:
+            if len(columns) > MAX_COLUMNS:
+                raise DatasetError(f"{name}: the first records have more than {MAX_COLUMNS:,} different fields; a data "
+                                   "set has at most that many columns (is this the right file?)")
+            chars += measure(item[1])[1]
+        if records >= SAMPLE_RECORDS or len(sample) >= SAMPLE_ITEMS or chars >= SAMPLE_CHARS:
             break
     return sample, reader.columns if reader.columns is not None else list(columns)
 

@@ -19,9 +19,10 @@ import json
 from collections.abc import Callable, Iterator
 
 from .errors import DatasetError
+from .limits import MAX_DEPTH, MAX_ROW_CHARS
 
 CHUNK = 1 << 20
-MAX_RECORD = 64 * 1024 * 1024
+MAX_RECORD = MAX_ROW_CHARS
 _WS = " \t\r\n"
 _decoder = json.JSONDecoder()
 
@@ -98,8 +99,12 @@ class JsonStream:
         while True:
             try:
                 value, end = _decoder.raw_decode(self.buf, self.pos)
+            except RecursionError:  # json's own limit on nesting (about 1000 levels)
+                self._fail(f"a record is nested more than {MAX_DEPTH} levels deep")
             except json.JSONDecodeError as exc:
-                if self.eof or len(self.buf) - self.pos > MAX_RECORD or not self._fill():
+                if len(self.buf) - self.pos > MAX_RECORD:
+                    self._fail(f"a record is longer than {MAX_RECORD:,} characters (the limit of one row)")
+                if self.eof or not self._fill():
                     self.pos = max(exc.pos, self.pos)
                     self._fail(exc.msg)
                 continue

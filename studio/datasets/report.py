@@ -19,6 +19,8 @@ KIND_TEXT = {
     "turn_order": ("turns out of order", "have turns out of order"),
     "ragged_row": ("ragged row", "have the wrong number of fields"),
     "bad_text": ("invalid text", "contain invalid text"),
+    "too_large": ("too large", "are longer than one row may be"),
+    "too_deep": ("nested too deeply", "are nested too deeply"),
     "duplicate": ("duplicate", "are duplicates"),
     "inconsistent_label": ("inconsistent label", "have inconsistent labels"),
     "rare_label": ("rare label", "have a rare label"),

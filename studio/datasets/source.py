@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DatasetError
+from .limits import GZIP_MAX_RATIO, GZIP_RATIO_FLOOR
 from .names import split_name
 
 CHUNK = 1 << 20
@@ -39,6 +40,7 @@ class Source:
     file_type: str
     digest: str
     size: int
+    limit: int = 0  # the decompressed bytes it may expand to (Parquet's rows are counted against it as read)
 
     def open_text(self, newline: str | None = None):
         """Open the decompressed content as UTF-8 text (a leading BOM is dropped)."""
@@ -73,18 +75,25 @@ def scan(path: Path, name: str, max_bytes: int, max_decompressed_bytes: int | No
     gz = magic.startswith(GZIP_MAGIC)
     if name_gz and not gz:
         raise DatasetError(f"{name} is named .gz but is not gzip-compressed; rename or recompress it.")
-    if magic == PARQUET_MAGIC:
-        return Source(path, name, False, "parquet", _hash_file(path), size)
+    limit = max_decompressed_bytes if max_decompressed_bytes is not None else max_bytes
+    if magic == PARQUET_MAGIC:  # decoded, it may expand like gzip (compressed pages, dictionaries)
+        return Source(path, name, False, "parquet", _hash_file(path), size, _bomb_limit(limit, size))
     if name_type == "parquet":
         raise DatasetError(
             f"{name} is named .parquet but is not a Parquet file (no PAR1 header); "
             "upload the original Parquet file (gzip-compressed Parquet is not supported)."
         )
-    limit = max_decompressed_bytes if max_decompressed_bytes is not None else max_bytes
+    if gz:
+        limit = _bomb_limit(limit, size)
     digest, total, head, blank = _scan_text(path, name, gz, limit)
     if blank:
         raise DatasetError(f"{name} is empty (only whitespace); upload a file that contains data.")
-    return Source(path, name, gz, sniff_type(name_type, head), digest, total)
+    return Source(path, name, gz, sniff_type(name_type, head), digest, total, limit)
+
+
+def _bomb_limit(limit: int, size: int) -> int:
+    """A compressed file stops at a ratio of its size, long before the decompressed limit (a bomb)."""
+    return min(limit, max(GZIP_RATIO_FLOOR, GZIP_MAX_RATIO * size))
 
 
 def _hash_file(path: Path) -> str:
@@ -105,6 +114,8 @@ def _scan_text(path: Path, name: str, gz: bool, limit: int) -> tuple[str, int, s
             while chunk := f.read(CHUNK):
                 if total + len(chunk) > limit:
                     raise DatasetError(_too_big(name, gz, limit))
+                if total == 0:
+                    _check_encoding(name, chunk)
                 _check_text(name, chunk, decoder, total)
                 if len(head) < HEAD_CHARS:
                     head += chunk[: HEAD_CHARS * 4].decode("utf-8", "ignore")[:HEAD_CHARS]
@@ -115,6 +126,23 @@ def _scan_text(path: Path, name: str, gz: bool, limit: int) -> tuple[str, int, s
     except _BAD_GZIP as exc:
         raise DatasetError(f"{name} is not a valid gzip file ({exc}); recompress it or upload it uncompressed.") from exc
     return h.hexdigest(), total, head.lstrip("\ufeff"), blank
+
+
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+              (b"\xfe\xff", "UTF-16"))
+
+
+def _check_encoding(name: str, head: bytes) -> None:
+    """Text in a wide encoding (UTF-16/32, with its byte-order mark or ASCII-like with every other byte 0) is
+    named as such: "binary data" would send the person looking for the wrong problem."""
+    wide = next((enc for bom, enc in _WIDE_BOMS if head.startswith(bom)), None)
+    sample = head[:256]
+    if wide is None and len(sample) >= 8 and (sample[1::2].count(0) > 0.9 * len(sample[1::2])
+                                              or sample[0::2].count(0) > 0.9 * len(sample[0::2])):
+        wide = "UTF-16"
+    if wide:
+        raise DatasetError(f"{name} is {wide} text; save it as UTF-8 (most editors offer it under 'Save as' → "
+                           "encoding; `iconv -f UTF-16 -t UTF-8` converts it) and upload it again.")
 
 
 def _check_text(name: str, chunk: bytes, decoder, offset: int, final: bool = False) -> None:
@@ -129,17 +157,21 @@ def _check_text(name: str, chunk: bytes, decoder, offset: int, final: bool = Fal
 
 def _binary(name: str, offset: int, utf8: bool = False) -> str:
     what = "is not UTF-8 text" if utf8 else "contains binary data"
+    hint = (" If it is text in another encoding (Latin-1 or Windows-1252, as older spreadsheets save CSV), "
+            "save it as UTF-8 ('CSV UTF-8') or convert it with `iconv -f latin1 -t utf-8`.") if utf8 else (
+            " Archives (zip, tar) are not unpacked: upload the data file itself.")
     return (
         f"{name} {what} (at byte {offset}); upload a UTF-8 JSONL, JSON, CSV, TSV or text file, "
-        "or a Parquet file, optionally gzip-compressed."
+        "or a Parquet file, optionally gzip-compressed." + hint
     )
 
 
 def _too_big(name: str, gz: bool, limit: int) -> str:
     if gz:
         return (
-            f"{name} decompresses to more than {human_bytes(limit)} (the decompressed size limit); "
-            "decompression was stopped. This looks like a gzip bomb or a file that is too large."
+            f"{name} decompresses to more than {human_bytes(limit)} (the decompressed size limit, and at most "
+            f"{GZIP_MAX_RATIO} times the compressed size); decompression was stopped. This looks like a gzip "
+            "bomb or a file that is too large: upload it uncompressed, or split it."
         )
     return f"{name} is over the {human_bytes(limit)} size limit; split it into smaller files."
 
