@@ -259,3 +259,26 @@ def test_a_lost_dpo_attempt_resumes_from_its_checkpoint_against_the_same_referen
     assert got.keys() == want.keys() and got
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-5, msg=name)
+
+
+# ------------------------------------------------------------------------------ through the queue
+
+def test_dpo_through_the_cli_and_a_worker_process(tmp_path, tiny_llama_dir):
+    """The queue path: `studio train --objective dpo --wait` with a real worker, whose job runs in its own
+    process (bitsandbytes switched off, library messages quieted) and imports TRL there."""
+    from tests.cli import Cli
+
+    with backend_env("embedded", tmp_path / "home") as env:
+        cli = Cli(env)
+        cli.run("db", "upgrade")
+        cli.json("models", "import", str(tiny_llama_dir), "--name", "tiny")
+        data = write_jsonl(tmp_path / "pairs.jsonl", pairs(16))
+        ds = cli.json("dataset", "add", str(data))["dataset"]
+        assert ds["format"] == "preference"
+        with cli.worker():
+            job = cli.json("train", "--model", "tiny", "--dataset", str(ds["id"]), "--objective", "dpo",
+                           "--set", "max_steps=2", "--set", "eval_split=0.25", "--set", "beta=0.2", "--wait")
+        assert job["state"] == "succeeded", job["error"]
+        version = cli.json("versions", "show", str(job["version_id"]))
+        assert version["config"]["objective"] == "dpo" and version["config"]["objective_params"]["beta"] == 0.2
+        assert "eval_rewards/accuracies" in version["metrics"] and "eval_rewards/margins" in version["metrics"]
