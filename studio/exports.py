@@ -48,6 +48,9 @@ class ExportFormat:
     dtype: str = "float32"  # the saved weights (safetensors kinds)
     bits: int | None = None  # bitsandbytes quantization
     working_copies: float = 1.0
+    # the export verifies itself (worker/fidelity.py): the least greedy-token agreement with the trained model
+    # and the largest mean KL over the first reply tokens it may show and still be "verified" (docs/exports.md)
+    fidelity: tuple[float, float] = (1.0, 1e-4)
 
     @property
     def merged(self) -> bool:
@@ -58,13 +61,13 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("merged", "merged model, float32 safetensors", "safetensors",
                  "Base and lineage merged into one standalone model, full precision."),
     ExportFormat("merged-fp16", "merged model, float16 safetensors", "safetensors",
-                 "Merged, saved in half precision: half the size; for GPUs.", dtype="float16"),
+                 "Merged, saved in half precision: half the size; for GPUs.", dtype="float16", fidelity=(0.9, 0.01)),
     ExportFormat("merged-bf16", "merged model, bfloat16 safetensors", "safetensors",
-                 "Merged, saved in bfloat16: half the size, float32's range.", dtype="bfloat16"),
+                 "Merged, saved in bfloat16: half the size, float32's range.", dtype="bfloat16", fidelity=(0.8, 0.05)),
     ExportFormat("bnb-8bit", "merged model, 8-bit bitsandbytes (LLM.int8)", "bnb",
-                 "Merged in full precision, then quantized to 8 bits: about a quarter of float32.", bits=8),
+                 "Merged in full precision, then quantized to 8 bits: about a quarter of float32.", bits=8, fidelity=(0.8, 0.05)),
     ExportFormat("bnb-4bit", "merged model, 4-bit bitsandbytes (NF4)", "bnb",
-                 "Merged in full precision, then quantized to 4-bit NF4: about an eighth of float32.", bits=4),
+                 "Merged in full precision, then quantized to 4-bit NF4: about an eighth of float32.", bits=4, fidelity=(0.6, 0.25)),
     ExportFormat("onnx", "merged model, ONNX (onnxruntime)", "onnx",
                  "Merged, exported to ONNX for onnxruntime (needs the onnx extra).", working_copies=2.0),
     ExportFormat("adapter", "the trained part only (adapter)", "adapter",

@@ -3,8 +3,9 @@ ONNX) or the trained part alone, with a model card; the Versions tab's downloads
 
 Every merged format starts the same way: the base reloaded in float32 and the lineage merged onto it
 (merging into quantized weights would re-quantize and lose the update); the format's writer then saves it.
-After writing, the export is reloaded and a few greedy tokens are timed (``export_ms_per_token_<format>``
-in the version's metrics), which also proves the files load.
+After writing, the export verifies itself (worker/fidelity.py: fixed prompts from the version's data replayed
+in the export's own runtime against the trained model; a ``fidelity`` record in studio_version.json and the
+job's result), and a few greedy tokens are timed (``export_ms_per_token_<format>`` in the version's metrics).
 
 ONNX goes through ``torch.onnx.export`` (its dynamo exporter) and is checked with onnxruntime. optimum's
 exporter would be the usual road, but optimum-onnx (0.1.0, the newest) pins transformers<4.58 and fails to
@@ -23,7 +24,7 @@ from pathlib import Path
 from models_db import BaseModel, ModelVersion, session_scope
 from studio import exports, store
 from studio.settings import get_settings
-from worker import lineage, methods
+from worker import fidelity, lineage, methods
 from worker.context import JobContext
 from worker.errors import UserFacingError
 from worker.model_card import card_parents, model_card
@@ -50,6 +51,21 @@ def merged_model(version: ModelVersion, base: BaseModel, versions: list[ModelVer
         model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32, **model_code_kwargs(base))
     say("merging the lineage into the base")
     return lineage.load_chain(model, versions, last="merge")
+
+
+def _inference_model(version: ModelVersion, base: BaseModel, versions: list[ModelVersion], tokenizer):
+    """The version as the studio runs it (float32 base, lineage loaded for inference): the adapter's reference."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if version.config.get("task") == "seq_cls":
+        from worker.recipes.seq_cls import load_classifier
+
+        model = load_classifier(base.path, version.config["labels"], tokenizer, dtype=torch.float32,
+                                **model_code_kwargs(base))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32, **model_code_kwargs(base))
+    return lineage.load_chain(model, versions, last="inference")
 
 
 def save_safetensors(model, tokenizer, out: Path, fmt: exports.ExportFormat, say) -> dict:
@@ -280,12 +296,19 @@ def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     extra, latency = {}, None
+    prompts = fidelity.prompts_for(version)  # replayed through the export once it is written (worker/fidelity.py)
+    task = (version.config or {}).get("task") or "causal_lm"
+    tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version), **tokenizer_code_kwargs(base))
     if fmt.merged:
-        tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version), **tokenizer_code_kwargs(base))
-        # the merged model goes straight into the writer, which then holds its only reference (and may free it)
-        extra = WRITERS[fmt.kind](merged_model(version, base, versions, tokenizer, say), tokenizer, out_dir, fmt, say)
+        held = [merged_model(version, base, versions, tokenizer, say)]
+        say(f"replaying {len(prompts)} prompts through the trained model, to check the export against")
+        ref = fidelity.reference(held[0], tokenizer, prompts, task)
+        # the merged model goes into the writer, which then holds its only reference (and may free it)
+        extra = WRITERS[fmt.kind](held.pop(), tokenizer, out_dir, fmt, say)
         gc.collect()
         progress(2)
+        say("verifying the export: the same prompts in its own runtime")
+        extra["fidelity"] = fidelity.check_folder(out_dir, fmt, ref, prompts, base, extra.get("bnb_device", "cpu"))
         say("timing a few greedy tokens on the export")
         latency = measure_latency(out_dir, fmt, extra.get("bnb_device", "cpu"), base)
         if latency is not None:
@@ -293,8 +316,14 @@ def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None
     else:
         shutil.copytree(lineage.artifact(version), out_dir / "adapter", dirs_exist_ok=True)
         progress(2)
+        say(f"verifying the adapter: {len(prompts)} prompts through the trained model and through the exported folder")
+        ref = fidelity.reference(_inference_model(version, base, versions, tokenizer), tokenizer, prompts, task)
+        gc.collect()
+        extra["fidelity"] = fidelity.check_adapter(out_dir, versions, base, ref, prompts)
+    say(fidelity.summary(extra["fidelity"]))
     progress(3)
-    (out_dir / "README.md").write_text(model_card(version, base, fmt, versions, latency, parents))
+    (out_dir / "README.md").write_text(model_card(version, base, fmt, versions, latency, parents)
+                                       + fidelity.card_section(extra["fidelity"]))
     (out_dir / "studio_version.json").write_text(json.dumps(
         {"version_id": version.id, "name": version.name, "method": version.method, "base_model": base.name,
          "format": fmt.name, "parents": [v.id for v in versions[:-1]], "combined_from": parents if
@@ -322,5 +351,5 @@ def run_export_job(ctx: JobContext) -> dict:
     rel = str(Path(zip_path).relative_to(get_settings().home_abs))
     store.put(rel)  # the studio serving the download may be on another machine (studio/store.py)
     ctx.writer.put(step=5)
-    return {"zip": rel, "version_id": version_id,
-            "format": fmt.name, "merged": fmt.merged, "ms_per_token": meta.get("export_ms_per_token")}
+    return {"zip": rel, "version_id": version_id, "format": fmt.name, "merged": fmt.merged,
+            "ms_per_token": meta.get("export_ms_per_token"), "fidelity": meta.get("fidelity")}

@@ -70,8 +70,11 @@ def cmd_versions_export(args):
         exports.check_export(db, args.id, fmt)
     out = Path(run_in_worker("export", str(args.id), str(Path(args.out).resolve()), fmt)["out"])
     meta = json.loads((out / "studio_version.json").read_text())
+    record = meta.get("fidelity") or {}
+    verdict = "verified" if record.get("verified") else f"NOT verified: {record.get('reason')}"
     emit(args, {"version_id": args.id, "out": str(out), "format": fmt, "merged": exports.FORMATS[fmt].merged,
-                "ms_per_token": meta.get("export_ms_per_token")}, f"exported to {out} ({fmt})")
+                "ms_per_token": meta.get("export_ms_per_token"), "fidelity": meta.get("fidelity")},
+         f"exported to {out} ({fmt}); {verdict}")
 
 
 def register(sub, add, group) -> None:

@@ -57,8 +57,11 @@ def _export_result(j: Job) -> str:
     if not r.get("zip"):
         return ""
     speed = f" · {r['ms_per_token']:.3g} ms/token measured on the export" if r.get("ms_per_token") else ""
+    check = r.get("fidelity") or {}
+    verdict = ("" if not check else " · verified against the trained model" if check.get("verified")
+               else f" · <b>not verified</b>: {html.escape(str(check.get('reason')))}")
     return (f"The {html.escape(str(r.get('format', 'export')))} export of version #{r.get('version_id')} is ready to "
-            f"download on the Versions tab: <code>{html.escape(str(r['zip']))}</code>{speed}")
+            f"download on the Versions tab: <code>{html.escape(str(r['zip']))}</code>{speed}{verdict}")
 
 
 def _evaluate_result(j: Job) -> str:

@@ -209,13 +209,24 @@ def export_status(job_id: int | None):
         if not path.exists():
             return "The zip was deleted with its version.", gr.DownloadButton(visible=False)
         size = path.stat().st_size / 2**20
-        return (f"Ready: `{path.name}` ({size:.1f} MB)",
+        return (f"Ready: `{path.name}` ({size:.1f} MB). {fidelity_line(job.result.get('fidelity'))}",
                 gr.DownloadButton(f"Download {path.name}", value=str(path), visible=True))
     if job.state in (JobState.failed, JobState.cancelled):
         return f"Export {job.state}: {job.error or ''}", gr.DownloadButton(visible=False)
     pct = f" ({job.step}/{job.max_steps})" if job.max_steps else ""
     why = operations.waiting_for(job.id) if job.state == JobState.queued else job.message
     return f"{job.state.capitalize()}: {why or 'starting'}{pct}", gr.DownloadButton(visible=False)
+
+
+def fidelity_line(record: dict | None) -> str:
+    """The export's own check (worker/fidelity.py), in one line: verified with its figures, or why not."""
+    if not record:
+        return ""
+    if record.get("verified"):
+        eos = ", stops at EOS" if record.get("stops_at_eos") else ""
+        return (f"✅ **Verified**: greedy-token agreement {record['token_agreement']:.1%}, mean KL "
+                f"{record['mean_kl']:.2g}{eos} ({record['prompts']} prompts, {record['runtime']}).")
+    return f"⚠️ **Not verified**: {html.escape(str(record.get('reason')))}."
 
 
 # --- comparison ---------------------------------------------------------------------------------------

@@ -101,6 +101,22 @@ def test_each_format_reloads_and_agrees_with_the_adapter_model(fmt, studio, lora
     assert 0 < ms < 10_000
     card = (out / "README.md").read_text()
     assert f"| export_ms_per_token_{fmt} |" in card and f"format `{fmt}`" in card
+    # the export verified itself: the version's eval prompts replayed in its own runtime
+    record = json.loads((out / "studio_version.json").read_text())["fidelity"]
+    assert_fidelity(record, fmt)
+    assert "## Fidelity" in card
+
+
+def assert_fidelity(record: dict, fmt: str) -> None:
+    """The fidelity record of an export: its figures, its tolerance, and a verdict that follows from them."""
+    min_agreement, max_kl = exports.FORMATS[fmt].fidelity
+    assert record["prompts"] == 3 and record["tokens_compared"] > 0 and record["chat_template"] is True
+    assert record["tolerance"] == {"min_agreement": min_agreement, "max_kl": max_kl}
+    assert record["stops_at_eos"] is True and record["eos_token_ids"]  # the end of turn survived the export
+    within = record["token_agreement"] >= min_agreement and record["mean_kl"] <= max_kl
+    assert record["verified"] is within and (record["reason"] is None) is within, record
+    if fmt in ("merged", "onnx", "adapter"):  # lossless formats: the same model
+        assert record["verified"] and record["token_agreement"] == 1.0 and record["mean_kl"] < 1e-6, record
 
 
 def safetensors_dtypes(folder: Path) -> dict:
@@ -150,6 +166,12 @@ def test_download_jobs_build_the_zips_with_a_full_model_card(studio, lora):
     names = set(zipfile.ZipFile(get_settings().home_abs / adapter.result["zip"]).namelist())
     assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "README.md"} <= names, names
     assert not any(n.endswith("model.safetensors") and not n.startswith("adapter/") for n in names)
+    # each job's result carries the export's own check; the adapter is loaded the README's way (peft on the base)
+    assert job.result["fidelity"]["verified"] is True
+    assert_fidelity(adapter.result["fidelity"], "adapter")
+    assert adapter.result["fidelity"]["runtime"] == "transformers + the exported adapter"
+    assert "verified against the trained model" in job_views.status_html(adapter)
+    assert "✅ **Verified**" in tab.export_status(adapter.id)[0]
 
 
 def test_a_merge_that_does_not_fit_is_refused_up_front_with_the_numbers(studio, lora, memory_limit, tmp_path):
@@ -190,6 +212,8 @@ def test_a_method_that_cannot_merge_exports_the_adapter_only(studio, tmp_path):
     picker = tab.export_picker("prompt_tuning")
     assert [c[1] for c in picker.choices] == ["adapter"] and picker.value == "adapter"
     assert "cannot be merged" in picker.info
+    out = export_version(version.id, tmp_path / "soft-prompt", format="adapter", say=lambda _: None)
+    assert_fidelity(json.loads((out / "studio_version.json").read_text())["fidelity"], "adapter")  # studio's loader
     assert len(tab.export_picker("lora").choices) == len(exports.FORMATS)
     for fmt in ("merged", "bnb-4bit", "onnx"):
         with pytest.raises(SpecError, match=rf"prompt_tuning cannot be merged .* no {fmt} export; export the adapter "
@@ -220,6 +244,7 @@ def test_the_cli_takes_format_and_keeps_merged_as_an_alias(studio, lora, tmp_pat
     main(["versions", "export", str(lora.id), "--out", str(tmp_path / "bf16"), "--format", "merged-bf16", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert out["format"] == "merged-bf16" and out["merged"] is True and out["ms_per_token"] > 0
+    assert_fidelity(out["fidelity"], "merged-bf16")  # the export's own check is in its --json
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
     main(["versions", "export", str(lora.id), "--out", str(tmp_path / "alias"), "--merged", "--json"])
     assert json.loads(capsys.readouterr().out)["format"] == "merged"
@@ -322,6 +347,12 @@ def test_a_merged_decoder_classifier_exports_in_each_format(fmt, classifiers, tm
     atol, _ = TOLERANCE[fmt]
     assert (got - expected).abs().max().item() <= atol, (fmt, (got - expected).abs().max().item())
     assert not any(k.startswith("export_ms_per_token") for k in metrics_of(version.id))
+    record = json.loads((out / "studio_version.json").read_text())["fidelity"]  # label distributions compared
+    assert record["tokens_compared"] == record["prompts"] == 3 and "stops_at_eos" not in record
+    assert record["verified"] is (record["token_agreement"] >= exports.FORMATS[fmt].fidelity[0]
+                                  and record["mean_kl"] <= exports.FORMATS[fmt].fidelity[1])
+    if fmt == "onnx":
+        assert record["verified"] and record["token_agreement"] == 1.0, record
 
 
 # --- the job on each backend (SQLite, and Postgres + Redis when set) ----------------------------------------
@@ -352,6 +383,7 @@ def test_export_job_on_each_backend_records_its_latency(backend, tiny_llama_dir,
     batch = fixed_batch(json.loads((trained / "config.json").read_text())["vocab_size"])
     got = logits(AutoModelForCausalLM.from_pretrained(tmp_path / "unzipped"), batch)
     torch.testing.assert_close(got, logits(AutoModelForCausalLM.from_pretrained(trained), batch), atol=2e-3, rtol=0)
+    assert job.result["fidelity"]["prompts"] == 3  # no data set: the stock prompts
     metrics = metrics_of(version_id)
     assert metrics["train_loss"] == 1.5 and metrics["export_ms_per_token_merged-fp16"] == pytest.approx(
         job.result["ms_per_token"], abs=1e-3)
