@@ -8,7 +8,7 @@ Every evaluation of a benchmark also records the loss on the same rows (their ``
 
 - multiple_choice: lm-eval's ``multiple_choice`` output type: the log-likelihood of each choice after the
   question; ``acc`` (the highest-scoring choice is the answer) and ``acc_norm`` (each choice's log-likelihood
-  divided by its length in bytes first), each with its standard error.
+  divided by its length in characters first), each with its standard error.
 - qa: lm-eval's ``generate_until``: greedy generation until the end of the turn, the final answer extracted
   from the reply as from the reference (benchmark_rows.final_answer), ``exact_match`` with its standard error.
 """
@@ -89,6 +89,7 @@ def pin(db: Session, base_model_id: int, dataset_id: int) -> bool:
     base, ds = db.get(BaseModel, base_model_id), db.get(Dataset, dataset_id)
     if base is None:
         raise SpecError(f"base model {base_model_id} does not exist (studio models list)")
+    _may_change_pins(db, base)
     if ds is None:
         raise SpecError(f"dataset {dataset_id} does not exist (studio dataset list)")
     check_base_pair(base, ds)
@@ -100,10 +101,24 @@ def pin(db: Session, base_model_id: int, dataset_id: int) -> bool:
 
 
 def unpin(db: Session, base_model_id: int, dataset_id: int) -> bool:
+    base = db.get(BaseModel, base_model_id)
+    if base is None:
+        raise SpecError(f"base model {base_model_id} does not exist (studio models list)")
+    _may_change_pins(db, base)
     row = db.get(BenchmarkPin, (base_model_id, dataset_id))
     if row is not None:
         db.delete(row)
     return row is not None
+
+
+def _may_change_pins(db: Session, base: BaseModel) -> None:
+    """A base model's pins decide what every new version of it is evaluated on, whoever trained it: they are
+    changed by whoever may change the base model (its owner or an admin), like the model itself."""
+    from models_db.access import AccessError, can_change, current, describe_owner
+
+    if not can_change(db, base, current()):
+        raise AccessError(f"base model {base.name} belongs to {describe_owner(db, base)}: only its owner or an admin "
+                          "pins or unpins its benchmarks")
 
 
 # --- per-question results ------------------------------------------------------------------------------------

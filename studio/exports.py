@@ -103,6 +103,8 @@ def safetensors_params(folder: Path) -> int:
     for file in sorted(Path(folder).glob("*.safetensors")):
         with open(file, "rb") as f:
             (length,) = struct.unpack("<Q", f.read(8))
+            if length > min(file.stat().st_size, 100 * 2**20):  # a broken or forged header: never read as asked
+                raise ExportError(f"{file.name} is not a readable safetensors file (its header claims {length} bytes)")
             header = json.loads(f.read(length))
         for name, info in header.items():
             if name != "__metadata__":

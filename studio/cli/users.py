@@ -53,6 +53,7 @@ def cmd_users_add(args):
 def cmd_users_list(args):
     from studio.auth import list_users
 
+    _require_admin()  # names, roles and teams of every account: an admin's view
     users = list_users()
     text = "\n".join(f"{u.id:>4}  {u.name:<20} {u.role:<7} {u.team or '-':<12}{' disabled' if u.disabled else ''}"
                      for u in users) or "no accounts: the studio runs in embedded single-user mode"

@@ -9,7 +9,8 @@ import html
 import gradio as gr
 import pandas as pd
 
-from models_db import Dataset, Evaluation, Job, JobState, session_scope
+from models_db import Dataset, Evaluation, Job, JobState, ModelVersion, session_scope
+from models_db.access import hidden_reason
 from models_db import queries as q
 from studio import benchmarks, combine, evaluations, evidence, operations
 from studio.tab_state import friendly
@@ -33,6 +34,8 @@ def evaluations_md(version_id: int | None) -> str:
     if not version_id:
         return ""
     with session_scope() as db:
+        if db.get(ModelVersion, int(version_id)) is None:  # someone else's (models_db.access), or gone
+            return hidden_reason(db, ModelVersion, int(version_id)) or f"Version #{version_id} does not exist."
         rows = evaluations.table(db, [int(version_id)])
     return ("**Evaluations** (per data set)\n\n" + evaluations.markdown(rows, [f"#{version_id}"]) + "\n\n"
             + evidence_md(int(version_id)))

@@ -201,6 +201,8 @@ def export_status(job_id: int | None):
         return gr.skip(), gr.skip()
     with session_scope() as db:
         job = db.get(Job, int(job_id))
+    if job is None:  # someone else's export (models_db.access), or gone
+        return "", gr.DownloadButton(visible=False)
     if job.state == JobState.succeeded:
         try:  # built by a worker on another machine: fetched from the shared store (studio/store.py)
             path = store.local(job.result["zip"], into_home=True)

@@ -131,3 +131,12 @@ def test_registration_and_heartbeat_record_ram_and_only_the_training_worker_reap
         monkeypatch.setitem(consumer._started, "queues", queues)
         consumer._on_ready()
     assert started == [(False,), (True,)]
+
+
+def test_a_forged_safetensors_header_is_refused_not_read(tmp_path):
+    """A header length past the file (a broken or forged file) is an ExportError, never a read of that size."""
+    from studio.exports import ExportError, safetensors_params
+
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"x" * 100)  # "xxxxxxxx" reads as an exabyte header
+    with pytest.raises(ExportError, match="not a readable safetensors file"):
+        safetensors_params(tmp_path)
