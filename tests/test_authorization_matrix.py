@@ -9,9 +9,8 @@ changed; a refusal must not leak the marker either.
 
 The table in docs/security.md is rendered from what this test observes, and the test fails when the two
 differ: run it with ``STUDIO_WRITE_MATRIX=1`` to rewrite the table after a deliberate change (``MATRIX_DEBUG=1``
-prints every refusal it meets). It also fails
-when a UI handler wired into the app or a CLI command is neither in the matrix nor listed below as touching
-no one's rows, so a new route or command cannot slip past it.
+prints every refusal it meets). It also fails when a UI handler wired into the app or a CLI command is neither
+in the matrix nor listed below as touching no one's rows, so a new route or command cannot slip past it.
 """
 from __future__ import annotations
 
