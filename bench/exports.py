@@ -3,7 +3,8 @@
 Trains a 2-step LoRA version in a scratch studio home (through the real job's child process), then runs
 ``studio versions export ID --format F --json`` for each format in a process of its own and reports the
 wall time, the files' size, the ms/token the export recorded (a few greedy tokens on the reloaded files),
-the studio's memory estimate for the merge and the process's measured peak RSS. A markdown table goes to
+the studio's memory estimate for the merge and the process's measured peak RSS, and the export's own fidelity
+check (worker/fidelity.py: greedy-token agreement, mean KL, stops at EOS, verified). Markdown tables go to
 stdout, progress to stderr.
 
     .venv/bin/python bench/exports.py [--home /tmp/bench-exports] [--formats merged,onnx]
@@ -75,7 +76,7 @@ def run_format(version_id: int, fmt: str, out: Path, env: dict) -> dict:
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return {"format": fmt, "wall_s": wall, "size_mb": size / 2**20, "ms_per_token": result.get("ms_per_token"),
             "estimate_gb": est.needed / 2**30 if est else None,
-            "peak_rss_gb": int(peak_file.read_text()) / 2**30}
+            "peak_rss_gb": int(peak_file.read_text()) / 2**30, "fidelity": result.get("fidelity") or {}}
 
 
 def main() -> None:
@@ -103,6 +104,18 @@ def main() -> None:
             continue
         print(f"| {r['format']} | {cell(r['wall_s'])} | {cell(r['size_mb'])} | {cell(r['ms_per_token'])} | "
               f"{cell(r['estimate_gb'], 2)} | {cell(r['peak_rss_gb'], 2)} |")
+    print("\n| format | runtime | token agreement | mean KL | stops at EOS (trained / export) | tolerance | verified |"
+          "\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        f = r.get("fidelity") or {}
+        if "token_agreement" not in f:
+            print(f"| {r['format']} | {f.get('reason') or r.get('error', '')} | | | | | |")
+            continue
+        tol = f["tolerance"]
+        print(f"| {r['format']} | {f['runtime']} | {f['token_agreement']:.1%} ({f['tokens_compared']} tokens) | "
+              f"{f['mean_kl']:.2g} | {f.get('stops_at_eos')} ({f.get('reference_stopped')}/{f.get('export_stopped')} "
+              f"of {f['prompts']}) | ≥{tol['min_agreement']:.0%}, ≤{tol['max_kl']:g} | "
+              f"{'yes' if f['verified'] else 'no: ' + str(f['reason'])} |")
 
 
 if __name__ == "__main__":

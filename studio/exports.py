@@ -43,7 +43,7 @@ class ExportFormat:
 
     name: str
     label: str
-    kind: str  # adapter | safetensors | bnb | onnx
+    kind: str  # adapter | safetensors | bnb | onnx | gguf
     help: str
     dtype: str = "float32"  # the saved weights (safetensors kinds)
     bits: int | None = None  # bitsandbytes quantization
@@ -51,6 +51,8 @@ class ExportFormat:
     # the export verifies itself (worker/fidelity.py): the least greedy-token agreement with the trained model
     # and the largest mean KL over the first reply tokens it may show and still be "verified" (docs/exports.md)
     fidelity: tuple[float, float] = (1.0, 1e-4)
+    gguf_type: str | None = None  # llama.cpp's type: the converter's --outtype, or llama-quantize's (q4_k_m)
+    bytes_per_weight: float = 4.0  # the written files' size per weight (the disk check, the size estimate)
 
     @property
     def merged(self) -> bool:
@@ -65,11 +67,22 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("merged-bf16", "merged model, bfloat16 safetensors", "safetensors",
                  "Merged, saved in bfloat16: half the size, float32's range.", dtype="bfloat16", fidelity=(0.8, 0.05)),
     ExportFormat("bnb-8bit", "merged model, 8-bit bitsandbytes (LLM.int8)", "bnb",
-                 "Merged in full precision, then quantized to 8 bits: about a quarter of float32.", bits=8, fidelity=(0.8, 0.05)),
+                 "Merged in full precision, then quantized to 8 bits: about a quarter of float32.", bits=8, fidelity=(0.8, 0.1)),
     ExportFormat("bnb-4bit", "merged model, 4-bit bitsandbytes (NF4)", "bnb",
-                 "Merged in full precision, then quantized to 4-bit NF4: about an eighth of float32.", bits=4, fidelity=(0.6, 0.25)),
+                 "Merged in full precision, then quantized to 4-bit NF4: about an eighth of float32.", bits=4, fidelity=(0.6, 0.5)),
     ExportFormat("onnx", "merged model, ONNX (onnxruntime)", "onnx",
                  "Merged, exported to ONNX for onnxruntime (needs the onnx extra).", working_copies=2.0),
+    ExportFormat("gguf-f16", "merged model, GGUF float16 (llama.cpp, Ollama)", "gguf",
+                 "Merged, converted by llama.cpp's own converter to GGUF in float16, with the tokenizer, the chat "
+                 "template and an Ollama Modelfile.", dtype="float16", gguf_type="f16", fidelity=(0.9, 0.01),
+                 bytes_per_weight=2.0),
+    ExportFormat("gguf-q8_0", "merged model, GGUF Q8_0 (llama.cpp, Ollama)", "gguf",
+                 "Merged, converted to GGUF with 8-bit blocks (Q8_0): about a quarter of float32; with a Modelfile.",
+                 gguf_type="q8_0", fidelity=(0.8, 0.1), bytes_per_weight=1.07),
+    ExportFormat("gguf-q4_k_m", "merged model, GGUF Q4_K_M (llama.cpp, Ollama)", "gguf",
+                 "Merged, converted to GGUF float16 and quantized by llama.cpp's llama-quantize to Q4_K_M (needs "
+                 "it built once: python -m worker llama-cpp --build); with a Modelfile.",
+                 gguf_type="q4_k_m", fidelity=(0.6, 0.5), bytes_per_weight=0.62),
     ExportFormat("adapter", "the trained part only (adapter)", "adapter",
                  "The adapter (or the trained weights) with the base it needs and a loading snippet.",
                  working_copies=0.0),
@@ -93,6 +106,34 @@ def check_allowed(version: ModelVersion, fmt: ExportFormat) -> None:
             f"{version.method} cannot be merged into the base model (its weights are not a change to the base's), "
             f"so it has no {fmt.name} export; export the adapter instead (--format adapter): you get the adapter, "
             "the base it needs and a loading snippet.")
+    if fmt.kind == "gguf" and ((version.config or {}).get("task") or "causal_lm") != "causal_lm":
+        raise ExportError(f"version {version.id} is a classifier; GGUF ({fmt.name}) is for llama.cpp and Ollama, "
+                          "which generate text: export merged safetensors or ONNX instead.")
+
+
+def disk_needed(fmt: ExportFormat, base_dir: Path) -> int:
+    """Bytes a merged export writes: its files (weights at the format's size, plus 1%), and for GGUF the merged
+    float32 folder the converter reads (and, for a llama-quantize type, the float16 GGUF in between)."""
+    params = safetensors_params(base_dir)
+    need = int(params * fmt.bytes_per_weight * 1.01)
+    if fmt.kind == "gguf":
+        need += params * 4 + (params * 2 if fmt.gguf_type not in ("f16", "q8_0", "bf16", "f32") else 0)
+    return need
+
+
+def check_disk(version_id: int, fmt: ExportFormat, base_dir: Path, where: Path) -> None:
+    """Refuse (ExportError) a merged export whose files would not fit on the disk it is written to."""
+    import shutil
+
+    if not fmt.merged or not Path(base_dir, "config.json").exists():
+        return
+    probe = Path(where)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free, need = shutil.disk_usage(probe).free, disk_needed(fmt, Path(base_dir))
+    if need > free:
+        raise ExportError(f"Exporting version {version_id} as {fmt.name} writes ~{need / GB:.2f} GB, and {probe} has "
+                          f"{free / GB:.2f} GB free; free disk space or export somewhere else.")
 
 
 # --- memory ---------------------------------------------------------------------------------------------
@@ -244,4 +285,5 @@ def preview(db, version_id: int, format: str) -> str:
     if not Path(base.path, "config.json").exists():
         return f"{fmt.help} (The worker checks the memory it needs before it starts.)"
     est = estimate(fmt, Path(base.path), lineage_dirs(version), fleet_memory(db))
-    return f"{fmt.help} The merge {est.describe()}."
+    size = safetensors_params(Path(base.path)) * fmt.bytes_per_weight / GB
+    return f"{fmt.help} About {size:.2f} GB of files. The merge {est.describe()}."

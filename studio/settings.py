@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     store_url: str | None = None
     # The memory a merged export may use (GB); unset: the machine's available RAM (studio/exports.py).
     export_memory_gb: float | None = None
+    # llama.cpp's source tree for GGUF exports (convert_hf_to_gguf.py, gguf-py, and build/bin/llama-quantize once
+    # built): unset, the one `python -m worker llama-cpp` unpacks from llama-cpp-python's sdist (worker/gguf.py).
+    llama_cpp_dir: Path | None = None
     # How long a login to the web studio lasts (hours); sessions are kept in the database across restarts.
     login_hours: float = 168
     # Failed web logins (studio/login_throttle.py): an account locks for this long after this many failures

@@ -1,4 +1,4 @@
-"""The worker layer's own commands: ``python -m worker serve | import-model | export``.
+"""The worker layer's own commands: ``python -m worker serve | import-model | export | llama-cpp``.
 
 The studio's CLI hands these over to a process of their own (studio/cli/handoff.py), because the studio
 never imports the worker: serving a queue, importing a model and exporting a version need torch.
@@ -54,6 +54,13 @@ def cmd_export(args) -> dict:
     return {"out": str(out)}
 
 
+def cmd_llama_cpp(args) -> dict:
+    """Unpack llama.cpp (GGUF exports' converter) from llama-cpp-python's sdist; --build: llama-quantize too."""
+    from worker.gguf import fetch
+
+    return {"llama_cpp_dir": str(fetch(build=args.build, say=lambda m: print(m, file=sys.stderr)))}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -67,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("export", help="write a version to a folder (what `studio versions export` runs)")
     sp.add_argument("version_id", type=int), sp.add_argument("out"), sp.add_argument("format")
     sp.set_defaults(fn=cmd_export)
+    sp = sub.add_parser("llama-cpp", help="unpack llama.cpp (the GGUF converter) from llama-cpp-python's sdist")
+    sp.add_argument("--build", action="store_true", help="also build llama-quantize (for gguf-q4_k_m; minutes)")
+    sp.set_defaults(fn=cmd_llama_cpp)
     return parser
 
 

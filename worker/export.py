@@ -24,7 +24,7 @@ from pathlib import Path
 from models_db import BaseModel, ModelVersion, session_scope
 from studio import exports, store
 from studio.settings import get_settings
-from worker import fidelity, lineage, methods
+from worker import fidelity, gguf, lineage, methods
 from worker.context import JobContext
 from worker.errors import UserFacingError
 from worker.model_card import card_parents, model_card
@@ -202,7 +202,8 @@ def save_onnx(model, tokenizer, out: Path, fmt: exports.ExportFormat, say) -> di
     return {"onnx_max_abs_diff": diff}
 
 
-WRITERS: dict[str, Callable] = {"safetensors": save_safetensors, "bnb": save_bnb, "onnx": save_onnx}
+WRITERS: dict[str, Callable] = {"safetensors": save_safetensors, "bnb": save_bnb, "onnx": save_onnx,
+                                 "gguf": gguf.save_gguf}
 
 
 # --- latency --------------------------------------------------------------------------------------------
@@ -228,6 +229,8 @@ def measure_latency(out: Path, fmt: exports.ExportFormat, device: str = "cpu", b
     import numpy as np
     from transformers import AutoTokenizer
 
+    if fmt.kind == "gguf":
+        return None  # llama.cpp's speed is not transformers' on dequantized weights: not measured here
     config = json.loads((out / "config.json").read_text())
     if not any(a.endswith("ForCausalLM") for a in config.get("architectures") or []):
         return None  # a classifier (or an encoder): nothing to generate
@@ -288,6 +291,7 @@ def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None
         fmt = resolve_format(format, merged)
         exports.check_allowed(version, fmt)
         est = exports.check_memory(version_id, fmt, Path(base.path), [lineage.artifact(v) for v in versions])
+        exports.check_disk(version_id, fmt, Path(base.path), Path(out_dir))
     except exports.ExportError as e:
         raise UserFacingError(str(e)) from None
     if est is not None:

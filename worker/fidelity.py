@@ -6,8 +6,10 @@ chat template the export carries, and compared with the trained model before exp
 - ``token_agreement``: along the trained model's greedy reply, how often the export's top token is the same
   (teacher-forced over the first ``FIRST_TOKENS`` tokens of each reply);
 - ``mean_kl``: the mean KL divergence KL(trained || export) of the next-token distributions at those positions;
-- ``stops_at_eos``: the export's end-of-turn ids include the trained model's, and its own greedy generation
-  stops there wherever the trained model's does (within ``GENERATE_TOKENS``);
+- ``stops_at_eos``: the export's end-of-turn ids include the trained model's, and wherever the trained model
+  ends its greedy reply (within ``GENERATE_TOKENS``), the export's top token at that point ends it too
+  (``export_stopped`` also counts how often the export's own free greedy generation stopped: a lossy format
+  may reply differently, and longer, without losing its EOS);
 - the chat template: the export's tokenizer renders the prompts to the same token ids.
 
 Beyond its format's tolerance (studio/exports.py ``ExportFormat.fidelity``) the export is "not verified", with the
@@ -205,7 +207,7 @@ def compare(ref: Reference, runtime, tokenizer, tolerance: tuple[float, float]) 
     template = bool(getattr(tokenizer, "chat_template", None))
     agree = total = 0
     kls = []
-    exported_stops, same_text = [], 0
+    exported_stops, same_text, ends = [], 0, []
     for i, ids in enumerate(ref.prompt_ids):
         if ref.task == "seq_cls":
             got = _log_softmax(runtime.logits(ids) if isinstance(runtime, OnnxRuntime) else _cls_logits(runtime.model, ids))
@@ -216,7 +218,10 @@ def compare(ref: Reference, runtime, tokenizer, tolerance: tuple[float, float]) 
             continue
         reply = ref.replies[i]
         positions = _positions(ids, reply)
-        got = _log_softmax(runtime.logits(ids + reply[:-1] if reply else ids)[positions])
+        full = runtime.logits(ids + reply[:-1] if reply else ids)
+        if ref.stopped[i]:  # where the trained model ends its turn, the export's top token ends it too
+            ends.append(int(full[-1].argmax()) in runtime.eos)
+        got = _log_softmax(full[positions])
         agree += int((got.argmax(-1) == ref.logprobs[i].argmax(-1)).sum())
         total += len(positions)
         kls.append(_kl(ref.logprobs[i], got))
@@ -236,14 +241,14 @@ def compare(ref: Reference, runtime, tokenizer, tolerance: tuple[float, float]) 
         reasons.append("the export's tokenizer has lost the chat template")
     if ref.task != "seq_cls":
         missing = sorted(set(ref.eos_ids) - set(runtime.eos))
-        late = [i + 1 for i, (r, e) in enumerate(zip(ref.stopped, exported_stops)) if r and not e]
-        record.update({"stops_at_eos": not missing and not late, "eos_token_ids": runtime.eos,
-                       "reference_stopped": sum(ref.stopped), "export_stopped": sum(exported_stops),
-                       "identical_generations": same_text})
+        record.update({"stops_at_eos": not missing and all(ends), "eos_token_ids": runtime.eos,
+                       "reference_stopped": sum(ref.stopped), "ends_turn_where_reference_does": sum(ends),
+                       "export_stopped": sum(exported_stops), "identical_generations": same_text})
         if missing:
             reasons.append(f"the export does not stop at token id(s) {missing} (the trained model's end of turn)")
-        if late:
-            reasons.append(f"the export runs past the end of turn on prompt(s) {late} where the trained model stops")
+        if not all(ends):
+            reasons.append(f"the export would not end its turn where the trained model does on {ends.count(False)} "
+                           f"of {len(ends)} prompts")
     record["verified"] = not reasons
     record["reason"] = "; ".join(reasons) or None
     return record
@@ -260,6 +265,8 @@ def check_folder(out: Path, fmt: exports.ExportFormat, ref: Reference, prompts: 
 
     from worker.trust import model_code_kwargs, tokenizer_code_kwargs
 
+    if fmt.kind == "gguf":
+        return check_gguf(out, fmt, ref, prompts)
     tokenizer = AutoTokenizer.from_pretrained(out, **tokenizer_code_kwargs(trust))
     if not same_prompts(tokenizer, prompts, ref):
         return {"verified": False, "chat_template": bool(getattr(tokenizer, "chat_template", None)),
@@ -338,3 +345,25 @@ def card_section(record: dict) -> str:
     return (f"\n\n## Fidelity\n{summary(record)}.\n\nThe first rows of the version's eval data were replayed "
             "through these files in their own runtime and compared with the trained model (studio_version.json has "
             "the `fidelity` record).\n")
+
+
+def check_gguf(out: Path, fmt: exports.ExportFormat, ref: Reference, prompts: list) -> dict:
+    """A GGUF read back by transformers' GGUF reader (dequantized to float32; the tokenizer and chat template from
+    the file itself), and, where the llama-cpp-python package is installed, noted for llama.cpp itself."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = next(p.name for p in out.glob("*.gguf"))
+    tokenizer = AutoTokenizer.from_pretrained(out, gguf_file=name)
+    if not same_prompts(tokenizer, prompts, ref):
+        return {"verified": False, "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+                "reason": "the GGUF's embedded tokenizer and chat template render the prompts to other token ids"}
+    model = AutoModelForCausalLM.from_pretrained(out, gguf_file=name)
+    runtime = TorchRuntime(model, eos_ids(model.generation_config) or eos_ids(model.config))
+    runtime.name = "transformers' GGUF reader (dequantized)"
+    record = compare(ref, runtime, tokenizer, fmt.fidelity)
+    try:
+        import llama_cpp  # noqa: F401
+        record["llama_cpp"] = "installed: load it with llama_cpp.Llama(model_path=...)"
+    except ImportError:
+        record["llama_cpp"] = "not installed on this worker (pip install llama-cpp-python to run it there)"
+    return record

@@ -35,6 +35,13 @@ def loading_snippet(version: ModelVersion, base: BaseModel, versions: list[Model
                 "logits = session.run(['logits'], {'input_ids': batch['input_ids'].astype(np.int64),\n"
                 "                                  'attention_mask': batch['attention_mask'].astype(np.int64)})[0]\n```\n\n"
                 "The graph takes the whole sequence and returns logits for every position (no KV cache).")
+    if fmt.kind == "gguf":
+        name = f"model-{fmt.gguf_type}.gguf"
+        return (f"```sh\nollama create my-model -f Modelfile && ollama run my-model   # Ollama, its chat template\n"
+                f"llama-cli -m {name} -cnv                                     # llama.cpp\n```\n\n"
+                "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer  # needs gguf; dequantizes\n"
+                f"model = AutoModelForCausalLM.from_pretrained('.', gguf_file='{name}')\n"
+                f"tokenizer = AutoTokenizer.from_pretrained('.', gguf_file='{name}')\n```")
     if fmt.merged or not (folder / "adapter_config.json").exists():  # merged, or full/freeze: a whole model
         where = "." if fmt.merged else "./adapter"
         extra = ", device_map='auto'" if fmt.kind == "bnb" else ""

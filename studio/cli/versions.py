@@ -92,7 +92,8 @@ def register(sub, add, group) -> None:
     sp = add(g, "export", cmd_versions_export, "write a version to a folder")
     sp.add_argument("id", type=int), sp.add_argument("--out", required=True)
     sp.add_argument("--format", choices=list(EXPORT_FORMATS),
-                    help="merged (float32), merged-fp16, merged-bf16, bnb-8bit, bnb-4bit, onnx (methods that can "
+                    help="merged (float32), merged-fp16, merged-bf16, bnb-8bit, bnb-4bit, onnx, gguf-f16, gguf-q8_0, "
+                         "gguf-q4_k_m (methods that can "
                          "merge), or adapter (the default)")
     sp.add_argument("--merged", action="store_true", help="the same as --format merged")
     version_jobs.register(g, add)  # evaluate, combine

@@ -1,0 +1,168 @@
+"""GGUF exports through llama.cpp's own converter (and quantizer), with the Ollama Modelfile, on a tiny Llama that
+carries the demo model's tokenizer (llama.cpp's converter only accepts tokenizers it knows): the file loads in
+transformers' GGUF reader with its tokenizer and chat template, its greedy tokens agree with the merged export,
+its fidelity record is in the export's JSON; what cannot be exported is refused up front, nothing half-written.
+
+llama.cpp comes from llama-cpp-python's source distribution (``python -m worker llama-cpp``; .ci/run unpacks it
+and sets STUDIO_TEST_GGUF=1, which makes these tests fail rather than skip without it). Q4_K_M needs
+llama-quantize built (``--build``, minutes): that test skips where it is not."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from models_db import ModelVersion
+from studio import exports, operations
+from studio.jobspec import build_train_spec
+from tests.backends import backend_env, in_process
+from tests.worker.test_evaluate_combine import run
+from worker import gguf
+from worker.errors import UserFacingError
+from worker.export import export_version
+
+HAVE_CONVERTER = (gguf.llama_cpp_dir() / "convert_hf_to_gguf.py").exists()
+needs_llama_cpp = pytest.mark.skipif(not HAVE_CONVERTER and not os.environ.get("STUDIO_TEST_GGUF"),
+                                     reason="llama.cpp's converter is not unpacked: python -m worker llama-cpp")
+
+
+def build_tiny_smol(out: Path) -> Path:
+    """A 64-wide, 2-layer Llama with SmolLM2's tokenizer and chat template (from the demo model's GGUF)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from worker.importer import demo_gguf
+
+    demo = demo_gguf()
+    tok = AutoTokenizer.from_pretrained(demo.parent, gguf_file=demo.name)
+    tok.save_pretrained(out)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory):
+    """An embedded studio with the tiny SmolLM2-tokenizer Llama and a 2-step LoRA version of it."""
+    from models_db.migrate import upgrade
+    from worker.importer import register
+
+    root = tmp_path_factory.mktemp("gguf")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp, backend_env("embedded", root / "home") as env, in_process(mp, env):
+        upgrade()
+        base_id, _ = register(build_tiny_smol(root / "tiny-smol"), "tiny-smol")
+        rows = root / "sums.jsonl"
+        rows.write_text("".join(json.dumps({"instruction": f"What is {i} plus 1?", "output": f"It is {i + 1}."}) + "\n"
+                                for i in range(16)))
+        dataset = operations.add_dataset(rows)[0].id
+        spec = build_train_spec(model_id=base_id, dataset_id=dataset, method="lora",
+                                settings={"max_steps": 2, "per_device_train_batch_size": 8, "eval_split": 0.0,
+                                          "learning_rate": 1e-2, "max_seq_length": 64})
+        job, _ = operations.submit_train(spec)
+        yield run(job.id).result["version_id"], root
+    torch.set_num_threads(threads)
+
+
+def greedy(model, tokenizer, n: int = 8) -> list[int]:
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is 3 plus 1?"}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                             do_sample=False)
+    return out[0, ids.shape[1]:].tolist()
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("fmt", ["gguf-f16", "gguf-q8_0"])
+def test_a_lora_version_exports_to_gguf_that_agrees_with_the_merged_export(fmt, smol, capsys):
+    from studio.cli import main
+
+    version_id, root = smol
+    out = root / fmt
+    main(["versions", "export", str(version_id), "--out", str(out), "--format", fmt, "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    name = f"model-{exports.FORMATS[fmt].gguf_type}.gguf"
+    assert (out / name).exists() and result["fidelity"]["runtime"] == "transformers' GGUF reader (dequantized)"
+    record = result["fidelity"]
+    assert record["chat_template"] is True and record["stops_at_eos"] is True and record["eos_token_ids"] == [2]
+    min_agreement, max_kl = exports.FORMATS[fmt].fidelity
+    assert record["verified"] is (record["token_agreement"] >= min_agreement and record["mean_kl"] <= max_kl)
+    # the GGUF carries the tokenizer and chat template; its greedy tokens are the merged export's
+    tok = AutoTokenizer.from_pretrained(out, gguf_file=name)
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    merged = export_version(version_id, root / f"merged-for-{fmt}", format="merged", say=lambda _: None)
+    expected = greedy(AutoModelForCausalLM.from_pretrained(merged), AutoTokenizer.from_pretrained(merged))
+    got = greedy(AutoModelForCausalLM.from_pretrained(out, gguf_file=name), tok)
+    assert got == expected if fmt == "gguf-f16" else sum(a == b for a, b in zip(got, expected)) >= 6
+    modelfile = (out / "Modelfile").read_text()
+    assert modelfile.startswith(f"FROM ./{name}\nTEMPLATE \"\"\"") and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "ollama create" in (out / "README.md").read_text()
+
+
+def test_the_modelfile_renders_what_the_chat_template_renders(tmp_path):
+    from worker.importer import demo_gguf
+
+    demo = demo_gguf()
+    tok = AutoTokenizer.from_pretrained(demo.parent, gguf_file=demo.name)
+    family = gguf.family_of(tok.chat_template)
+    system = gguf.default_system(tok)
+    assert family.name == "chatml" and system and "SmolLM" in system
+    for given in (None, "Answer briefly."):  # Ollama's SYSTEM default stands in for the template's own
+        messages = ([{"role": "system", "content": given}] if given else []) + [{"role": "user", "content": "Hi!"}]
+        assert gguf.render_ollama(family.template, given or system, "Hi!") == tok.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True)
+    text = gguf.modelfile("model-q8_0.gguf", tok)
+    assert f'SYSTEM """{system}"""' in text and text.count("PARAMETER stop") == 2
+    with pytest.raises(UserFacingError, match="cannot translate into an Ollama Modelfile"):
+        gguf.family_of("{% for m in messages %}<<{{ m.role }}>>{{ m.content }}{% endfor %}")
+
+
+def test_what_cannot_be_a_gguf_is_refused_up_front(smol, tmp_path, monkeypatch):
+    version_id, _ = smol
+    classifier = ModelVersion(id=99, method="lora", config={"task": "seq_cls"})
+    with pytest.raises(exports.ExportError, match="is a classifier; GGUF"):
+        exports.check_allowed(classifier, exports.FORMATS["gguf-q8_0"])
+    soft = ModelVersion(id=98, method="prompt_tuning", config={})
+    with pytest.raises(exports.ExportError, match="prompt_tuning cannot be merged"):
+        exports.check_allowed(soft, exports.FORMATS["gguf-f16"])
+    # a disk too small: refused before anything is loaded or written
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
+    with pytest.raises(UserFacingError, match=r"as gguf-q8_0 writes ~0\.\d\d GB, and .* has 0\.00 GB free"):
+        export_version(version_id, tmp_path / "full-disk", format="gguf-q8_0", say=lambda _: None)
+    assert not (tmp_path / "full-disk").exists()
+    monkeypatch.undo()
+    # no converter on this worker: said with the command that fetches it, nothing written
+    monkeypatch.setenv("STUDIO_LLAMA_CPP_DIR", str(tmp_path / "none"))
+    from studio.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(UserFacingError, match="python -m worker llama-cpp"):
+            export_version(version_id, tmp_path / "no-tools", format="gguf-f16", say=lambda _: None)
+        assert not any((tmp_path / "no-tools").glob("*.gguf"))
+    finally:
+        monkeypatch.delenv("STUDIO_LLAMA_CPP_DIR")
+        get_settings.cache_clear()
+
+
+@needs_llama_cpp
+def test_q4_k_m_through_llama_quantize(smol):
+    if not (gguf.llama_cpp_dir() / "build" / "bin" / "llama-quantize").exists():
+        pytest.skip("llama-quantize is not built here: python -m worker llama-cpp --build (minutes)")
+    version_id, root = smol
+    out = export_version(version_id, root / "q4", format="gguf-q4_k_m", say=lambda _: None)
+    record = json.loads((out / "studio_version.json").read_text())["fidelity"]
+    assert (out / "model-q4_k_m.gguf").exists() and (out / "Modelfile").exists() and record["prompts"] == 3
+    assert not any(p.name.startswith(".gguf-") for p in root.iterdir())  # the temporary folder is gone
