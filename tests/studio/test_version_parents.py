@@ -119,12 +119,15 @@ def test_compare_shows_a_version_by_dataset_table(family):
                                                                                           "perplexity": 3.32}),
                     Evaluation(version_id=f["c"], dataset_id=f["doubles"], rows=24, split="train",
                                metrics={"eval_loss": 2.0, "perplexity": 7.39})])
-    table = versions.compare([f["a"], f["b"], f["c"]])["evaluations"]
+    compared = versions.compare([f["a"], f["b"], f["c"]])
+    table = compared["evaluations"]
     assert [r["dataset_id"] for r in table] == [f["sums"], f["doubles"]]
     sums, doubles = table
-    assert [c and c["metrics"]["eval_loss"] for c in sums["cells"]] == [1.5, None, 1.2]
+    # a last cell for the shared base as it is (not evaluated here)
+    assert compared["evaluations_base"] is not None
+    assert [c and c["metrics"]["eval_loss"] for c in sums["cells"]] == [1.5, None, 1.2, None]
     assert doubles["cells"][:2] == [None, None] and doubles["cells"][2]["split"] == "train"
-    md = evaluations.markdown(table, ["#a", "#b", "#c"])
+    md = evaluations.markdown(table, ["#a", "#b", "#c", "base"])
     assert "| #" in md and "1.2000" in md and "training rows: no eval split" in md
 
 
