@@ -219,15 +219,14 @@ def missing_pairs(version_id: int, dataset_id: int | None) -> list[tuple[dict, i
             targets.append({"base_model_id": base.id})
         out = []
         for target in targets:
+            task = task_of(db.get(ModelVersion, target["version_id"])) if "version_id" in target else "causal_lm"
             for ds_id in datasets:
                 ds = db.get(Dataset, ds_id)
-                if ds is None or find(db, ds_id, version_id=target.get("version_id"),
-                                      base_model_id=target.get("base_model_id")) is not None:
+                if ds is None or ds.format not in evaluated_formats(task):  # e.g. a DPO version's preference pairs
                     continue
-                if "version_id" in target and target["version_id"] != v.id and ds.format not in \
-                        evaluated_formats(task_of(db.get(ModelVersion, target["version_id"]))):
-                    continue
-                out.append((target, ds_id))
+                if find(db, ds_id, version_id=target.get("version_id"),
+                        base_model_id=target.get("base_model_id")) is None:
+                    out.append((target, ds_id))
         return out
 
 
