@@ -48,10 +48,10 @@ def _against_md(title: str, against: dict | None) -> str:
     if against["datasets"]:
         lines += ["", "| data set | measure | this version | reference | Δ | beyond noise |", "|---|---|---|---|---|---|"]
     for d in against["datasets"]:
-        where = d["dataset"] + (" 📌" if d["pinned"] else "")
+        where = d["dataset"] + (" (pinned)" if d["pinned"] else "")
         for m in d["measures"]:
             mark = "—" if m["beyond_noise"] is None else ("yes" if m["beyond_noise"] else "no")
-            sign = "" if m["better"] is None else (" ✅" if m["better"] else " ⚠️")
+            sign = "" if m["better"] is None else (" ✓" if m["better"] else " ✗ worse")
             lines.append(f"| {where} | {m['label']} | {m['value']:.4f} | {m['reference']:.4f} | "
                          f"{m['delta']:+.4f}{sign} | {mark} |")
     if against["pending"]:
@@ -60,8 +60,8 @@ def _against_md(title: str, against: dict | None) -> str:
 
 
 def evidence_md(version_id: int) -> str:
-    """vs its parent and vs its base, on its own data set and the pinned benchmarks (📌), with the deltas and
-    whether each is beyond noise (two standard errors of the difference)."""
+    """vs its parent and vs its base, on its own data set and the pinned benchmarks, with the deltas and
+    whether each is beyond noise (two standard errors of the difference); pinned benchmarks are marked."""
     result = evidence.comparison(version_id)
     parent = result["vs_parent"]
     return "\n\n".join(x for x in (

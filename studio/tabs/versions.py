@@ -34,7 +34,7 @@ def versions_frame() -> pd.DataFrame:
         df[s.label] = pd.to_numeric(df[s.label], errors="coerce").round(s.digits)
     if len(df):  # the forgetting badge: worse than the model it was trained from on a pinned benchmark
         worse = evidence.forgetting([int(i) for i in df["id"]])
-        df.insert(4, "vs parent", [("⚠ worse on " + ", ".join(f"#{d}" for d in worse[int(i)])) if int(i) in worse
+        df.insert(4, "vs parent", [("▼ worse on " + ", ".join(f"#{d}" for d in worse[int(i)])) if int(i) in worse
                                    else None for i in df["id"]])
     return df.dropna(axis=1, how="all") if len(df) else df
 
@@ -226,9 +226,9 @@ def fidelity_line(record: dict | None) -> str:
         return ""
     if record.get("verified"):
         eos = ", stops at EOS" if record.get("stops_at_eos") else ""
-        return (f"✅ **Verified**: greedy-token agreement {record['token_agreement']:.1%}, mean KL "
+        return (f"✓ **Verified**: greedy-token agreement {record['token_agreement']:.1%}, mean KL "
                 f"{record['mean_kl']:.2g}{eos} ({record['prompts']} prompts, {record['runtime']}).")
-    return f"⚠️ **Not verified**: {html.escape(str(record.get('reason')))}."
+    return f"✗ **Not verified**: {html.escape(str(record.get('reason')))}."
 
 
 # --- comparison ---------------------------------------------------------------------------------------

@@ -58,14 +58,14 @@ def test_vs_parent_and_vs_base_with_deltas_and_noise(family):
 def test_the_versions_table_badge_compare_with_the_base_and_the_questions(family, capsys):
     df = tab.versions_frame()
     badges = dict(zip(df["id"], df["vs parent"]))
-    assert badges[family["g2"]] == f"⚠ worse on #{family['mc']}" and not isinstance(badges[family["g1"]], str)
+    assert badges[family["g2"]] == f"▼ worse on #{family['mc']}" and not isinstance(badges[family["g1"]], str)
     compared = versions.compare([family["g1"], family["g2"]])
     assert compared["evaluations_base"] == "tiny"
     mc_row = next(r for r in compared["evaluations"] if r["dataset_id"] == family["mc"])
     assert [c["metrics"]["acc"] for c in mc_row["cells"]] == [0.9, 0.6, 0.5]  # g1, g2, the base
     assert "base tiny" in version_jobs.evaluations_html(compared) and "0.6000 ± 0.1000" in \
         version_jobs.evaluations_html(compared)
-    assert "vs its parent" in version_jobs.evidence_md(family["g2"]) and "⚠️" in version_jobs.evidence_md(family["g2"])
+    assert "vs its parent" in version_jobs.evidence_md(family["g2"]) and "✗ worse" in version_jobs.evidence_md(family["g2"])
     assert len(version_jobs.examples_frame(family["g2"], family["mc"], False)) == 2
     failed = version_jobs.examples_frame(family["g2"], family["mc"], True)
     assert failed.values.tolist() == [[2, "q2", "B. y", "A. x", "✗"]]

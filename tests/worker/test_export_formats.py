@@ -171,7 +171,7 @@ def test_download_jobs_build_the_zips_with_a_full_model_card(studio, lora):
     assert_fidelity(adapter.result["fidelity"], "adapter")
     assert adapter.result["fidelity"]["runtime"] == "transformers + the exported adapter"
     assert "verified against the trained model" in job_views.status_html(adapter)
-    assert "✅ **Verified**" in tab.export_status(adapter.id)[0]
+    assert "✓ **Verified**" in tab.export_status(adapter.id)[0]
 
 
 def test_a_merge_that_does_not_fit_is_refused_up_front_with_the_numbers(studio, lora, memory_limit, tmp_path):
