@@ -181,12 +181,12 @@ def record_results(db: Session, job_id: int, version_id: int | None, result: dic
 
 
 def follow_up(kind: str, version_id: int | None, dataset_id: int | None, result: dict) -> list[int]:
-    """After a training job succeeded, its version carries its comparison: it is evaluated on its own data set
-    and on the benchmarks pinned for its base, and so are its parent and its base where they have not been yet
-    (studio/evidence.py compares them). When the recipe's final evaluation already ran on the data set's eval
-    split, its figures were recorded; every other missing pair is an ``evaluate`` job queued here. Returns the
+    """After a training (or combining) job succeeded, its version carries its comparison: it is evaluated on its
+    own data set and on the benchmarks pinned for its base, and so are its parent and its base where they have not
+    been yet (studio/evidence.py compares them). When the recipe's final evaluation already ran on the data set's
+    eval split, its figures were recorded; every other missing pair is an ``evaluate`` job queued here. Returns the
     queued jobs' ids."""
-    if kind != "train" or version_id is None:
+    if kind not in ("train", "combine") or version_id is None:  # a combined version: the pins (it has no data set)
         return []
     try:
         pairs = missing_pairs(version_id, dataset_id)
