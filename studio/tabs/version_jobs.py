@@ -106,6 +106,26 @@ def start_evaluate(version_id: int | None, dataset_id: int | None):
 
 
 @friendly
+def pin_for_base(version_id: int | None, dataset_id: int | None) -> str:
+    """Pin the picked data set as a benchmark of the version's base and evaluate the base on it (once): every new
+    version of that base is then evaluated on it with its parent and its base."""
+    if not version_id or not dataset_id:
+        raise gr.Error("Pick a version and the data set to pin.")
+    from models_db import ModelVersion
+
+    with session_scope() as db:
+        base_id = db.get(ModelVersion, int(version_id)).base_model_id
+        added = benchmarks.pin(db, base_id, int(dataset_id))
+        known = evaluations.find(db, int(dataset_id), base_model_id=base_id) is not None
+    queued = ""
+    if not known:  # the "before" of every comparison on it
+        job, _ = evaluations.submit_evaluate(None, int(dataset_id), base_model_id=base_id)
+        queued = f"; the base is evaluated on it (job {job.id})"
+    return (f"Data set #{dataset_id} {'pinned' if added else 'was already pinned'} as a benchmark of base model "
+            f"#{base_id}: each new version of it is evaluated there with its parent and its base{queued}.")
+
+
+@friendly
 def start_combine(parents: list | None, weights: str, how: str, density: float, name: str):
     """Queue a combine job from the accordion's fields; returns (job id to watch, message)."""
     if len(set(parents or [])) < 2:  # said before the weights are parsed: with no versions they divide by zero
@@ -173,6 +193,7 @@ def render(picker: gr.Dropdown) -> tuple:
         dataset = gr.Dropdown(label="Evaluate on dataset…", scale=3, elem_id="evaluate-dataset",
                               info="its eval split, or its training rows when it has none")
         evaluate_btn = gr.Button("Evaluate", scale=1, elem_id="evaluate-version")
+        pin_btn = gr.Button("Pin as a benchmark of its base", scale=1, elem_id="pin-benchmark")
     with gr.Accordion("Combine versions", open=False, elem_id="combine-box"):
         gr.Markdown("Merge 2 or more LoRA versions of one base into a new version (peft's weighted adapter "
                     "combination); it is evaluated on each parent's data set.")
@@ -201,6 +222,7 @@ def render(picker: gr.Dropdown) -> tuple:
         event(examples_frame, [picker, bench, failed_only], questions)
     picker.change(on_open, None, [dataset, parents])  # fresh lists whenever the tab opens or a version is picked
     evaluate_btn.click(start_evaluate, [picker, dataset], [watched, status])
+    pin_btn.click(pin_for_base, [picker, dataset], status)
     combine_btn.click(start_combine, [parents, weights, how, density, name], [watched, status])
     gr.Timer(2.0).tick(job_status, [watched, picker], [status, evals], show_progress="hidden")
     return dataset, parents

@@ -69,5 +69,8 @@ def test_the_versions_table_badge_compare_with_the_base_and_the_questions(family
     assert len(version_jobs.examples_frame(family["g2"], family["mc"], False)) == 2
     failed = version_jobs.examples_frame(family["g2"], family["mc"], True)
     assert failed.values.tolist() == [[2, "q2", "B. y", "A. x", "✗"]]
+    # pinning from the tab: the base's own figures exist already, so nothing is queued
+    said = version_jobs.pin_for_base(family["g2"], family["mc"])
+    assert said.startswith(f"Data set #{family['mc']} was already pinned") and "job" not in said
     shown = run_cli(capsys, "versions", "show", family["g2"])
     assert shown["vs_parent"]["worse_on_pinned"] == [family["mc"]] and "vs_base" in shown
