@@ -68,6 +68,8 @@ def fetch(build: bool = False, say=print) -> Path:
                 tar.extractall(tmp, members=members, filter="data")
             (source,) = Path(tmp).glob("llama_cpp_python-*/vendor/llama.cpp")
             target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink():  # a link to a tree that is gone
+                target.unlink()
             shutil.rmtree(target, ignore_errors=True)
             shutil.move(str(source), target)
         say(f"llama.cpp unpacked at {target}")
