@@ -74,7 +74,8 @@ def test_every_worker_load_passes_the_model_rows_trust_flag(on, studio, two_lora
 
         export_version(a.id, tmp_path / "export", format="merged", say=lambda *_: None)
         assert_flag(loads, on, "export")
-        assert sum(name == "AutoModelForCausalLM" for name, _, _ in loads) == 2  # the merge, then the timed reload
+        assert sum(name == "AutoModelForCausalLM" for name, _, _ in loads) == 3  # the merge, the fidelity
+        # check reading the written files back (worker/fidelity.py), then the timed reload
         loads.clear()
 
         monkeypatch.setattr(generations, "send", lambda gid: True)
