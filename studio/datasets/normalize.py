@@ -210,6 +210,21 @@ class Normalizer(BenchmarkRows):
             out.problems.append(problem)
         return messages
 
+    def _text_or_messages(self, row: int, column: str, value, out: Row) -> tuple[str | None, list[dict] | None]:
+        """A prompt or reply cell: (its text, None), (None, its chat messages), or (None, None) with the problem
+        recorded (empty text, neither text nor a list, or messages that do not parse)."""
+        where = self._where(row)
+        if isinstance(value, str):
+            if not value.strip():
+                out.problems.append(Problem("empty_field", row, column, f"{where}: {column} is empty"))
+                return None, None
+            return value, None
+        if not isinstance(value, list):
+            out.problems.append(Problem("wrong_type", row, column, f"{where}: {column} is {describe(value)}, expected "
+                                        "text or a list of chat messages"))
+            return None, None
+        return None, self._messages(row, column, value, out)
+
     def _prompt(self, row: int, record: dict, out: Row) -> list[dict] | None:
         """The prompt as messages ending with the user's turn; None when the row gives none (the replies'
         conversations may hold it)."""
@@ -218,16 +233,9 @@ class Normalizer(BenchmarkRows):
         where = self._where(row)
         if value is None:
             return None
-        if isinstance(value, str):
-            if not value.strip():
-                out.problems.append(Problem("empty_field", row, column, f"{where}: {column} is empty"))
-                return None
-            return [{"role": "user", "content": value}]
-        if not isinstance(value, list):
-            out.problems.append(Problem("wrong_type", row, column, f"{where}: {column} is {describe(value)}, expected "
-                                        "text or a list of chat messages"))
-            return None
-        messages = self._messages(row, column, value, out)
+        text, messages = self._text_or_messages(row, column, value, out)
+        if text is not None:
+            return [{"role": "user", "content": text}]
         if messages is None:
             return None
         if messages[-1]["role"] != "user":
@@ -250,16 +258,9 @@ class Normalizer(BenchmarkRows):
         if value is None:
             out.problems.append(Problem("missing_field", row, column, f"{where}: {column} is missing"))
             return None
-        if isinstance(value, str):
-            if not value.strip():
-                out.problems.append(Problem("empty_field", row, column, f"{where}: {column} is empty"))
-                return None
-            return [], value
-        if not isinstance(value, list):
-            out.problems.append(Problem("wrong_type", row, column, f"{where}: {column} is {describe(value)}, expected "
-                                        "text or a list of chat messages"))
-            return None
-        messages = self._messages(row, column, value, out)
+        text, messages = self._text_or_messages(row, column, value, out)
+        if text is not None:
+            return [], text
         if messages is None:
             return None
         if len(messages) == 1 and messages[0]["role"] == "assistant":
