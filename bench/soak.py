@@ -161,24 +161,18 @@ class Soak:
         for key in ("STUDIO_HOME", "STUDIO_DATABASE_URL", "STUDIO_BROKER_URL", "STUDIO_WORKER_QUEUES",
                     "STUDIO_RESEND_SECONDS", "STUDIO_MAX_ATTEMPTS", "STUDIO_LEASE_SECONDS", "STUDIO_HEARTBEAT_SECONDS"):
             os.environ[key] = self.env[key]
-        from models_db import BaseModel, session_scope
         from models_db.migrate import upgrade
         from studio import operations
         from studio.datasets.split import Split
-        from tests.tiny import build_tiny_llama
+        from tests.cli import write_instruction_jsonl
+        from tests.tiny import build_tiny_llama, register_tiny_base
 
         upgrade()
         model_dir = build_tiny_llama(self.root / "tiny")
-        with session_scope() as db:
-            row = BaseModel(name="tiny", path=str(model_dir), source=str(model_dir), architecture="LlamaForCausalLM",
-                            config=json.loads((model_dir / "config.json").read_text()))
-            db.add(row)
-            db.flush()
-            self.model_id = row.id
+        self.model_id = register_tiny_base(model_dir)
         data, held_out = self.root / "pairs.jsonl", self.root / "held_out.jsonl"
-        for path, n in ((data, 40), (held_out, 4)):
-            path.write_text("".join(json.dumps({"instruction": f"What is {i} plus 1?", "input": "",
-                                                "output": f"The answer is {i + 1}."}) + "\n" for i in range(n)))
+        write_instruction_jsonl(data)
+        write_instruction_jsonl(held_out, 4)
         self.dataset_id = operations.add_dataset(data, split=Split(eval_file=held_out))[0].id
         self.start_studio()
         for _ in range(self.args.workers):

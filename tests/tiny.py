@@ -100,3 +100,17 @@ def build_tiny_bert(out_dir: Path, *, num_labels: int = 2, seed: int = 0, hidden
     torch.manual_seed(seed)
     BertForSequenceClassification(config).save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+def register_tiny_base(model_dir: Path, name: str = "tiny") -> int:
+    """Record a tiny Llama built above as a base model row (as an import would, without copying it); its id."""
+    import json
+
+    from models_db import BaseModel, session_scope
+
+    with session_scope() as db:
+        row = BaseModel(name=name, path=str(model_dir), source=str(model_dir), architecture="LlamaForCausalLM",
+                        config=json.loads((Path(model_dir) / "config.json").read_text()))
+        db.add(row)
+        db.flush()
+        return row.id

@@ -3,7 +3,6 @@ kill, against real Postgres + Redis (or embedded SQLite), driven from the test p
 the database (as the UI process does). Each test gets its own schema, queue and artifact root."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -38,15 +37,10 @@ class Studio:
 
     # --- set-up -----------------------------------------------------------------------------------
     def add_model_and_data(self, model_dir: Path) -> None:
-        from models_db import BaseModel
         from studio import operations
+        from tests.tiny import register_tiny_base
 
-        with session_scope() as db:
-            row = BaseModel(name="tiny", path=str(model_dir), source=str(model_dir), architecture="LlamaForCausalLM",
-                            config=json.loads((model_dir / "config.json").read_text()))
-            db.add(row)
-            db.flush()
-            self.model_id = row.id
+        self.model_id = register_tiny_base(model_dir)
         from studio.datasets.split import Split
 
         data, held_out = self.root / "pairs.jsonl", self.root / "held_out.jsonl"
