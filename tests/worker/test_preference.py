@@ -19,6 +19,7 @@ from studio.datasets import DatasetError
 from studio.jobspec import SpecError, build_train_spec
 from tests.backends import backend_env, in_process
 from tests.cli import write_instruction_jsonl
+from tests.inprocess import run_to_version
 from worker import job_process
 
 TOPICS = ["the fox", "the dog", "France", "autumn", "a haiku", "the world", "Paris", "the question"]
@@ -88,17 +89,7 @@ def submit(studio: Studio, objective: str | None, *, method: str = "lora", datas
     return job
 
 
-def run(job: Job) -> ModelVersion:
-    """Claim the job and run its process's entry point here, as a worker's child process would."""
-    with session_scope() as db:
-        claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
-    assert job_process.main(job.id, claim.fence) == 0
-    with session_scope() as db:
-        job = db.get(Job, job.id)
-        assert job.state == "succeeded", job.error
-        version = db.get(ModelVersion, job.result["version_id"])
-        db.expunge(version)
-        return version
+run = run_to_version  # claim the job and run it here, as a worker's job process would
 
 
 def metric_names(version: ModelVersion) -> set[str]:

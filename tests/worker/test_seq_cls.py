@@ -14,13 +14,13 @@ from sqlalchemy import func, select
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from models_db import Job, Metric, ModelVersion, session_scope
-from models_db import jobs as jobq
 from studio import operations
 from studio.datasets import DatasetError
 from studio.jobspec import SpecError, build_train_spec
 from tests.backends import backend_env, in_process
 from tests.cli import write_instruction_jsonl
-from worker import job_process, lineage, methods
+from tests.inprocess import run_to_version
+from worker import lineage, methods
 from worker.data_cls import label_names
 from worker.export import export_version
 from worker.recipes.seq_cls import classification_metrics, load_classifier
@@ -91,17 +91,7 @@ def submit(studio: Studio, model: str, method: str, dataset: int | None = None, 
     return job
 
 
-def run(job: Job) -> ModelVersion:
-    """Claim the job and run its child entry point here, as a worker's child process would."""
-    with session_scope() as db:
-        claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
-    assert job_process.main(job.id, claim.fence) == 0
-    with session_scope() as db:
-        job = db.get(Job, job.id)
-        assert job.state == "succeeded", job.error
-        version = db.get(ModelVersion, job.result["version_id"])
-        db.expunge(version)
-        return version
+run = run_to_version  # claim the job and run it here, as a worker's job process would
 
 
 def encode(model_dir, rows: list[dict]) -> dict:
