@@ -237,6 +237,21 @@ def _renamed(w, ids, out) -> bool:
         return db.get(ModelVersion, w.version2).notes.endswith("edited")
 
 
+def _unpinned(w: World) -> dict:
+    from models_db import BenchmarkPin
+
+    with session_scope() as db:
+        db.query(BenchmarkPin).filter_by(base_model_id=w.base, dataset_id=w.dataset).delete()
+    return {}
+
+
+def _pinned(w, ids, out) -> bool:
+    from models_db import BenchmarkPin
+
+    with session_scope() as db:
+        return db.get(BenchmarkPin, (w.base, w.dataset)) is not None
+
+
 def _succeeded(w, ids, out) -> bool:
     return out is not None
 
@@ -341,6 +356,9 @@ def _ui_probes() -> list[Probe]:
         P("change", "UI", "Versions tab: combine versions", lambda w, i: version_jobs.start_combine(
             [w.version, w.version2], "", "linear", 0.5, f"combined-{i['last_job']}"), setup=_last_job,
           seen=_new_job_made("combine"), covers=("studio.tabs.version_jobs.start_combine",)),
+        P("change", "UI", "Versions tab: pin a benchmark for the version's base", lambda w, i: version_jobs.pin_for_base(
+            w.version, w.dataset), policy="admin", setup=_unpinned, seen=_pinned,
+          covers=("studio.tabs.version_jobs.pin_for_base",)),
         P("export", "UI", "Versions tab: the export's state and hint", lambda w, i: (
             versions.export_hint(w.version, "adapter"), versions.known_export(w.version, "adapter"),
             versions.export_status(w.export_job)),

@@ -114,7 +114,10 @@ def pin_for_base(version_id: int | None, dataset_id: int | None) -> str:
     from models_db import ModelVersion
 
     with session_scope() as db:
-        base_id = db.get(ModelVersion, int(version_id)).base_model_id
+        version = db.get(ModelVersion, int(version_id))
+        if version is None:
+            raise gr.Error(f"Version #{version_id} does not exist or is not yours to see.")
+        base_id = version.base_model_id
         added = benchmarks.pin(db, base_id, int(dataset_id))
         known = evaluations.find(db, int(dataset_id), base_model_id=base_id) is not None
     queued = ""
