@@ -195,6 +195,17 @@ def _fresh_job(w: World) -> dict:
         return {"job": job.id}
 
 
+def _dpo_job_with_points(w: World) -> dict:
+    from models_db import Metric
+    from models_db import jobs as jobq
+
+    with session_scope() as db:
+        job, _ = jobq.create_job(db, kind="train", config={"objective": "dpo", "note": MARK}, base_model_id=w.base,
+                                 dataset_id=w.dataset)
+        db.add(Metric(job_id=job.id, step=1, name="rewards/margins", value=0.25))
+        return {"job": job.id}
+
+
 def _version_gone(w, ids, out) -> bool:
     with session_scope() as db:
         return db.get(ModelVersion, ids["v"]) is None
@@ -314,6 +325,9 @@ def _ui_probes() -> list[Probe]:
           seen=lambda w, i, out: MARK in _text(out),
           covers=("studio.tabs.jobs.on_open", "studio.tabs.jobs.select_job", "studio.tabs.jobs.layout",
                   "studio.tabs.jobs.poll", "studio.tabs.jobs.reveal", "studio.tabs.jobs.cancel_button")),
+        P("read", "UI", "Jobs tab: a preference job's objective figures", lambda w, i: jobs.objective_poll(i["job"], None),
+          setup=_as_alice(_dpo_job_with_points), seen=lambda w, i, out: isinstance(out[0], gr.LinePlot) and out[0].visible,
+          covers=("studio.tabs.jobs.objective_poll",)),
         P("read", "UI", "Versions tab: the list, a version, a comparison", lambda w, i: (
             versions.on_open(w.version, [w.version]), versions.show_version(w.version),
             versions.compare_view([w.version, w.version2], "step")),

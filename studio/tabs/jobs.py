@@ -127,6 +127,54 @@ def system_update(frame: pd.DataFrame) -> gr.LinePlot:
     return gr.LinePlot(value=frame, **chart_limits(frame, "minutes", 0.1))
 
 
+PALETTE = ("#16a34a", "#dc2626", "#2563eb", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777")
+
+
+def objective_series(job: Job) -> tuple[str, ...]:
+    """The figures the job's objective logs besides its loss (DPO: chosen/rejected rewards, margins, reward
+    accuracy; GRPO: rewards, KL...), with their held-out twins when the job evaluates; none for SFT."""
+    from studio import objectives
+
+    if job.kind != "train":
+        return ()
+    config = job.config or {}
+    try:
+        name = objectives.resolve(config.get("objective"), None if config.get("objective") else config.get("task"))
+        curves = objectives.get(name).curves if name else ()
+    except objectives.ObjectiveError:
+        return ()
+    return (*curves, *(f"eval_{c}" for c in curves)) if _evaluates(job) else tuple(curves)
+
+
+def objective_poll(job_id: int | None, cache: dict | None):
+    """Timer tick for the objective's chart (its own cache, beside the loss chart's): new points of the watched
+    job's objective figures. Returns (chart update, cache); the chart stays hidden for a job without them."""
+    if not job_id:
+        return gr.LinePlot(visible=False), None
+    if not (cache and cache.get("job") == job_id):
+        with session_scope() as db:
+            job = db.get(Job, job_id)
+            names = objective_series(job) if job is not None else ()
+        cache = {"job": job_id, "after": 0, "names": names, "curves": LiveCurves(), "shown": False}
+        if not names:
+            return gr.LinePlot(visible=False), cache
+    if not cache["names"]:
+        return gr.skip(), cache
+    with session_scope() as db:
+        rows = jobq.metric_rows_since(db, job_id, cache["after"], names=cache["names"])
+    for _id, step, name, value, attempt, _when in rows:
+        cache["curves"].add(name, step, value, attempt)
+        cache["after"] = _id
+    if not rows and cache["shown"]:
+        return gr.skip(), cache
+    frame = cache["curves"].frame(cache["names"], cache["names"])
+    if frame.empty:
+        return gr.LinePlot(visible=False), cache
+    cache["shown"] = True
+    colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(cache["names"])}
+    return gr.LinePlot(value=frame, visible=True, color_map=colours, **chart_limits(frame, "step")), cache
+
+
 def _take(cache: dict, rows) -> None:
     """Fold new metric rows (id, step, name, value, attempt, time) into the tab's cache: the loss curves
     by step, the system curves by time, each metric's latest value, and the current attempt's pace."""
@@ -358,6 +406,10 @@ def render(shell: Shell) -> None:
         cancel_btn = gr.Button("Cancel job", variant="stop", elem_id="cancel-job", scale=1, interactive=False)
     status = gr.HTML(elem_id="job-status")
     plot = loss_plot()
+    objective_cache = gr.State(None)
+    objective = gr.LinePlot(x="step", y="value", color="series", title="Objective figures (held-out ones: eval_…)",
+                            height=280, elem_id="objective-curve", x_title="optimizer step", y_title="value",
+                            x_axis_format=COUNT_FORMAT, visible=False)
     system = gr.LinePlot(x="minutes", y="value", color="series", title="System (sampled by the worker)", height=220,
                          elem_id="system-curve", x_title="minutes into the job", y_title="%",
                          color_map={"CPU": "#0ea5e9", "RAM": "#84cc16", "GPU util": "#f43f5e", "GPU memory": "#a855f7"})
@@ -371,6 +423,7 @@ def render(shell: Shell) -> None:
     timer = gr.Timer(get_settings().poll_seconds)
     timer.tick(poll, [shell.job_id, cache], [status, plot, system, log, attempts, queue, cache],
                show_progress="hidden").then(reveal, [shell.job_id, cache], [plot, system, cache], show_progress="hidden")
+    timer.tick(objective_poll, [shell.job_id, objective_cache], [objective, objective_cache], show_progress="hidden")
     picker.input(select_job, picker, [shell.job_id, cache])
     queue.select(pick_from_queue, queue, [shell.job_id, cache])
     shell.job_id.change(lambda j: gr.Dropdown(choices=job_choices(), value=j), shell.job_id, picker)

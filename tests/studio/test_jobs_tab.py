@@ -197,3 +197,36 @@ def test_the_log_tail_is_numbered_as_log_txt_in_one_right_aligned_column(backend
     assert counted["at"] > at
     log.write_text("a fresh log\n")  # replaced (shorter): counted afresh, never negative or stale
     assert jobs.log_tail(7, counted=counted) == "lines 1–1 of log.txt\n1 │ a fresh log"
+
+
+def test_a_preference_job_charts_its_objective_figures_and_an_sft_job_has_no_such_chart(backend):
+    """DPO's own figures (rewards, margins, reward accuracy, and their held-out twins) get a chart of their own
+    beside the loss; an SFT job, an export, or a preference job before its first point shows none."""
+    import gradio as gr
+
+    from models_db import Metric, session_scope
+    from models_db import jobs as jobq
+    from studio.tabs import jobs
+
+    with session_scope() as db:
+        dpo, _ = jobq.create_job(db, kind="train", config={"method": "lora", "objective": "dpo", "eval_split": 0.2})
+        sft, _ = jobq.create_job(db, kind="train", config={"method": "lora", "objective": "sft", "eval_split": 0.0})
+        old, _ = jobq.create_job(db, kind="train", config={"method": "lora", "task": "causal_lm"})
+        ids = dpo.id, sft.id, old.id
+    chart, cache = jobs.objective_poll(ids[0], None)
+    assert chart.visible is False  # no points yet: no blank box
+    assert cache["names"][:4] == ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+    assert "eval_rewards/accuracies" in cache["names"]
+    with session_scope() as db:
+        db.add_all([Metric(job_id=ids[0], step=s, name=n, value=v) for s, n, v in
+                    ((1, "loss", 0.69), (1, "rewards/margins", 0.01), (1, "rewards/accuracies", 0.5),
+                     (2, "rewards/margins", 0.3), (2, "eval_rewards/accuracies", 0.75))])
+    chart, cache = jobs.objective_poll(ids[0], cache)
+    assert isinstance(chart, gr.LinePlot) and chart.visible
+    drawn = {row[-1] for row in chart.value["data"]}
+    assert {"rewards/margins", "rewards/accuracies", "eval_rewards/accuracies"} <= drawn and "loss" not in drawn
+    assert chart.color_map["rewards/margins"] != chart.color_map["rewards/accuracies"]
+    assert jobs.objective_poll(ids[0], cache)[0] == gr.skip()  # nothing new: nothing re-sent
+    for job_id in ids[1:]:  # SFT, and a job stored before objectives existed: no objective chart
+        chart, cache = jobs.objective_poll(job_id, None)
+        assert chart.visible is False and cache["names"] == ()
