@@ -56,6 +56,14 @@ STATS = (
     Stat("tokens_per_s", "tokens/s (run average)", "higher", 0), Stat("size_mb", "size (MB)", "lower", 2),
     Stat("ms_per_token", "latency (ms/token)", "lower", 2),  # median of its generations (studio.generations)
 )
+# what a preference objective measured on held-out pairs (DPO, KTO, ORPO, SimPO, reward models): shown where
+# versions are compared, not as columns of the versions table (most versions have none)
+OBJECTIVE_STATS = (
+    Stat("eval_rewards/accuracies", "reward accuracy (held-out pairs)", "higher", 3),
+    Stat("eval_rewards/margins", "reward margin (held-out)", "higher", 3),
+    Stat("eval_rewards/chosen", "reward of chosen (held-out)", "higher", 3),
+    Stat("eval_rewards/rejected", "reward of rejected (held-out)", "lower", 3),
+)
 
 
 def artifact_bytes(v: ModelVersion) -> int:
@@ -73,7 +81,7 @@ def stats(v: ModelVersion) -> dict:
     m = v.metrics
     num = {k: float(x) for k, x in m.items() if isinstance(x, (int, float)) and not isinstance(x, bool)}
     ratio = num.get("trainable_ratio")
-    out = {s.key: num.get(s.key) for s in STATS}
+    out = {s.key: num.get(s.key) for s in (*STATS, *OBJECTIVE_STATS)}
     out["trainable_pct"] = 100 * ratio if ratio is not None else None
     # tokens/s means what the Jobs tab shows: real tokens per second of training steps (evaluation and
     # checkpoints excluded), here averaged over the run; older versions only have the whole-run figure
@@ -208,7 +216,8 @@ def delete(version_id: int, *, cascade: bool = False) -> DeletePlan:
 
 def _node(v: ModelVersion) -> dict:
     db = object_session(v)
-    return {"id": v.id, "name": v.name, "method": v.method, "parent_id": v.parent_id, "dataset_id": v.dataset_id,
+    return {"id": v.id, "name": v.name, "method": v.method, "objective": objective_of(v), "parent_id": v.parent_id,
+            "dataset_id": v.dataset_id,
             "parents": [{"id": p.id, "weight": w} for p, w in q.parents(db, v.id)] if db else []}
 
 
@@ -256,13 +265,29 @@ def lineage_mermaid(version_id: int) -> str:
     return "\n".join(lines)
 
 
+def objective_of(v: ModelVersion) -> str | None:
+    """The objective that trained ``v`` (sft, dpo, grpo...; a version stored before objectives existed by its
+    task); None for a combination, which trained nothing."""
+    from studio import objectives
+
+    config = v.config or {}
+    if config.get("combination") or v.method == "combine":
+        return None
+    try:
+        return objectives.resolve(config.get("objective"), None if config.get("objective") else
+                                  config.get("task") or "causal_lm")
+    except objectives.ObjectiveError:
+        return config.get("objective")
+
+
 def _edges(v: ModelVersion, parents: list[tuple[ModelVersion, float]], base_id: int) -> str:
-    """Mermaid edges into ``v``: from the base, its parent, or each parent of a combined version with its weight."""
-    if not parents:
-        return f"  B{base_id} --> V{v.id}"
-    if len(parents) == 1 and parents[0][1] == 1.0:
-        return f"  V{parents[0][0].id} --> V{v.id}"
-    return "\n".join(f'  V{p.id} -- "{mermaid_text(f"x {w:g}")}" --> V{v.id}' for p, w in parents)
+    """Mermaid edges into ``v``: from the base or its parent, labelled with the objective that trained it (sft,
+    dpo...), or from each parent of a combined version with its weight."""
+    if len(parents) > 1 or (parents and parents[0][1] != 1.0):
+        return "\n".join(f'  V{p.id} -- "{mermaid_text(f"x {w:g}")}" --> V{v.id}' for p, w in parents)
+    start = f"V{parents[0][0].id}" if parents else f"B{base_id}"
+    objective = objective_of(v)
+    return f'  {start} -- "{mermaid_text(objective)}" --> V{v.id}' if objective else f"  {start} --> V{v.id}"
 
 
 # --- comparison ----------------------------------------------------------------------------------------
@@ -344,7 +369,7 @@ def compare(version_ids: list[int], max_points: int = MAX_POINTS) -> dict:
         vs = [get(db, i) for i in ids]
         per = [stats(v) for v in vs]
         metrics = []
-        for st in STATS:
+        for st in (*STATS, *OBJECTIVE_STATS):
             values = [p[st.key] for p in per]
             if all(x is None for x in values):
                 continue

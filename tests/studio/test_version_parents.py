@@ -70,7 +70,8 @@ def test_the_graph_shows_both_parents_with_weights_and_the_data_sets(family):
     f = family
     graph = versions.lineage_mermaid(f["d"])
     assert f'V{f["a"]} -- "x 0.7" --> V{f["c"]}' in graph and f'V{f["b"]} -- "x 0.3" --> V{f["c"]}' in graph
-    assert f'V{f["c"]} --> V{f["d"]}' in graph and f'B{f["base"]} --> V{f["a"]}' in graph
+    # a trained version's edge names its objective; a combination's edges their weights
+    assert f'V{f["c"]} -- "sft" --> V{f["d"]}' in graph and f'B{f["base"]} -- "sft" --> V{f["a"]}' in graph
     assert f'D{f["sums"]} -.-> V{f["a"]}' in graph and f'D{f["doubles"]} -.-> V{f["b"]}' in graph
     assert f'D{f["sums"]} -.-> V{f["d"]}' in graph
     # seen from a, the combined child's other parent is drawn too

@@ -88,7 +88,7 @@ def test_lineage_three_generations_both_ways(studio, capsys):
     text = versions.lineage_mermaid(g2)
     assert text.startswith("```mermaid\nflowchart LR\n") and text.endswith("\n```")
     edges = {line.strip() for line in text.splitlines() if "->" in line}
-    assert edges == {f"B1 --> V{g1}", f"V{g1} --> V{g2}", f"V{g2} --> V{g3}", f"D1 -.-> V{g1}",
+    assert edges == {f'B1 -- "sft" --> V{g1}', f'V{g1} -- "sft" --> V{g2}', f'V{g2} -- "sft" --> V{g3}', f"D1 -.-> V{g1}",
                      f"D1 -.-> V{g2}", f"D1 -.-> V{g3}"}
     assert f'V{g2}["#{g2} · g2 · lora"]' in text and f"class V{g2} focus" in text
     assert f"V{other}" not in text  # a sibling is neither ancestor nor descendant

@@ -308,7 +308,7 @@ def test_lineage_three_generations_and_delete(studio, pair):
     assert [(p["id"], p["weight"]) for p in shown["parents"]] == [(a.id, 0.5), (b.id, 0.5)]
     graph = versions.lineage_mermaid(grandchild.id)
     assert f'V{a.id} -- "x 0.5" --> V{combined}' in graph and f'V{b.id} -- "x 0.5" --> V{combined}' in graph
-    assert f"V{combined} --> V{grandchild.id}" in graph
+    assert f'V{combined} -- "sft" --> V{grandchild.id}' in graph
     assert f"D{studio.sums} -.-> V{a.id}" in graph and f"D{studio.doubles} -.-> V{b.id}" in graph
 
     with pytest.raises(SpecError, match=rf"version {b.id} has \d+ descendant.*#{combined}.*#{grandchild.id}"):

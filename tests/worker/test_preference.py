@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from models_db import Job, Metric, ModelVersion, session_scope
 from models_db import jobs as jobq
-from studio import operations
+from studio import operations, versions
 from studio.datasets import DatasetError
 from studio.jobspec import SpecError, build_train_spec
 from tests.backends import backend_env, in_process
@@ -114,6 +114,10 @@ def test_dpo_from_an_sft_version_learns_the_preference(studio):
     version = run(job)
     m = version.metrics
     assert version.parent_id == sft.id and version.config["objective"] == "dpo"
+    graph = versions.lineage_mermaid(version.id)  # the version graph names the objective on each edge
+    assert f'V{sft.id} -- "dpo" --> V{version.id}' in graph and f'-- "sft" --> V{sft.id}' in graph
+    compared = {m["key"]: m["values"] for m in versions.compare([sft.id, version.id])["metrics"]}
+    assert compared["eval_rewards/accuracies"] == [None, m["eval_rewards/accuracies"]]  # side by side, SFT has none
     assert version.config["objective_params"] == {"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0,
                                                   "precompute_reference": False}
     assert m["rows"]["eval_rows"] == 16 and m["steps"] == 24
