@@ -165,6 +165,28 @@ class Metric(Base):
     time: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class MemoryMeasurement(Base):
+    """The memory estimator's estimate beside what a training job or a measured pre-flight really used
+    (worker/memory_meter.py), per part where the process can tell them apart: ``measured_parts`` holds the
+    runtime before the model loaded, the memory held once training was about to start (runtime + weights) and
+    the peak of the steps; ``estimate_parts`` the estimator's parts in GiB (studio/advisor/memory.py)."""
+
+    __tablename__ = "memory_measurements"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # train | preflight
+    method: Mapped[str] = mapped_column(String(32))
+    objective: Mapped[str | None] = mapped_column(String(32))
+    device: Mapped[str] = mapped_column(String(8))  # cpu | cuda
+    measured_kind: Mapped[str] = mapped_column(String(32))  # cpu_rss | cuda_allocated
+    measured_gb: Mapped[float] = mapped_column()
+    estimate_gb: Mapped[float | None] = mapped_column()  # comparable with measured_gb (total on CPU, live on CUDA)
+    measured_parts: Mapped[dict] = mapped_column(default=dict)
+    estimate_parts: Mapped[dict] = mapped_column(default=dict)
+    settings: Mapped[dict] = mapped_column(default=dict)  # micro_batch, seq_len, grad_ckpt, optimizer, precision
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ModelVersion(Base):
     """A trained model version with its lineage: base model, parent version, dataset, job."""
 

@@ -42,6 +42,8 @@ JOB_KINDS: dict[str, JobKind] = {k.name: k for k in (
     JobKind("export", "worker.export:run_export_job", "export"),
     JobKind("evaluate", "worker.evaluation_job:run_evaluate_job", "evaluation"),
     JobKind("combine", "worker.combine:run_combine_job", "combination"),
+    # a few measured steps of a training configuration: no version, no checkpoint (worker/preflight.py)
+    JobKind("preflight", "worker.preflight:run_preflight_job", "pre-flight"),
 )}
 
 GENERATE = "generate"  # playground / side-by-side generations: a Generation row, not a job

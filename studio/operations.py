@@ -63,10 +63,12 @@ def _check_parent_task(parent: ModelVersion, task: str, ds: Dataset) -> None:
                         f"{', '.join(ours)}; continue it on data with the same labels, or train from the base model.")
 
 
-def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: int | None = None) -> tuple[Job, bool]:
+def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: int | None = None,
+                 preflight: dict | None = None) -> tuple[Job, bool]:
     """Check the references, write a queued job and enqueue it. Returns (job, created).
 
-    ``after``: the job starts only once that job has finished (succeeded, failed or cancelled)."""
+    ``after``: the job starts only once that job has finished (succeeded, failed or cancelled). ``preflight``
+    (steps, budget_gb...): queue a measured pre-flight of this configuration instead (studio/preflight.py)."""
     s = get_settings()
     with session_scope() as db:
         if after is not None and db.get(Job, after) is None:
@@ -102,12 +104,14 @@ def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: 
         placed = routing.place(spec.to_json(), routing.alive_fleet(db))  # the queue of its memory tier
         if spec.parent_version_id is not None:  # what continuing means for the lineage and the merge
             spec = replace(spec, lineage_note=lineage_note(parent.id, parent.method, spec.method))
-        job, created = jobq.create_job(db, kind="train", config=spec.to_json(), idempotency_key=idempotency_key,
+        kind, config = ("train", spec.to_json()) if preflight is None else \
+            ("preflight", {**spec.to_json(), "preflight": preflight})
+        job, created = jobq.create_job(db, kind=kind, config=config, idempotency_key=idempotency_key,
                                        max_attempts=s.max_attempts, base_model_id=spec.model_id,
                                        dataset_id=spec.dataset_id, parent_version_id=spec.parent_version_id,
                                        after_job_id=after, queue=placed.queue, message=placed.waiting)
     if created:
-        send("train", job.id, job.queue)
+        send(job.kind, job.id, job.queue)
     return job, created
 
 

@@ -72,6 +72,8 @@ class JobContext:
     job: Job
     claim: jobq.Claim
     writer: MetricsWriter = field(init=False)
+    # a measured pre-flight's step limit and run length (worker/preflight.py); None for a job that trains
+    preflight: dict | None = None
 
     def __post_init__(self):
         from worker import distributed

@@ -20,7 +20,7 @@ from models_db import BaseModel, Dataset, ModelVersion, session_scope
 from studio import store
 from studio.jobspec import TrainSpec
 from studio.settings import get_settings
-from worker import distributed, lineage, machine_defaults, methods, perf
+from worker import distributed, lineage, machine_defaults, memory_meter, methods, perf
 from worker.callbacks import MethodStepCallback, StudioCallback, latest_complete_checkpoint
 from worker.context import JobContext
 from worker.methods.counting import count_parameters
@@ -160,7 +160,8 @@ def build_trainer(ctx: JobContext, job: TrainJob, method, args: TrainingArgument
     method's per-step hook (AdaLoRA reallocates its rank budget after every optimizer step), the
     throughput meter (tokens/s, step time, MFU) and the system sampler (CPU, RAM, GPU curves)."""
     context = perf.context_of(trainer_kwargs.get("train_dataset"))
-    callbacks = [StudioCallback(ctx, curves), perf.PerfCallback(ctx.writer, context), SystemSampler(ctx.writer)]
+    callbacks = [StudioCallback(ctx, curves), perf.PerfCallback(ctx.writer, context), SystemSampler(ctx.writer),
+                 memory_meter.for_job(ctx, job)]  # measured memory beside the estimate; a pre-flight's step limit
     if args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(job.spec.early_stopping_patience))
     if method.after_optimizer_step:

@@ -1,0 +1,131 @@
+"""The measured pre-flight through the in-process queue on a tiny model: a few real steps of the advised
+configuration report peak memory, tokens/s, step time and the ETA, register no version, leave no checkpoint, and
+store the estimate beside the measurement; over a (pretend) small budget it measures smaller settings again."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import func, select
+
+from models_db import Job, ModelVersion, session_scope
+from models_db import jobs as jobq
+from models_db.schema import MemoryMeasurement
+from studio import operations, preflight
+from studio.advisor import advise
+from studio.advisor.sources import studio_inputs
+from studio.jobspec import SpecError
+from tests.backends import backend_env, in_process
+from tests.cli import write_instruction_jsonl
+from worker import job_process
+from worker import preflight as worker_preflight
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, tiny_llama_dir):
+    from models_db.migrate import upgrade
+    from worker.importer import register
+
+    root = tmp_path_factory.mktemp("preflight")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp, backend_env("embedded", root / "home") as env, in_process(mp, env):
+        upgrade()
+        model = register(tiny_llama_dir, "tiny-llama")[0]
+        write_instruction_jsonl(root / "sft.jsonl", n=24)
+        ds, _, _ = operations.add_dataset(root / "sft.jsonl")
+        yield {"home": root / "home", "model": model, "dataset": ds.id}
+    torch.set_num_threads(threads)
+
+
+def advice_for(studio) -> dict:
+    inputs, _ = studio_inputs(model=studio["model"], dataset=studio["dataset"], cpu_only=True, seq_len=32,
+                              batch_size=4)
+    return advise(inputs).to_json()
+
+
+def run_job(job: Job) -> Job:
+    with session_scope() as db:
+        claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
+    assert job_process.main(job.id, claim.fence) == 0
+    with session_scope() as db:
+        return db.get(Job, job.id)
+
+
+def test_preflight_measures_and_leaves_nothing(studio):
+    job = preflight.submit(advice_for(studio), studio["model"], studio["dataset"], steps=2, cost_per_hour=2.0)
+    assert job.kind == "preflight"
+    done = run_job(job)
+    assert done.state == "succeeded", done.error
+    st = preflight.status(done.id)
+    m = st["measured"]
+    assert m["peak_memory_kind"] == "cpu_rss" and 0.05 < m["peak_memory_gb"] < 8
+    assert m["tokens_per_second"] > 0 and m["step_seconds"] > 0 and m["steps_measured"] == 2
+    assert m["run_steps"] >= 1 and m["eta_seconds"] == pytest.approx(m["step_seconds"] * m["run_steps"], rel=0.01)
+    assert m["cost"] == pytest.approx(m["eta_seconds"] / 3600 * 2.0, abs=0.01) and m["fits"]
+    assert m["parts"]["before_training_gb"] <= m["parts"]["step_peak_gb"] and m["estimate_gb"] > 0
+    assert "Measured" in preflight.describe(st) and "tokens/s" in preflight.describe(st)
+    assert done.max_steps == 2 and done.step == 2  # progress as any training job reports it
+    with session_scope() as db:
+        assert db.scalar(select(func.count()).select_from(ModelVersion)) == 0
+        rows = db.scalars(select(MemoryMeasurement).where(MemoryMeasurement.job_id == done.id)).all()
+        assert [r.kind for r in rows] == ["preflight"] and rows[0].estimate_gb and rows[0].measured_parts
+    jobdir = Path(studio["home"]) / "jobs" / str(done.id)
+    assert not (jobdir / "checkpoints").exists()
+    assert not (Path(studio["home"]) / "versions" / f"job-{done.id}").exists()
+
+
+def test_preflight_over_budget_measures_smaller_settings(studio, monkeypatch):
+    smaller = []
+
+    def one_smaller(model_config, config, training, figures, budget, gpus):
+        if smaller:
+            return None
+        smaller.append(dict(training, per_device_train_batch_size=1, gradient_accumulation_steps=4))
+        return smaller[0]
+
+    monkeypatch.setattr(worker_preflight, "shrink", one_smaller)
+    job = preflight.submit(advice_for(studio), studio["model"], studio["dataset"], steps=1, budget_gb=0.001)
+    done = run_job(job)
+    assert done.state == "succeeded", done.error
+    st = preflight.status(done.id)
+    assert len(st["attempts"]) == 2 and done.result["shrunk"]
+    assert st["measured"]["settings"]["micro_batch"] == 1 and st["measured"]["fits"] is False
+    assert "does NOT fit" in preflight.describe(st) and "these fit" in preflight.describe(st)
+
+
+def test_ladder_and_shrink_pick_what_fits(studio):
+    training = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2, "gradient_checkpointing": False}
+    rungs = worker_preflight.ladder(training)
+    assert [(r["per_device_train_batch_size"], r["gradient_checkpointing"]) for r in rungs][:4] == \
+        [(4, False), (2, False), (1, False), (8, True)]
+    assert all(r["per_device_train_batch_size"] * r["gradient_accumulation_steps"] >= 16 for r in rungs)
+    import json
+
+    from studio.advisor import jobcost
+    from studio.jobspec import build_train_spec
+
+    config = json.loads((Path(studio["home"]) / "models" / "tiny-llama" / "config.json").read_text())
+    spec = build_train_spec(model_id=studio["model"], dataset_id=studio["dataset"], method="full",
+                            settings={"max_seq_length": 2048, **training}).to_json()
+    est = jobcost.job_estimate(config, spec, None)
+    figures = {"peak_memory_gb": est["total_gb"] * 1.5, "estimate_gb": est["total_gb"], "peak_memory_kind": "cpu_rss"}
+    # a pretend budget between what micro-batch 1 and micro-batch 8 would measure (1.5 x their estimates)
+    small = jobcost.job_estimate(config, {**spec, "training": {**spec["training"], "per_device_train_batch_size": 2}})
+    budget = small["total_gb"] * 1.5 + 1e-6
+    picked = worker_preflight.shrink(config, spec, spec["training"], figures, budget, None)
+    assert picked["per_device_train_batch_size"] == 2 and not picked["gradient_checkpointing"]
+    assert worker_preflight.shrink(config, spec, spec["training"], figures, 0.01, None) is None
+
+
+def test_preflight_refuses_bad_requests(studio):
+    advice = advice_for(studio)
+    with pytest.raises(SpecError, match="pick an imported model and a registered data set"):
+        preflight.submit(advice, studio["model"], None)
+    with pytest.raises(SpecError, match="1 to 50"):
+        preflight.submit(advice, studio["model"], studio["dataset"], steps=0)
+    with pytest.raises(SpecError, match="nothing fits"):
+        preflight.submit({**advice, "method": None}, studio["model"], studio["dataset"])
+    with pytest.raises(SpecError, match="positive"):
+        preflight.submit(advice, studio["model"], studio["dataset"], budget_gb=-1)
