@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from sqlalchemy import and_, event, false, inspect, or_, select
 from sqlalchemy.orm import Session, with_loader_criteria
 
-from models_db.schema import BaseModel, Dataset, Generation, Job, ModelVersion, User
+from models_db.schema import BaseModel, Dataset, Generation, Job, ModelVersion, Sweep, User
 
-OWNED = (BaseModel, Dataset, Job, ModelVersion)  # tables with owner_id + shared
+OWNED = (BaseModel, Dataset, Job, ModelVersion, Sweep)  # tables with owner_id + shared
 PRIVATE = (Generation,)  # tables with owner_id only: a member's own rows, never shared
-NOUNS = {BaseModel: "model", Dataset: "data set", Job: "job", ModelVersion: "version", Generation: "generation"}
+NOUNS = {BaseModel: "model", Dataset: "data set", Job: "job", ModelVersion: "version", Generation: "generation",
+         Sweep: "sweep"}
 UNFILTERED = "studio_unfiltered"  # execution option: skip the owner filter (existence checks, auth)
 
 

@@ -23,8 +23,9 @@ TRANSITIONS: dict[JobState, dict[JobState, str]] = {
         JobState.failed: "finish (the job's process, or retry_or_fail once out of attempts)",
         JobState.cancelled: "finish (its worker saw the cancel) or reap_expired",
         JobState.queued: "retry_or_fail (another attempt: its process died or its worker was lost)",
+        JobState.pruned: "finish (the job's process: its sweep's pruner stopped the trial; studio/sweeps.py)",
     },
-    JobState.succeeded: {}, JobState.failed: {}, JobState.cancelled: {},
+    JobState.succeeded: {}, JobState.failed: {}, JobState.cancelled: {}, JobState.pruned: {},
 }
 ATTEMPT_INTERRUPTED = "interrupted"  # a history entry's outcome when the attempt ended in a retry
 ATTEMPT_LOST = "lost"  # ... when its worker was lost (its lease expired)

@@ -41,10 +41,11 @@ class JobState(_State):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    pruned = "pruned"  # a sweep's trial its pruner stopped early (studio/sweeps.py): finished, not failed
 
     @classmethod
     def finished(cls) -> set[str]:
-        return {cls.succeeded.value, cls.failed.value, cls.cancelled.value}
+        return {cls.succeeded.value, cls.failed.value, cls.cancelled.value, cls.pruned.value}
 
 
 class GenerationState(_State):
@@ -149,6 +150,36 @@ class Job(Base):
 
     base_model: Mapped[BaseModel | None] = relationship()
     dataset: Mapped[Dataset | None] = relationship()
+
+
+class Sweep(Base):
+    """A hyper-parameter sweep (studio/sweeps.py): each trial is a training job whose config carries ``sweep_id``;
+    the search itself (trials, their params and values) is an Optuna study in Optuna's own tables beside these."""
+
+    __tablename__ = "sweeps"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(200), unique=True)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    method: Mapped[str] = mapped_column(String(32))
+    objective: Mapped[str | None] = mapped_column(String(32))
+    space: Mapped[dict] = mapped_column(default=dict)  # key -> {"kind", "low", "high", "choices"}
+    settings: Mapped[dict] = mapped_column(default=dict)  # the fixed --set values every trial gets
+    metric: Mapped[str] = mapped_column(String(64), default="eval_loss")
+    direction: Mapped[str] = mapped_column(String(8), default="minimize")
+    sampler: Mapped[str] = mapped_column(String(16), default="tpe")
+    pruner: Mapped[str] = mapped_column(String(16), default="median")
+    trials: Mapped[int] = mapped_column(default=1)  # how many trials are wanted
+    parallel: Mapped[int] = mapped_column(default=0)  # at most this many at once (0: as many as free workers)
+    seed: Mapped[dict] = mapped_column(default=dict)  # the first trial's params and where they came from
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running | done | cancelled
+    message: Mapped[str] = mapped_column(Text, default="")
+    # one process advances a sweep at a time: a short lease, taken with a conditional UPDATE
+    lock_until: Mapped[datetime | None] = mapped_column()
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    shared: Mapped[bool] = mapped_column(default=False, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
 
 
 class Metric(Base):

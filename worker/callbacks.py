@@ -7,6 +7,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from studio import sweeps
 from worker import checkpoints
 from worker.context import JobContext
 
@@ -25,6 +26,7 @@ class StudioCallback(TrainerCallback):
         self.logged = LOGGED + tuple(curves) + tuple(f"eval_{name}" for name in curves)
         self._last_progress = 0.0
         self.keep_last = 2
+        self.trial = sweeps.TrialReport.for_config(ctx.job.config)  # a sweep's trial: its pruner sees each evaluation
 
     def on_init_end(self, args, state, control, **kw):
         # Take rotation over from the Trainer, whose own keeps the best checkpoint only with
@@ -82,6 +84,11 @@ class StudioCallback(TrainerCallback):
         loss = logs.get("loss")
         if isinstance(loss, float) and not math.isfinite(loss):
             self._stop_non_finite(args, f"the loss ({loss})", step)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        # a sweep's trial reports each evaluation to its study; sweeps.Pruned ends the job as pruned (job_process)
+        if self.trial is not None and state.is_world_process_zero:
+            self.trial.evaluated(state.global_step, metrics or {})
 
     def _stop_non_finite(self, args, what: str, step: int):
         from worker.errors import UserFacingError

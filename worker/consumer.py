@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from models_db import Job, JobState, Worker, session_scope
 from models_db import jobs as jobq
 from models_db.schema import utcnow
-from studio import fleet, routing
+from studio import fleet, routing, sweeps
 from studio.celery_app import app, enqueue
 from studio.settings import get_settings
 from worker import supervisor, tasks  # noqa: F401  tasks registers the task bodies on the app
@@ -104,6 +104,7 @@ def reap_once() -> list[tuple[int, str]]:
     for job_id, kind in [(i, kinds[i]) for i, state in reaped if state == JobState.queued] + due:
         log.info("job %s: sending its task to %s", job_id, queues.get(job_id) or "the default queue")
         enqueue(kind, job_id, queues.get(job_id))
+    sweeps.advance_open()  # a trial that ended without its process's say (a crash, a lost worker, a restart)
     return reaped
 
 

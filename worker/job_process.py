@@ -10,7 +10,7 @@ import traceback
 
 from models_db import Job, JobState, session_scope
 from models_db import jobs as jobq
-from studio import evaluations
+from studio import evaluations, sweeps
 from studio.jobkinds import JOB_KINDS
 from studio.jobspec import BNB_OPTIMIZERS
 from studio.methods import REGISTRY as METHOD_SPECS
@@ -92,12 +92,20 @@ def main(job_id: int, fence: int, *, own_process: bool = False) -> int:
     except jobq.StaleFence:
         print("claim superseded by another attempt; stopping quietly", flush=True)
         return 3
+    except sweeps.Pruned as exc:  # a sweep's pruner stopped this trial: finished, not failed
+        print(str(exc), flush=True)
+        ctx.writer.close()
+        with session_scope() as db:
+            jobq.finish(db, claim, JobState.pruned.value, message=str(exc))
+        sweeps.after_job(job.id, job.config)
+        return 0
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a message on the job page
         traceback.print_exc()
         ctx.writer.close()
         if distributed.is_main():  # another rank's failure ends the launch; the runner records it
             with session_scope() as db:
                 jobq.finish(db, claim, JobState.failed.value, error=humanize(exc, job), message="failed")
+            sweeps.after_job(job.id, job.config)  # a failed trial: its sweep asks for the next one
         return 1
     ctx.writer.close()
     if not distributed.is_main():
@@ -109,6 +117,7 @@ def main(job_id: int, fence: int, *, own_process: bool = False) -> int:
         version_id = jobq.succeed(db, claim, result=result, version=version)
         evaluations.record_results(db, job.id, version_id, result, examples)  # fenced with the success above
     evaluations.follow_up(job.kind, version_id, (version or {}).get("dataset_id"), result)
+    sweeps.after_job(job.id, job.config)  # a sweep's trial: tell its result, ask for the next (studio/sweeps.py)
     return 0
 
 

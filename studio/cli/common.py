@@ -24,7 +24,7 @@ def wait_for(job_id: int, *, quiet: bool = False, poll: float = 1.0) -> Job:
         with session_scope() as db:
             job = db.get(Job, job_id)
         bar.update(job.step, job.max_steps, f"{job.state}: {job.message or ''}")
-        if job.state in (JobState.succeeded, JobState.failed, JobState.cancelled):
+        if job.state in JobState.finished():  # succeeded, failed, cancelled or pruned (a sweep's trial)
             bar.close()
             return job
         time.sleep(poll)
