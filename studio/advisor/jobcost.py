@@ -46,6 +46,7 @@ def job_estimate(config: dict, spec: dict, gpus: list[float] | None = None) -> d
         precision=_precision(training, device), micro_batch=int(training.get("per_device_train_batch_size", 1)),
         seq_len=int(spec.get("max_seq_length") or 512), grad_ckpt=bool(training.get("gradient_checkpointing")),
         optimizer=training.get("optim", "adamw"), device=device, lm_logits=spec.get("task") != "seq_cls",
+        objective=spec.get("objective"), objective_params=dict(spec.get("objective_params") or {}),  # what it trains
     )
     counts = count_trainable(config, method, spec.get("method_params"))
     total = sum(est.parts.values())

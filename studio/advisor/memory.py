@@ -9,6 +9,11 @@ peak = weights + trainable_state + activations + logits + overhead, per device, 
 * activations — per layer per token, what autograd keeps for the backward pass (SDPA attention,
   no s² term); with gradient checkpointing only each layer's input plus one layer being recomputed.
 * logits — micro_batch · seq · vocab · 4 bytes, twice (fp32 logits and the loss's softmax).
+* objective — what the training objective adds: the reference model (a frozen copy of the adapter when the
+  policy is a peft adapter over the frozen base, as TRL keeps it; nothing for full/freeze, whose reference
+  log-probabilities are computed before training) and GRPO's generation cache. The sequences per row (a
+  preference pair forwards chosen and rejected together) and GRPO's completion length scale activations and
+  logits instead.
 * overhead — CUDA context (or the CPU runtime) plus allocator fragmentation.
 """
 from __future__ import annotations
@@ -34,7 +39,7 @@ GRAD_BYTES = 4  # trainable parameters are fp32, so are their gradients
 CUDA_CONTEXT_BYTES = 0.5 * GIB  # CUDA context + cuBLAS workspace, outside torch's allocator stats
 CPU_RUNTIME_BYTES = 0.5 * GIB  # Python + torch resident memory before the model loads
 FRAGMENTATION = 0.05  # caching-allocator slack on top of live tensors
-PARTS = ("weights", "trainable_state", "activations", "logits", "overhead")
+PARTS = ("weights", "trainable_state", "activations", "logits", "objective", "overhead")
 
 
 @dataclass
@@ -145,11 +150,64 @@ def logits_bytes(shape: ModelShape, micro_batch: int, tokens_per_seq: int) -> fl
     return micro_batch * tokens_per_seq * shape.vocab * 4 * 2
 
 
+@dataclass(frozen=True)
+class ObjectiveTerms:
+    """What the training objective changes in the estimate: sequences forwarded per micro-batch row, tokens added
+    to each (GRPO's completions), whether a reference model is kept, and the generation batch (GRPO)."""
+
+    sequences: int = 1
+    extra_tokens: int = 0
+    reference: bool = False
+    generations: int = 0
+
+    @classmethod
+    def of(cls, objective: str | None, params=None) -> ObjectiveTerms:
+        """The terms of ``objective`` (a registered name; None: plain SFT) with its ``params`` (an instance, a dict
+        of ``--set`` values, or None for its defaults). Flags are read from the spec (``sequences_per_row``,
+        ``needs_reference_model``, and its ``flags(params)`` overrides when it has them); GRPO's
+        ``num_generations`` and ``max_completion_length`` from its params, by attribute."""
+        if not objective:
+            return cls()
+        from studio import objectives
+
+        spec = objectives.get(objective)
+        if params is None or isinstance(params, dict):
+            params = objectives.parse_params(objective, params or {})
+        flags = {"needs_reference_model": spec.needs_reference_model, "sequences_per_row": spec.sequences_per_row}
+        if callable(getattr(spec, "flags", None)):
+            flags.update(spec.flags(params))
+        generations = int(getattr(params, "num_generations", 0) or 0)
+        if generations:  # TRL's micro-batch counts completions: each is one sequence, prompt + completion
+            return cls(1, int(getattr(params, "max_completion_length", 0) or 0), bool(flags["needs_reference_model"]),
+                       generations)
+        return cls(int(flags["sequences_per_row"] or 1), 0, bool(flags["needs_reference_model"]))
+
+
+def objective_bytes(shape: ModelShape, spec: MethodSpec, params, terms: ObjectiveTerms, precision: str,
+                    micro_batch: int, seq: int) -> float:
+    """The reference model and GRPO's generation cache.
+
+    Reference: with a peft policy TRL keeps a frozen copy of the starting adapter (its new parameters, fp32) and
+    computes the reference by switching adapters over the same frozen base; full and freeze train the base, so
+    their reference log-probabilities are computed once before training and no second model is held.
+    Generation (GRPO): the KV cache of the completions generated together (at least one group of
+    ``num_generations``), at the weights' precision, counted on top although generation and backward do not
+    overlap (a margin for the sampling buffers)."""
+    out = 0.0
+    if terms.reference and not spec.trains_base:
+        out += spec.costs.added(shape, params) * 4
+    if terms.generations:
+        batch = max(micro_batch, terms.generations)
+        out += batch * seq * shape.layers * 2 * shape.kv_dim * PRECISION_BYTES[precision]
+    return out
+
+
 def estimate_memory(
     config_or_params, method: str, *, precision: str = "bf16", micro_batch: int = 1, seq_len: int = 512,
     grad_ckpt: bool = False, optimizer: str = "adamw", quant: str | None = None, lora_r: int = 16,
     target: str = "attention_mlp", shards: int = 1, device: str = "cuda", freeze_layers: int | None = None,
-    num_virtual_tokens: int | None = None, lm_logits: bool = True, params=None,
+    num_virtual_tokens: int | None = None, lm_logits: bool = True, params=None, objective: str | None = None,
+    objective_params=None,
 ) -> MemoryEstimate:
     """Estimate one device's peak memory for training ``method`` on the model.
 
@@ -161,6 +219,8 @@ def estimate_memory(
     ``params`` describes the method in full (its params instance, or a dict of ``--set`` values); without
     it the method takes what the advisor suggests for rank ``lora_r``, ``target`` layers, ``freeze_layers``
     trained blocks and ``num_virtual_tokens`` (each method reads those that apply to it).
+    ``objective`` (a registered objective; None: SFT) with ``objective_params`` adds the reference model, the
+    sequences per row (a preference pair: two) and GRPO's completions (:class:`ObjectiveTerms`).
     """
     if precision not in PRECISION_BYTES:
         raise ValueError(f"precision must be one of {sorted(PRECISION_BYTES)}")
@@ -175,8 +235,10 @@ def estimate_memory(
     params = method_params(shape, spec, params, choices)
     q = _quant(shape, spec, params, quant)
     trainable = spec.costs.trainable(shape, params)
-    seq = seq_len + spec.costs.virtual_tokens(shape, params)
-    tokens = micro_batch * seq
+    terms = ObjectiveTerms.of(objective, objective_params)
+    seq = seq_len + terms.extra_tokens + spec.costs.virtual_tokens(shape, params)
+    rows = micro_batch * terms.sequences  # sequences in one forward pass
+    tokens = rows * seq
 
     weights = weight_bytes(shape, spec, params, precision, q)
     state = trainable * (GRAD_BYTES + OPTIMIZER_BYTES[optimizer])
@@ -185,15 +247,17 @@ def estimate_memory(
         weights = weights / shards + gathered
         state = state / shards
     acts = activation_bytes(shape, spec, params, precision, tokens, grad_ckpt)
-    logits = logits_bytes(shape, micro_batch, seq) if lm_logits else 0.0
-    live = weights + state + acts + logits
+    logits = logits_bytes(shape, rows, seq) if lm_logits else 0.0
+    extra = objective_bytes(shape, spec, params, terms, precision, micro_batch, seq)
+    live = weights + state + acts + logits + extra
     base = CUDA_CONTEXT_BYTES if device == "cuda" else CPU_RUNTIME_BYTES
     overhead = base + FRAGMENTATION * live
     parts = {"weights": weights, "trainable_state": state, "activations": acts, "logits": logits,
-             "overhead": overhead}
+             "objective": extra, "overhead": overhead}
     settings = {"method": method, "precision": precision, "micro_batch": micro_batch, "seq_len": seq_len,
                 "grad_ckpt": grad_ckpt, "optimizer": optimizer, "quant": q, "lora_r": lora_r,
-                "target": target, "shards": shards, "device": device}
+                "target": target, "shards": shards, "device": device, "objective": objective,
+                "sequences_per_row": terms.sequences}
     return MemoryEstimate(parts=parts, total_gb=sum(parts.values()) / GIB, trainable_params=trainable,
                           total_params=shape.total(), settings=settings)
 
@@ -203,4 +267,4 @@ def gb(nbytes: float) -> float:
     return round(nbytes / GIB, 1)
 
 
-__all__ = ["MemoryEstimate", "estimate_memory", "method_params", "resolve_shape", "PARTS", "GIB", "NF4_BYTES"]
+__all__ = ["MemoryEstimate", "ObjectiveTerms", "estimate_memory", "method_params", "resolve_shape", "PARTS", "GIB", "NF4_BYTES"]

@@ -109,7 +109,64 @@ def test_params_b_works_and_bad_inputs_fail():
 def test_every_method_estimates_and_ckpt_helps(method):
     off = estimate_memory(TINY, method, micro_batch=4, seq_len=256)
     on = estimate_memory(TINY, method, micro_batch=4, seq_len=256, grad_ckpt=True)
-    assert set(off.parts) == {"weights", "trainable_state", "activations", "logits", "overhead"}
+    assert set(off.parts) == {"weights", "trainable_state", "activations", "logits", "objective", "overhead"}
     if method != "freeze":  # freeze trains one layer here: checkpointing one layer saves nothing
         assert on.parts["activations"] < off.parts["activations"]
     assert 0 < off.trainable_params <= off.total_params or method == "full"
+
+
+# --- the objective's terms (issue 18): reference model, sequences per row, GRPO's generations ---
+
+def test_preference_pair_doubles_activations_and_logits():
+    sft = estimate_memory(TINY, "lora", micro_batch=2, seq_len=16, lora_r=4, target="attention")
+    dpo = estimate_memory(TINY, "lora", micro_batch=2, seq_len=16, lora_r=4, target="attention", objective="dpo")
+    assert dpo.parts["activations"] == 2 * sft.parts["activations"]  # chosen and rejected in one forward
+    assert dpo.parts["logits"] == 2 * sft.parts["logits"]
+    # the reference: TRL keeps a frozen copy of the starting adapter, fp32, beside the trained one
+    assert dpo.parts["objective"] == sft.trainable_params * 4 and sft.parts["objective"] == 0
+    assert dpo.settings["sequences_per_row"] == 2
+
+
+def test_full_dpo_has_no_reference_copy():
+    # full/freeze: the reference log-probabilities are computed before training, no second model is held
+    dpo = estimate_memory(TINY, "full", micro_batch=1, seq_len=16, objective="dpo")
+    assert dpo.parts["objective"] == 0
+    assert dpo.parts["logits"] == 2 * 16 * 1000 * 4 * 2
+
+
+def test_objectives_without_reference_add_only_sequences():
+    orpo = estimate_memory(TINY, "lora", micro_batch=1, seq_len=16, objective="orpo")
+    sft = estimate_memory(TINY, "lora", micro_batch=1, seq_len=16, objective="sft")
+    assert orpo.parts["objective"] == 0 and orpo.parts["activations"] == 2 * sft.parts["activations"]
+    with pytest.raises(ValueError, match="unknown objective"):
+        estimate_memory(TINY, "lora", objective="nope")
+
+
+def test_grpo_terms_read_by_attribute():
+    from studio.advisor.memory import ObjectiveTerms
+
+    class Params:  # GRPO-like params: read by attribute, whatever objective module defines them
+        num_generations, max_completion_length, beta = 4, 24, 0.0
+
+    terms = ObjectiveTerms.of("sft", Params())
+    assert (terms.sequences, terms.extra_tokens, terms.generations) == (1, 24, 4)
+    from studio import objectives
+
+    if "grpo" not in objectives.names():
+        pytest.skip("grpo is not registered in this checkout")
+    g = estimate_memory(TINY, "lora", micro_batch=4, seq_len=16, lora_r=4, target="attention", objective="grpo",
+                        objective_params={"num_generations": 4, "max_completion_length": 24})
+    sft = estimate_memory(TINY, "lora", micro_batch=4, seq_len=16 + 24, lora_r=4, target="attention")
+    assert g.parts["activations"] == sft.parts["activations"]  # prompt + completion per completion in the batch
+    kv = 4 * 40 * 2 * 2 * 64 * 2  # generated together x tokens x layers x (k, v) x kv_dim x bf16
+    assert g.parts["objective"] >= kv
+
+
+def test_job_estimate_uses_the_objective():
+    from studio.advisor.jobcost import job_estimate
+
+    spec = {"method": "lora", "method_params": {}, "training": {"per_device_train_batch_size": 4}, "max_seq_length": 2048}
+    sft = job_estimate(TINY, {**spec, "objective": "sft"})
+    dpo = job_estimate(TINY, {**spec, "objective": "dpo"})
+    assert dpo["parts"]["logits"] == pytest.approx(2 * sft["parts"]["logits"], rel=0.01)
+    assert "objective" in dpo["parts"] and dpo["total_gb"] > sft["total_gb"]
