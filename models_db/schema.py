@@ -196,6 +196,24 @@ class Metric(Base):
     time: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class GrpoSample(Base):
+    """A completion a GRPO job sampled at a logging step, with its reference answer and the reward each reward
+    function gave it (worker/recipes/grpo.py writes a few per logging step; the Jobs tab shows them)."""
+
+    __tablename__ = "grpo_samples"
+    __table_args__ = (Index("ix_grpo_samples_job_id_id", "job_id", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(default=1)
+    step: Mapped[int] = mapped_column()
+    prompt: Mapped[str] = mapped_column(Text)  # the last user turn
+    completion: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text, default="")  # the row's final answer
+    rewards: Mapped[dict] = mapped_column(default=dict)  # reward name -> its value for this completion
+    reward: Mapped[float | None] = mapped_column()  # the weighted sum GRPO learns from
+    time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class MemoryMeasurement(Base):
     """The memory estimator's estimate beside what a training job or a measured pre-flight really used
     (worker/memory_meter.py), per part where the process can tell them apart: ``measured_parts`` holds the

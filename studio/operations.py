@@ -83,6 +83,7 @@ def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: 
         try:  # its own settings (defaults when the data set chose it), checked with the method
             aims = objectives.parse_params(objective.name, spec.objective_params, methods.get(spec.method))
             objectives.check_method(objective, methods.get(spec.method))
+            objectives.check_job(objective, aims, spec.training, db)  # its batch, the rows its settings name
         except (objectives.ObjectiveError, methods.MethodError) as e:
             raise SpecError(str(e)) from None
         spec = replace(spec, objective=objective.name, objective_params=asdict(aims), task=objective.task,

@@ -21,9 +21,11 @@ from studio.objectives.spec import (
     ObjectiveError,
     ObjectiveSpec,
     check_data,
+    check_job,
     check_method,
     check_model,
     default_for,
+    flags_for,
     get,
     names,
     register,
@@ -40,9 +42,9 @@ from studio.objectives import kto  # noqa: F401  isort: skip
 from studio.objectives import orpo  # noqa: F401  isort: skip
 from studio.objectives import simpo  # noqa: F401  isort: skip
 from studio.objectives import reward  # noqa: F401  isort: skip
-# grpo is the next slice (studio.objectives.spec.PLANNED says why): it needs a prompt/answer data format, the
-# reward registry (numeric_match, exact_match, regex, format, length, a reward-model version) and generation
-# settings, so it is not registered until it runs; nothing offers it before then.
+# grpo trains on qa data (questions with a reference answer) with the rewards of studio/objectives/rewards.py
+# (numeric_match, exact_match, regex, format, length, a reward-model version), weighted by name:weight.
+from studio.objectives import grpo  # noqa: F401  isort: skip
 
 
 def parse_params(name: str, raw: dict[str, object] | None = None, method=None):
@@ -80,5 +82,5 @@ def describe_all() -> list[dict]:
 
 
 __all__ = ["ObjectiveSpec", "ObjectiveError", "REGISTRY", "PLANNED", "TASK_ALIASES", "register", "get", "names",
-           "resolve", "default_for", "check_data", "check_method", "check_model", "training_defaults",
-           "parse_params", "param_keys", "describe", "describe_all"]
+           "resolve", "default_for", "check_data", "check_method", "check_model", "check_job", "flags_for",
+           "training_defaults", "parse_params", "param_keys", "describe", "describe_all"]

@@ -16,10 +16,8 @@ from studio.methods.spec import MethodSpec
 # ``studio train --task``, keep working through this table.
 TASK_ALIASES = {"causal_lm": "sft", "seq_cls": "classification"}
 # Objectives the studio knows it will offer but does not run yet: asking for one says why, not "unknown".
-PLANNED = {
-    "grpo": "GRPO (online RL with built-in rewards such as numeric_match) is not available yet: it needs prompts "
-            "with reference answers, the reward registry and generation settings (issue 18's next slice)",
-}
+# (none now: grpo, the last one named, runs since issue 18's GRPO slice)
+PLANNED: dict[str, str] = {}
 
 
 class ObjectiveError(ValueError):
@@ -32,6 +30,14 @@ def _no_check(params, method: MethodSpec) -> None:
 
 def _no_stats_check(dataset_id: int, stats: dict, rows: int) -> None:
     return None
+
+
+def _no_job_check(params, training: dict, session) -> None:
+    return None
+
+
+def _no_flags(params) -> dict:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,12 @@ class ObjectiveSpec:
     ``takes_prepended_tokens``: its trainer drops the virtual tokens prompt tuning and P-tuning prepend (a method
     with ``prepends_tokens`` is refused otherwise).
 
+    ``check_job(params, training, session)`` refuses, at submit, what needs the job's training settings or the
+    database (GRPO: a batch that does not hold whole groups of generations, a ``reward_model=`` version that is
+    not a reward model). ``flags(params)`` overrides the static flags above for given params (GRPO needs a
+    reference only when beta > 0, and forwards num_generations sequences per prompt): :func:`flags_for` gives
+    the flags of a job, for the memory estimate.
+
     ``default_training`` are its own training defaults, layered over the method's; ``learning_rate_scale``
     multiplies the method's learning rate (a preference loss on top of an SFT model wants a smaller step than SFT
     itself). ``curves``: the trainer's logged figures the job records at every logging step (its ``eval_`` twins
@@ -72,6 +84,8 @@ class ObjectiveSpec:
     suggest: str
     check: Callable[[Any, MethodSpec], None] = _no_check
     check_stats: Callable[[int, dict, int], None] = _no_stats_check
+    check_job: Callable[[Any, dict, Any], None] = _no_job_check
+    flags: Callable[[Any], dict] = _no_flags
     needs_reference_model: bool = False
     pairs: bool = False
     sequences_per_row: int = 1
@@ -150,6 +164,22 @@ def check_method(spec: ObjectiveSpec, method: MethodSpec) -> None:
             f"{method.name} prepends virtual tokens to every sequence, and {spec.name}'s trainer (TRL's) does not "
             f"drop them before the loss. Use prefix_tuning (its virtual tokens live in the attention cache), lora, or "
             f"{method.name} with {', '.join(o.name for o in REGISTRY.values() if o.takes_prepended_tokens and o.pairs)}.")
+
+
+def check_job(spec: ObjectiveSpec, params, training: dict, session) -> None:
+    """The objective's own checks of a job about to be queued: its parsed ``params`` against the job's
+    ``training`` settings and, through ``session``, the rows they name (ObjectiveError: what to change)."""
+    spec.check_job(params, training, session)
+
+
+def flags_for(spec: ObjectiveSpec, params) -> dict:
+    """The flags of ``spec`` for a job with ``params`` (a params instance, or None: the static ones):
+    ``needs_reference_model``, ``pairs``, ``sequences_per_row``, with the objective's per-params overrides."""
+    out = {"needs_reference_model": spec.needs_reference_model, "pairs": spec.pairs,
+           "sequences_per_row": spec.sequences_per_row}
+    if params is not None:
+        out.update(spec.flags(params))
+    return out
 
 
 def check_model(spec: ObjectiveSpec, model_name: str, model_config: dict | None) -> None:

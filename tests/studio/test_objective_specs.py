@@ -27,12 +27,12 @@ def test_importing_the_objectives_pulls_in_no_torch_and_no_worker():
 
 
 def test_the_registry_names_the_objectives_of_the_design_in_order():
-    assert objectives.names() == ["sft", "classification", "dpo", "kto", "orpo", "simpo", "reward"]
+    assert objectives.names() == ["sft", "classification", "dpo", "kto", "orpo", "simpo", "reward", "grpo"]
     # a format's default objective: the first that takes it
     assert {f: objectives.default_for(f).name for f in ("instruction", "chat", "text", "classification",
-                                                         "preference", "feedback")} == {
+                                                         "preference", "feedback", "qa")} == {
         "instruction": "sft", "chat": "sft", "text": "sft", "classification": "classification",
-        "preference": "dpo", "feedback": "kto"}
+        "preference": "dpo", "feedback": "kto", "qa": "grpo"}
 
 
 @pytest.mark.parametrize("name", objectives.names())
@@ -48,13 +48,13 @@ def test_every_field_has_help_and_a_range_or_choices(name):
     assert described["name"] == name and described["task"] in methods.TASKS and described["formats"]
 
 
-def test_the_older_task_names_an_objective_and_grpo_says_it_is_not_there_yet():
+def test_the_older_task_names_an_objective_and_an_unknown_one_lists_the_known():
     assert objectives.resolve(None, "causal_lm") == "sft" and objectives.resolve(None, "seq_cls") == "classification"
     assert objectives.resolve("dpo", "causal_lm") == "dpo" and objectives.resolve(None, None) is None
     with pytest.raises(ObjectiveError, match="objective dpo trains a causal_lm model, not seq_cls"):
         objectives.resolve("dpo", "seq_cls")
-    with pytest.raises(ObjectiveError, match=r"GRPO .* is not available yet.*Known objectives: sft, classification"):
-        objectives.get("grpo")
+    with pytest.raises(ObjectiveError, match=r"unknown objective 'ppo'. Known objectives: sft, classification.*grpo"):
+        objectives.get("ppo")
 
 
 def test_params_parse_with_the_methods_converter_and_say_what_to_set():

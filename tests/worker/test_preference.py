@@ -205,7 +205,7 @@ def test_settings_and_combinations_that_cannot_train_are_refused_naming_them(stu
         submit(studio, "kto", dataset=ups.id)
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--model", "tiny-llama", "--dataset", str(studio.pairs), "--objective", "grpo"])
-    assert exit_.value.code == 2 and "GRPO (online RL" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "is preference data; GRPO (objective grpo) takes qa data" in capsys.readouterr().err
     assert jobs_count() == before
 
 

@@ -24,10 +24,16 @@ def _preference():
     return preference.train
 
 
+def _grpo():
+    from worker.recipes import grpo
+
+    return grpo.train
+
+
 # objective -> its recipe's train(ctx), imported when used. The preference objectives share one recipe: TRL's
 # trainer for each is picked in worker/recipes/trl_trainers.py.
 RECIPES = {"sft": _sft, "classification": _seq_cls, "dpo": _preference, "kto": _preference, "orpo": _preference,
-           "simpo": _preference, "reward": _preference}
+           "simpo": _preference, "reward": _preference, "grpo": _grpo}
 
 
 def train(ctx) -> dict:

@@ -1,7 +1,7 @@
-"""The one adapter between the studio's objectives and TRL: for each preference objective, which TRL trainer and
-config run it and how its spec's params become that config's fields. TRL 1.16 keeps DPO, KTO and reward models
-in its stable API and ORPO/CPO (SimPO is CPO's ``simpo`` loss) in ``trl.experimental``; only this file knows
-where each lives. Everything else (the model, the method, the data, callbacks, checkpoints) is the studio's.
+"""The one adapter between the studio's objectives and TRL: for each preference objective and GRPO, which TRL
+trainer and config run it and how its spec's params become that config's fields. TRL 1.16 keeps DPO, KTO, GRPO
+and reward models in its stable API and ORPO/CPO (SimPO is CPO's ``simpo`` loss) in ``trl.experimental``; only
+this file knows where each lives. Everything else (the model, the method, the data, callbacks, checkpoints) is the studio's.
 
 trl is imported inside functions: importing the recipes table stays light."""
 from __future__ import annotations
@@ -55,6 +55,20 @@ def _reward():
     return RewardTrainer, RewardConfig
 
 
+def _grpo():
+    from trl import GRPOConfig, GRPOTrainer
+
+    return GRPOTrainer, GRPOConfig
+
+
+def _grpo_settings(p) -> dict:
+    from studio.objectives.rewards import parse
+
+    return {"num_generations": p.num_generations, "max_completion_length": p.max_completion_length, "beta": p.beta,
+            "temperature": p.temperature, "loss_type": p.loss_type,
+            "reward_weights": [r.weight for r in parse(p.reward, p.max_completion_length)]}
+
+
 RUNS: dict[str, TrlRun] = {
     "dpo": TrlRun(_dpo, lambda p: {"beta": p.beta, "loss_type": [p.loss_type], "label_smoothing": p.label_smoothing,
                                    "precompute_ref_log_probs": p.precompute_reference}),
@@ -66,6 +80,7 @@ RUNS: dict[str, TrlRun] = {
                                      "cpo_alpha": p.cpo_alpha, "label_smoothing": p.label_smoothing}),
     "reward": TrlRun(_reward, lambda p: {"center_rewards_coefficient": p.center_rewards_coefficient or None},
                      drops_over_length=True),
+    "grpo": TrlRun(_grpo, _grpo_settings),  # its rewards: worker/rewards.py
 }
 
 
