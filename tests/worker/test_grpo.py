@@ -160,3 +160,27 @@ def test_bad_grpo_input_is_refused_before_anything_is_queued(studio, versions):
         operations.add_dataset(write_jsonl(studio.root / "empty_answer.jsonl", rows), format="qa")
     with session_scope() as db:
         assert db.scalar(select(func.count(ModelVersion.id))) == 3  # sft, the reward model, grpo: nothing new
+
+
+def test_the_reward_functions_record_one_group_per_batch_and_a_backtracking_pattern_scores_zero():
+    import time
+
+    from studio.objectives.rewards import parse
+    from worker.rewards import build
+
+    funcs, recorder = build(parse("numeric_match,regex:(a+)+$:0.5,length=2", 16), cuda=False)
+    assert [f.__name__ for f in funcs] == ["numeric_match", "regex", "length"]  # TRL's curve names
+    prompts = [[{"role": "user", "content": "What is 2 plus 2?"}]] * 2 + [[{"role": "user", "content": "1 plus 1?"}]] * 2
+    completions = [[{"role": "assistant", "content": text}] for text in ("#### 4", "a" * 40 + "b", "2", "aaa")]
+    ids = [[1], [1, 2, 3, 4], [1], [1, 2]]
+    started = time.monotonic()
+    values = [f(prompts=prompts, completions=completions, completion_ids=ids, answer=["4", "4", "2", "2"])
+              for f in funcs]
+    assert values == [[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, -1.0, 0.0, 0.0]]
+    assert time.monotonic() - started < 2  # catastrophic backtracking is cut off by the regex time limit
+    assert recorder.take(4) == [  # the first prompt's group, every reward's value, once
+        {"prompt": "What is 2 plus 2?", "completion": "#### 4", "reference": "4",
+         "rewards": {"numeric_match": 1.0, "regex": 0.0, "length": 0.0}},
+        {"prompt": "What is 2 plus 2?", "completion": "a" * 40 + "b", "reference": "4",
+         "rewards": {"numeric_match": 0.0, "regex": 0.0, "length": -1.0}}]
+    assert recorder.take(4) == []
