@@ -12,6 +12,7 @@ Rules (docs/security.md):
 - only the owner or an admin turns ``shared`` on or off;
 - a playground generation (``PRIVATE``) is its asker's alone: sharing a version shares the model, not
   the prompts people typed into it, so a member sees and reuses only their own generations.
+- a preference vote (``PRIVATE``) is its voter's alone, for the same reason: it holds the prompt and both answers.
 
 How: a ``do_orm_execute`` hook adds ``with_loader_criteria`` for every owned table to every ORM
 SELECT, UPDATE and DELETE (SQLAlchemy's documented multi-tenant pattern), so ``session.get``, the
@@ -30,12 +31,12 @@ from dataclasses import dataclass
 from sqlalchemy import and_, event, false, inspect, or_, select
 from sqlalchemy.orm import Session, with_loader_criteria
 
-from models_db.schema import BaseModel, Dataset, Generation, Job, ModelVersion, Sweep, User
+from models_db.schema import BaseModel, Dataset, Generation, Job, ModelVersion, PreferenceVote, Sweep, User
 
 OWNED = (BaseModel, Dataset, Job, ModelVersion, Sweep)  # tables with owner_id + shared
-PRIVATE = (Generation,)  # tables with owner_id only: a member's own rows, never shared
+PRIVATE = (Generation, PreferenceVote)  # tables with owner_id only: a member's own rows, never shared
 NOUNS = {BaseModel: "model", Dataset: "data set", Job: "job", ModelVersion: "version", Generation: "generation",
-         Sweep: "sweep"}
+         PreferenceVote: "vote", Sweep: "sweep"}
 UNFILTERED = "studio_unfiltered"  # execution option: skip the owner filter (existence checks, auth)
 
 

@@ -403,6 +403,35 @@ class Generation(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class PreferenceVote(Base):
+    """A person's judgement of two answers to the same prompt (studio/votes.py): A is the answer shown first
+    (left, or first in a blind pair's random order), B the other. ``winner`` is ``a`` or ``b`` (a pair for
+    DPO: chosen and rejected), ``tie`` or ``bad`` (both bad): counted, no pair. The prompt, the answers and the
+    models' labels are copied in, so a vote outlives the generations and versions it judged. Private to
+    whoever cast it, like the generations (models_db.access.PRIVATE)."""
+
+    __tablename__ = "preference_votes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt: Mapped[str] = mapped_column(Text)  # as the generations store it: text, or a JSON conversation
+    mode: Mapped[str] = mapped_column(String(16), default="chat")  # chat | messages | raw (studio.generations)
+    generation_a_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"))
+    generation_b_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"))
+    # None: the base model answered (base_*_id), or the version was deleted since (label_* still names it)
+    version_a_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"), index=True)
+    version_b_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"), index=True)
+    base_a_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"))
+    base_b_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"))
+    label_a: Mapped[str] = mapped_column(String(300), default="")
+    label_b: Mapped[str] = mapped_column(String(300), default="")
+    answer_a: Mapped[str] = mapped_column(Text)
+    answer_b: Mapped[str] = mapped_column(Text)
+    winner: Mapped[str] = mapped_column(String(8))  # a | b | tie | bad
+    blind: Mapped[bool] = mapped_column(default=False)  # the versions were hidden until the vote was cast
+    source: Mapped[str] = mapped_column(String(16), default="side_by_side")  # side_by_side | playground | cli
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class LoginThrottle(Base):
     """Failed web logins of one account name or one client address (studio/login_throttle.py): how many,
     when the next attempt may come (exponential back-off) and until when it is locked. In the database so

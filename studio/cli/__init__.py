@@ -9,12 +9,12 @@ import sys
 
 from models_db.access import AccessError
 from studio.auth import AuthError, cli_acting
-from studio.cli import advise, datasets, jobs, sweep, system, users, versions, workers
+from studio.cli import advise, datasets, jobs, sweep, system, users, versions, votes, workers
 from studio.cli.common import CliError
 from studio.datasets import DatasetError
 from studio.jobspec import SpecError
 
-AREAS = (system, advise, datasets, jobs, versions, users, workers, sweep)
+AREAS = (system, advise, datasets, jobs, versions, users, workers, votes, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:

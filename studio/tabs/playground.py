@@ -3,10 +3,12 @@ Generation row that the interactive worker streams into; a gr.Timer polls the ro
 generator), so the UI process stays light. A classification version answers each message with its label."""
 from __future__ import annotations
 
+import random
+
 import gradio as gr
 
 from models_db import GenerationState, session_scope
-from studio import generations
+from studio import generations, votes
 from studio.tab_state import Shell, friendly
 
 POLL_S = 0.4
@@ -92,6 +94,51 @@ def poll(gen_id: int | None, history: list | None):
     return shown(history, (row["output"] or "") + " ▍"), gr.skip(), gr.skip(), gr.skip(), row["note"] or what
 
 
+@friendly
+def regenerate(ref: str | None, history: list | None, max_new_tokens, temperature, top_p, seed):
+    """Ask again for the last reply with a new seed, keeping the previous one as answer A; the new one (B)
+    streams into the conversation, and the person votes which is better (studio.votes)."""
+    history = list(history or [])
+    if not ref:
+        raise gr.Error("Pick a version or a base model first.")
+    if not history or history[-1]["role"] != "assistant":
+        raise gr.Error("Send a message and wait for its reply first: 'Another answer' asks again for the last reply.")
+    if not float(temperature or 0) > 0:
+        raise gr.Error("Temperature 0 is greedy: asking again gives the same answer. Raise the temperature "
+                       "(e.g. 0.7) to get another answer to compare.")
+    with session_scope() as db:
+        if generations.resolve(db, ref).task == "seq_cls":
+            raise gr.Error("A classifier answers with a label; preference votes judge written answers.")
+    previous, prompt = history[-1], history[:-1]
+    first = votes.find_answer(ref, prompt, previous["content"])  # the generation that wrote the last reply
+    new_seed = random.randrange(1, 2**31 - 1)
+    [row] = generations.request([ref], [prompt], settings_of(max_new_tokens, temperature, top_p, new_seed))
+    pair = {"a": first, "b": row["id"]}
+    note = (f"**Answer A** (the previous reply) is below; **answer B** (seed {new_seed}) is in the chat. "
+            "Which is better?")
+    rest = history[:-1]
+    if row["state"] == GenerationState.done:
+        rest = [*rest, {"role": "assistant", "content": generations.display(row)}]
+        return (shown(rest), rest, None, gr.Timer(active=False), stats_line(row) + " · cached", pair,
+                gr.Group(visible=True), previous["content"], note)
+    return (shown(rest, "…"), rest, row["id"], gr.Timer(active=True), "Waiting for the interactive worker…", pair,
+            gr.Group(visible=True), previous["content"], note)
+
+
+@friendly
+def vote(pair: dict | None, choice: str, history: list | None):
+    """Record which of the two replies is better; the better one (B on a tie) stays in the conversation."""
+    if not pair:
+        raise gr.Error("Click 'Another answer' first: it keeps the last reply and asks for a second one to compare.")
+    cast = votes.record(pair["a"], pair["b"], choice, source="playground")
+    history = list(history or [])
+    if cast["winner"] == "a" and history and history[-1]["role"] == "assistant":
+        history[-1] = {"role": "assistant", "content": cast["a"]["answer"]}
+    kept = "answer A stays in the conversation" if cast["winner"] == "a" else "answer B stays in the conversation"
+    return (shown(history), history, None, gr.Group(visible=False),
+            f"Vote #{cast['id']} recorded ({votes.WINNERS[cast['winner']]}); {kept}. {votes.summary_line()}")
+
+
 def clear():
     return [], [], None, gr.Timer(active=False), ""
 
@@ -107,6 +154,15 @@ def render(shell: Shell) -> None:
                                      elem_id="playground-message")
                 send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="playground-send")
             stats = gr.Markdown(elem_id="playground-stats")
+            again_btn = gr.Button("Another answer (keep this one and compare)", size="sm", elem_id="playground-again")
+            with gr.Group(visible=False, elem_id="playground-vote") as vote_box:
+                vote_note = gr.Markdown(elem_id="playground-vote-note")
+                previous = gr.Textbox(label="Answer A (the previous reply)", lines=4, interactive=False,
+                                      elem_id="playground-previous")
+                with gr.Row():
+                    vote_buttons = {key: gr.Button(text, size="sm", elem_id=f"playground-vote-{key}") for key, text in
+                                    (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("bad", "Both bad"))}
+            voted = gr.Markdown(elem_id="playground-voted")
         with gr.Column(scale=1):
             gr.Markdown("**Generation settings**")
             max_new = gr.Slider(1, 1024, value=128, step=1, label="Max new tokens", elem_id="playground-max-new")
@@ -124,6 +180,13 @@ def render(shell: Shell) -> None:
     send_btn.click(send, inputs, outputs)
     message.submit(send, inputs, outputs)
     timer.tick(poll, [gen_id, history], [chat, history, gen_id, timer, stats], show_progress="hidden")
+    pair = gr.State(None)  # the two replies being compared: {"a": previous generation, "b": the new one}
+    again_btn.click(regenerate, [model, history, max_new, temperature, top_p, seed],
+                    [chat, history, gen_id, timer, stats, pair, vote_box, previous, vote_note])
+    for key, button in vote_buttons.items():
+        button.click(vote, [pair, gr.State(key), history], [chat, history, pair, vote_box, voted])
+    for event in (clear_btn.click, chat.clear, model.change):  # a new conversation drops the comparison
+        event(lambda: (None, gr.Group(visible=False)), None, [pair, vote_box], show_progress="hidden")
     clear_btn.click(clear, None, [chat, history, gen_id, timer, stats])
     chat.clear(clear, None, [chat, history, gen_id, timer, stats])  # the chat box's own bin button
     model.change(clear, None, [chat, history, gen_id, timer, stats])

@@ -5,11 +5,12 @@ outputs in. Outputs are cached per model, prompt and settings (studio.generation
 from __future__ import annotations
 
 import html
+import random
 
 import gradio as gr
 
 from models_db import GenerationState
-from studio import generations
+from studio import generations, votes
 from studio.tab_state import friendly
 
 POLL_S = 0.6
@@ -101,6 +102,83 @@ def grid_html(grid: dict) -> tuple[str, bool]:
         finished
 
 
+# --- preference votes: judge two answers to one prompt, optionally blind (studio/votes.py) ---------------
+
+CHOICES = {"a": "A is better", "b": "B is better", "tie": "Tie", "bad": "Both bad"}
+_order = random.Random()  # which answer a blind pair shows first (tests seed it)
+
+
+def _judgeable(row: dict) -> bool:
+    return row["state"] == GenerationState.done and bool((row.get("output") or "").strip()) \
+        and not row.get("probabilities")
+
+
+def _answer_box(text: str, label: str) -> gr.Textbox:
+    return gr.Textbox(value=text, label=label)
+
+
+@friendly
+def next_pair(grid: dict | None, blind: bool):
+    """The next two finished answers to one prompt (columns of the grid) that the person has not judged yet:
+    shown as A and B, in random order and without their versions when ``blind``."""
+    if not grid:
+        raise gr.Error("Run prompts side by side first; then judge their answers two at a time.")
+    flat = [i for row in grid["ids"] for i in row]
+    by_id = {r["id"]: r for r in generations.status(flat)}
+    judged = votes.judged_pairs(flat)
+    left = []
+    for p, ids in enumerate(grid["ids"]):
+        for i in range(len(ids)):
+            for j in range(i + 1, len(ids)):
+                a, b = by_id[ids[i]], by_id[ids[j]]
+                if _judgeable(a) and _judgeable(b) and a["output"].strip() != b["output"].strip() \
+                        and frozenset((a["id"], b["id"])) not in judged:
+                    left.append((p, i, j))
+    if not left:
+        return (None, "Nothing left to judge here: every pair of finished, different answers has your vote "
+                "(identical answers and unfinished ones are skipped).", _answer_box("", "Answer A"),
+                _answer_box("", "Answer B"), votes.summary_line())
+    p, i, j = left[0]
+    if blind and _order.random() < 0.5:
+        i, j = j, i
+    cols = grid["columns"]
+    duel = {"a": grid["ids"][p][i], "b": grid["ids"][p][j], "label_a": cols[i], "label_b": cols[j],
+            "blind": bool(blind), "prompt": grid["prompts"][p]}
+    hidden = " (versions hidden until you vote)" if blind else ""
+    head = f"**Prompt:** {html.escape(duel['prompt'])}  \n{len(left)} pair{'s' if len(left) != 1 else ''} left to judge{hidden}."
+    return (duel, head, _answer_box(by_id[duel["a"]]["output"], "Answer A" if blind else f"Answer A · {cols[i]}"),
+            _answer_box(by_id[duel["b"]]["output"], "Answer B" if blind else f"Answer B · {cols[j]}"),
+            votes.summary_line())
+
+
+@friendly
+def vote(duel: dict | None, choice: str):
+    """Record the person's judgement of the pair shown, then reveal which version wrote which answer."""
+    if not duel:
+        raise gr.Error("Click 'Next pair to judge' first: it shows two answers to vote on.")
+    cast = votes.record(duel["a"], duel["b"], choice, blind=duel["blind"], source="side_by_side")
+    a, b = duel["label_a"], duel["label_b"]
+    verdict = {"a": f"you preferred A ({a})", "b": f"you preferred B ({b})", "tie": "a tie",
+               "bad": "both bad"}[cast["winner"]]
+    reveal = f"Vote #{cast['id']} recorded: {verdict}. A was **{a}**, B was **{b}**. Click 'Next pair to judge' to go on."
+    return (None, reveal, _answer_box(cast["a"]["answer"], f"Answer A · {a}"),
+            _answer_box(cast["b"]["answer"], f"Answer B · {b}"), votes.summary_line())
+
+
+@friendly
+def build_votes(name: str | None):
+    """Register the votes' pairs as a preference data set."""
+    built = votes.build_dataset(name=(name or "").strip() or None)
+    return built["message"] + ". Train on it with DPO below, or from the Train tab.", votes.summary_line()
+
+
+@friendly
+def train_votes(name: str | None):
+    """Build the votes' data set (or reuse it) and queue DPO from the version that won most votes."""
+    out = votes.train_dpo(name=(name or "").strip() or None)
+    return out["message"] + " Follow it in the Jobs tab.", votes.summary_line()
+
+
 def render(compared: gr.Dropdown) -> None:
     """The section, under the compare view; ``compared`` is the compare view's version picker."""
     sampled, grid = gr.State(None), gr.State(None)
@@ -128,3 +206,36 @@ def render(compared: gr.Dropdown) -> None:
     run_btn.click(run, [compared, include_base, prompts, sampled, max_new, temperature, top_p, seed],
                   [grid, table, timer])
     timer.tick(poll, grid, [table, timer], show_progress="hidden")
+    render_votes(grid)
+
+
+def render_votes(grid: gr.State) -> None:
+    """The "Preference votes" section: judge the grid's answers two at a time, build the data set, train DPO."""
+    duel = gr.State(None)
+    with gr.Accordion("Preference votes", open=False, elem_id="votes-section"):
+        with gr.Row():
+            blind = gr.Checkbox(value=True, label="Blind: show the two answers in random order, versions hidden "
+                                "until I vote", elem_id="votes-blind")
+            next_btn = gr.Button("Next pair to judge", elem_id="votes-next")
+        head = gr.Markdown(elem_id="votes-prompt")
+        with gr.Row():
+            answer_a = gr.Textbox(label="Answer A", lines=6, interactive=False, elem_id="votes-a")
+            answer_b = gr.Textbox(label="Answer B", lines=6, interactive=False, elem_id="votes-b")
+        with gr.Row():
+            buttons = {key: gr.Button(text, elem_id=f"votes-{key}") for key, text in CHOICES.items()}
+        count = gr.Markdown(elem_id="votes-count")
+        with gr.Row():
+            name = gr.Textbox(label="Data set name", value=votes.KIND, scale=2, elem_id="votes-name")
+            build_btn = gr.Button("Build preference data set", scale=1, elem_id="votes-build")
+            train_btn = gr.Button("Train DPO from the preferred version", variant="primary", scale=1,
+                                  elem_id="votes-train")
+        result = gr.Markdown(elem_id="votes-result")
+        gr.Markdown("A pair is a vote that one answer is better; a tie or *both bad* is kept but makes no pair. "
+                    "DPO starts from the version that won most votes, on the same base with the same method.",
+                    elem_classes=["hint"])
+    shown = [duel, head, answer_a, answer_b, count]
+    next_btn.click(next_pair, [grid, blind], shown)
+    for key, button in buttons.items():
+        button.click(vote, [duel, gr.State(key)], shown)
+    build_btn.click(build_votes, name, [result, count])
+    train_btn.click(train_votes, name, [result, count])
