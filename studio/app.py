@@ -6,11 +6,11 @@ from pathlib import Path
 import gradio as gr
 
 from studio.tab_state import Shell
-from studio.tabs import advisor, datasets, fleet, jobs, playground, train, versions
+from studio.tabs import advisor, datasets, fleet, jobs, playground, sweeps, train, versions
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 TABS = [("datasets", "Datasets", datasets), ("advisor", "Advisor", advisor), ("train", "Train", train),
-        ("jobs", "Jobs", jobs), ("fleet", "Fleet", fleet), ("versions", "Versions", versions),
+        ("jobs", "Jobs", jobs), ("sweeps", "Sweeps", sweeps), ("fleet", "Fleet", fleet), ("versions", "Versions", versions),
         ("playground", "Playground", playground)]
 
 

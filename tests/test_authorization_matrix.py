@@ -195,6 +195,45 @@ def _fresh_job(w: World) -> dict:
         return {"job": job.id}
 
 
+def _alice_sweep(w: World) -> dict:
+    """A sweep of alice's whose one finished trial made a fresh version (studio/sweeps.py reads it as its best)."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from models_db import Sweep
+    from models_db import jobs as jobq
+    from studio import sweeps
+
+    version = _fresh_version(w)["v"]
+    with session_scope() as db:
+        row = Sweep(study_name=f"matrix-{os.urandom(4).hex()}", base_model_id=w.base, dataset_id=w.dataset,
+                    method="lora", space={"learning_rate": {"kind": "loguniform", "low": 1e-5, "high": 1e-3}},
+                    metric="eval_loss", direction="minimize", trials=1, seed={}, state="running", message=MARK)
+        db.add(row)
+        db.flush()
+        job, _ = jobq.create_job(db, kind="train", config={"note": MARK}, idempotency_key=f"sweep-{row.id}-trial-0",
+                                 base_model_id=w.base, dataset_id=w.dataset)
+        job.state, job.result = "succeeded", {"version_id": version}
+        sweep_id, job_id = row.id, job.id
+        db.expunge(row)
+    sweeps.study(row).add_trial(create_trial(
+        state=TrialState.COMPLETE, value=1.0, params={"learning_rate": 1e-4}, user_attrs={"job_id": job_id},
+        distributions={"learning_rate": FloatDistribution(1e-5, 1e-3, log=True)}))
+    return {"sweep": sweep_id, "v": version}
+
+
+def _tagged_best(w, ids, out) -> bool:
+    with session_scope() as db:
+        return "best" in (db.get(ModelVersion, ids["v"]).tags or [])
+
+
+def _sweep_cancelled(w, ids, out) -> bool:
+    from models_db import Sweep
+
+    with session_scope() as db:
+        return db.get(Sweep, ids["sweep"]).state == "cancelled"
+
+
 def _dpo_job_with_points(w: World) -> dict:
     from models_db import Metric
     from models_db import jobs as jobq
@@ -290,6 +329,7 @@ def _combined(w: World) -> dict:
 def _ui_probes() -> list[Probe]:
     from studio.tabs import advisor, audit_box, datasets, fleet, jobs, playground, share_box, side_by_side, train, \
         version_jobs, versions
+    from studio.tabs import sweeps as sweeps_tab
 
     def form_values():
         return train.form_values("lora", {"max_steps": 2})
@@ -348,6 +388,9 @@ def _ui_probes() -> list[Probe]:
                                                                      "references": [], "ids": [[w.generation]]})),
           seen=lambda w, i, out: "what is" in _text(out) or MARK in _text(out),
           covers=("studio.tabs.side_by_side.sample", "studio.tabs.side_by_side.poll")),
+        P("read", "UI", "Sweeps tab: the list, a sweep's trials, curves and importances", lambda w, i: (
+            sweeps_tab.sweep_choices(), sweeps_tab.show(i["sweep"])), setup=_as_alice(_alice_sweep),
+          covers=("studio.tabs.sweeps.sweep_choices", "studio.tabs.sweeps.show")),
         P("read", "UI", "Fleet tab: the workers and where jobs run", lambda w, i: fleet.refresh(), policy="anyone",
           seen=_succeeded, covers=("studio.tabs.fleet.refresh",)),
         P("read", "UI", "Fleet tab: the audit log", lambda w, i: audit_box.refresh(), policy="admin",
@@ -367,6 +410,12 @@ def _ui_probes() -> list[Probe]:
           seen=_job_state, covers=("studio.tabs.jobs.cancel",)),
         P("change", "UI", "Train tab: train on a data set", start_training, setup=_last_job,
           seen=_new_job_made("train"), covers=("studio.tabs.train.start",)),
+        P("change", "UI", "Sweeps tab: promote the best trial's version", lambda w, i: sweeps_tab.promote(
+            i["sweep"], "best"), setup=_as_alice(_alice_sweep), seen=_tagged_best,
+          covers=("studio.tabs.sweeps.promote",)),
+        P("change", "UI", "Sweeps tab: start a sweep on a data set", lambda w, i: sweeps_tab.start(
+            "tiny", w.dataset, "lora", 1, "learning_rate=loguniform:1e-5:1e-3", "train_loss", "random", "max_steps=2"),
+          setup=_last_job, seen=_new_job_made("train"), covers=("studio.tabs.sweeps.start",)),
         P("change", "UI", "Versions tab: combine versions", lambda w, i: version_jobs.start_combine(
             [w.version, w.version2], "", "linear", 0.5, f"combined-{i['last_job']}"), setup=_last_job,
           seen=_new_job_made("combine"), covers=("studio.tabs.version_jobs.start_combine",)),
@@ -423,6 +472,9 @@ def _cli_probes() -> list[Probe]:
         C("read", "advise", "--dataset ID", lambda w, i: ["advise", "--model", "tiny", "--dataset", str(w.dataset),
                                                          "--gpu-memory-gb", "24"],
           seen=_succeeded),
+        C("read", "sweep show", "ID", lambda w, i: ["sweep", "show", str(i["sweep"])], setup=_as_alice(_alice_sweep)),
+        C("read", "sweep list", "", lambda w, i: ["sweep", "list"], setup=_as_alice(_alice_sweep),
+          seen=lambda w, i, out: i["sweep"] in [r["id"] for r in out.get("sweeps", [])]),
         C("read", "models list", "", lambda w, i: ["models", "list"], "anyone", seen=lambda w, i, out: "tiny" in _text(out)),
         C("read", "models benchmarks", "MODEL", lambda w, i: ["models", "benchmarks", "tiny"], "anyone", seen=_succeeded),
         C("read", "workers list", "", lambda w, i: ["workers", "list"], "anyone", seen=_succeeded),
@@ -441,6 +493,12 @@ def _cli_probes() -> list[Probe]:
                                                           "--method", "lora", "--set", "max_steps=2",
                                                           "--idempotency-key", f"k{i['last_job']}"],
           setup=_last_job, seen=_new_job_made("train")),
+        C("change", "sweep", "--dataset ID", lambda w, i: ["sweep", "--model", "tiny", "--dataset", str(w.dataset),
+                                                          "--trials", "1", "--space", "learning_rate=loguniform:1e-5:1e-3",
+                                                          "--metric", "train_loss", "--set", "max_steps=2"],
+          setup=_last_job, seen=_new_job_made("train")),
+        C("change", "sweep cancel", "ID", lambda w, i: ["sweep", "cancel", str(i["sweep"])],
+          setup=_as_alice(_alice_sweep), seen=_sweep_cancelled),
         C("change", "versions combine", "A B", lambda w, i: ["versions", "combine", str(w.version), str(w.version2),
                                                             "--name", f"c{i['last_job']}"],
           setup=_last_job, seen=_new_job_made("combine")),
