@@ -245,6 +245,18 @@ def _dpo_job_with_points(w: World) -> dict:
         return {"job": job.id}
 
 
+def _grpo_job_with_samples(w: World) -> dict:
+    from models_db import jobs as jobq
+    from models_db.schema import GrpoSample
+
+    with session_scope() as db:
+        job, _ = jobq.create_job(db, kind="train", config={"objective": "grpo"}, base_model_id=w.base,
+                                 dataset_id=w.dataset)
+        db.add(GrpoSample(job_id=job.id, step=1, prompt=f"What is 2+2? {MARK}", completion="#### 4", reference="4",
+                          rewards={"numeric_match": 1.0}, reward=1.0))
+        return {"job": job.id}
+
+
 def _version_gone(w, ids, out) -> bool:
     with session_scope() as db:
         return db.get(ModelVersion, ids["v"]) is None
@@ -368,6 +380,9 @@ def _ui_probes() -> list[Probe]:
         P("read", "UI", "Jobs tab: a preference job's objective figures", lambda w, i: jobs.objective_poll(i["job"], None),
           setup=_as_alice(_dpo_job_with_points), seen=lambda w, i, out: isinstance(out[0], gr.LinePlot) and out[0].visible,
           covers=("studio.tabs.jobs.objective_poll",)),
+        P("read", "UI", "Jobs tab: a GRPO job's sampled completions", lambda w, i: jobs.samples_poll(i["job"], None),
+          setup=_as_alice(_grpo_job_with_samples), seen=lambda w, i, out: out[0].visible and MARK in _text(out[0].value),
+          covers=("studio.tabs.jobs.samples_poll",)),
         P("read", "UI", "Versions tab: the list, a version, a comparison", lambda w, i: (
             versions.on_open(w.version, [w.version]), versions.show_version(w.version),
             versions.compare_view([w.version, w.version2], "step")),

@@ -175,6 +175,38 @@ def objective_poll(job_id: int | None, cache: dict | None):
     return gr.LinePlot(value=frame, visible=True, color_map=colours, **chart_limits(frame, "step")), cache
 
 
+SAMPLE_COLUMNS = ["step", "prompt", "completion", "reference", "rewards", "reward"]
+SAMPLES_SHOWN = 12  # the newest sampled completions (a few per logging step: the last steps' groups)
+
+
+def sample_rows(job_id: int | None) -> list[list]:
+    """A GRPO job's newest sampled completions (worker/rewards.py writes a few per logging step), newest first,
+    each with its reference answer, the value of every reward and their weighted sum; [] for any other job (or
+    one the viewer may not see: the job's own owner filter decides)."""
+    from sqlalchemy import select
+
+    from models_db.schema import GrpoSample
+
+    with session_scope() as db:
+        if not job_id or db.get(Job, job_id) is None:
+            return []
+        samples = db.scalars(select(GrpoSample).where(GrpoSample.job_id == job_id)
+                             .order_by(GrpoSample.id.desc()).limit(SAMPLES_SHOWN)).all()
+        return [[s.step, s.prompt, s.completion, s.reference,
+                 ", ".join(f"{n} {v:.3g}" if v is not None else f"{n} —" for n, v in (s.rewards or {}).items()),
+                 None if s.reward is None else round(s.reward, 4)] for s in samples]
+
+
+def samples_poll(job_id: int | None, cache: dict | None):
+    """Timer tick for the sampled-completions table under the charts: shown only for a job that has samples,
+    redrawn only when new ones arrived. Returns (table update, cache)."""
+    rows = sample_rows(job_id)
+    if cache and cache.get("job") == job_id and cache.get("rows") == rows:
+        return gr.skip(), cache
+    cache = {"job": job_id, "rows": rows}
+    return gr.Dataframe(value=rows or None, visible=bool(rows)), cache
+
+
 def _take(cache: dict, rows) -> None:
     """Fold new metric rows (id, step, name, value, attempt, time) into the tab's cache: the loss curves
     by step, the system curves by time, each metric's latest value, and the current attempt's pace."""
@@ -413,6 +445,11 @@ def render(shell: Shell) -> None:
     system = gr.LinePlot(x="minutes", y="value", color="series", title="System (sampled by the worker)", height=220,
                          elem_id="system-curve", x_title="minutes into the job", y_title="%",
                          color_map={"CPU": "#0ea5e9", "RAM": "#84cc16", "GPU util": "#f43f5e", "GPU memory": "#a855f7"})
+    samples_cache = gr.State(None)
+    samples = gr.Dataframe(headers=SAMPLE_COLUMNS, label="Sampled completions (GRPO: the newest logging steps' "
+                           "groups, each with its reference and the value of every reward)", interactive=False,
+                           wrap=True, elem_id="grpo-samples", visible=False,
+                           column_widths=["6%", "22%", "36%", "10%", "18%", "8%"])
     attempts = gr.Dataframe(headers=ATTEMPT_COLUMNS, label="Attempts (a retry resumes at the step of the last "
                             "complete checkpoint)", interactive=False, wrap=True, elem_id="job-attempts",
                             column_widths=["5%", "14%", "17%", "9%", "8%", "10%", "37%"])
@@ -424,6 +461,7 @@ def render(shell: Shell) -> None:
     timer.tick(poll, [shell.job_id, cache], [status, plot, system, log, attempts, queue, cache],
                show_progress="hidden").then(reveal, [shell.job_id, cache], [plot, system, cache], show_progress="hidden")
     timer.tick(objective_poll, [shell.job_id, objective_cache], [objective, objective_cache], show_progress="hidden")
+    timer.tick(samples_poll, [shell.job_id, samples_cache], [samples, samples_cache], show_progress="hidden")
     picker.input(select_job, picker, [shell.job_id, cache])
     queue.select(pick_from_queue, queue, [shell.job_id, cache])
     shell.job_id.change(lambda j: gr.Dropdown(choices=job_choices(), value=j), shell.job_id, picker)

@@ -118,6 +118,15 @@ def test_grpo_from_an_sft_version_records_its_rewards_and_samples(studio, versio
         assert s.reward == pytest.approx(weighted, abs=1e-5)
     assert len({s.prompt for s in samples if s.step == 1}) == 1  # one prompt's group: its spread
 
+    import gradio as gr
+
+    from studio.tabs import jobs  # the Jobs tab's table under the charts: newest first, redrawn only when new
+    table, cache = jobs.samples_poll(version.job_id, None)
+    assert table.visible and len(jobs.sample_rows(version.job_id)) == len(samples) <= jobs.SAMPLES_SHOWN
+    assert jobs.sample_rows(version.job_id)[0][0] == 3 and "numeric_match" in jobs.sample_rows(version.job_id)[0][4]
+    assert jobs.samples_poll(version.job_id, cache)[0] == gr.skip()
+    assert not jobs.samples_poll(sft.job_id, cache)[0].visible  # a job without samples: no table
+
 
 def test_bad_grpo_input_is_refused_before_anything_is_queued(studio, versions):
     sft, scorer = versions
