@@ -257,6 +257,41 @@ def _grpo_job_with_samples(w: World) -> dict:
         return {"job": job.id}
 
 
+def _alice_pair(w: World) -> dict:
+    """Two finished answers of alice's two versions to one fresh prompt (a pair to vote on), as a side-by-side grid
+    and a Playground conversation; made as alice (_as_alice)."""
+    n = os.urandom(3).hex()
+    prompt = f"{MARK} question {n}"
+    with session_scope() as db:
+        gens = [Generation(cache_key=f"pair-{n}-{k}", base_model_id=w.base, version_id=v, prompt=prompt,
+                           settings={"mode": "chat"}, state="done", output=f"{MARK} answer {k} {n}", new_tokens=3)
+                for k, v in enumerate((w.version, w.version2))]
+        db.add_all(gens)
+        db.flush()
+        a, b = gens[0].id, gens[1].id
+    return {"a": a, "b": b, "grid": {"columns": ["A", "B"], "prompts": [prompt], "references": [], "ids": [[a, b]]},
+            "duel": {"a": a, "b": b, "label_a": "A", "label_b": "B", "blind": False, "prompt": prompt},
+            "history": [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"{MARK} answer 0 {n}"}]}
+
+
+def _alice_vote(w: World) -> dict:
+    """A fresh vote of alice's (version 1's answer better), and the last data set and job ids before the probe."""
+    from studio import votes
+    from studio.auth import viewer_by_name
+
+    ids = _as_alice(_alice_pair)(w)
+    with acting_as(viewer_by_name("alice")):
+        votes.record(ids["a"], ids["b"], "a")
+    return {**ids, **_last_ds(w), **_last_job(w)}
+
+
+def _new_vote(w, ids, out) -> bool:
+    from models_db.schema import PreferenceVote
+
+    with session_scope() as db:
+        return db.query(PreferenceVote).filter(PreferenceVote.generation_a_id == ids["a"]).count() > 0
+
+
 def _version_gone(w, ids, out) -> bool:
     with session_scope() as db:
         return db.get(ModelVersion, ids["v"]) is None
@@ -455,6 +490,19 @@ def _ui_probes() -> list[Probe]:
         P("generate", "UI", "Side by side: run prompts", lambda w, i: side_by_side.run(
             [w.version, w.version2], False, f"hi {i['last_gen']}", None, 8, 0, 1, 0), setup=_last_gen,
           seen=_new_generation, covers=("studio.tabs.side_by_side.run",)),
+        P("generate", "UI", "Playground: another answer to compare with the last reply", lambda w, i: playground.regenerate(
+            str(w.version), i["history"], 8, 0.7, 1, 0), setup=lambda w: {**_as_alice(_alice_pair)(w), **_last_gen(w)},
+          seen=_new_generation, covers=("studio.tabs.playground.regenerate",)),
+        P("read", "UI", "Side by side: the next pair of answers to judge", lambda w, i: side_by_side.next_pair(
+            i["grid"], False), setup=_as_alice(_alice_pair), covers=("studio.tabs.side_by_side.next_pair",)),
+        P("change", "UI", "Side by side / Playground: vote which answer is better", lambda w, i: (
+            side_by_side.vote(i["duel"], "a"), playground.vote({"a": i["b"], "b": i["a"]}, "b", i["history"])),
+          setup=_as_alice(_alice_pair), seen=_new_vote,
+          covers=("studio.tabs.side_by_side.vote", "studio.tabs.playground.vote")),
+        P("change", "UI", "Side by side: build the preference data set from the votes", lambda w, i: side_by_side.build_votes(
+            ""), setup=_alice_vote, seen=_new_dataset, covers=("studio.tabs.side_by_side.build_votes",)),
+        P("change", "UI", "Side by side: train DPO from the preferred version", lambda w, i: side_by_side.train_votes(""),
+          setup=_alice_vote, seen=_new_job_made("train"), covers=("studio.tabs.side_by_side.train_votes",)),
         P("delete", "UI", "Versions tab: delete a version", delete, setup=_as_alice(_fresh_version), seen=_version_gone,
           covers=("studio.tabs.versions.ask_delete", "studio.tabs.versions.confirm_delete")),
     ]
@@ -538,6 +586,12 @@ def _cli_probes() -> list[Probe]:
         C("generate", "versions generate", "ID --prompt P",
           lambda w, i: ["versions", "generate", str(w.version), "--prompt", f"hello {i['last_gen']}"], setup=_last_gen,
           seen=_new_generation),
+        C("read", "votes list", "", lambda w, i: ["votes", "list"], setup=_alice_vote),
+        C("change", "votes add", "A B --winner a", lambda w, i: ["votes", "add", str(i["a"]), str(i["b"]), "--winner", "a"],
+          setup=_as_alice(_alice_pair), seen=_new_vote),
+        C("change", "votes dataset", "", lambda w, i: ["votes", "dataset"], setup=_alice_vote, seen=_new_dataset),
+        C("change", "votes train-dpo", "", lambda w, i: ["votes", "train-dpo", "--set", "max_steps=2"],
+          setup=_alice_vote, seen=_new_job_made("train")),
         C("delete", "versions delete", "ID", lambda w, i: ["versions", "delete", str(i["v"])],
           setup=_as_alice(_fresh_version), seen=_version_gone),
     ]
