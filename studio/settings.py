@@ -55,6 +55,17 @@ class Settings(BaseSettings):
     # Served behind TLS (a reverse proxy that terminates HTTPS): the login cookie is marked Secure, so a
     # browser never sends it over plain HTTP.
     behind_tls: bool = False
+    # Experiment trackers (worker/tracking.py, docs/tracking.md): each training job is also a run there. MLflow: a
+    # tracking URI (sqlite:///ABSOLUTE/PATH.db, http(s)://HOST:PORT of an `mlflow server`, file:///DIR), its
+    # experiment, and where people open its UI (for the job page's link when the URI is a local store).
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "finetune-studio"
+    mlflow_ui_url: str | None = None
+    # Weights & Biases: the project (and team); WANDB_MODE=offline keeps runs on disk for `wandb sync`.
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
+    # How long the up-front check waits for a remote tracker before the job trains without it (seconds).
+    tracker_timeout_seconds: float = 3.0
 
     @property
     def home_abs(self) -> Path:

@@ -182,7 +182,29 @@ def status_html(job: Job, latest: dict | None = None, pace: list | None = None) 
     <span class="job-msg">{html.escape(job.message or '')}</span></div>
   <div class="bar"><div class="fill" style="width:{100 * frac:.1f}%"></div></div>
   <div class="bar-label">step {job.step} / {job.max_steps or '?'} ({100 * frac:.0f}%){_resumed(job)}</div>
-  <div class="stats">{cards}</div>{err}{done}</div>"""
+  <div class="stats">{cards}</div>{err}{done}{trackers_html(job)}</div>"""
+
+
+def trackers_html(job: Job) -> str:
+    """Where the job's runs are in MLflow / Weights & Biases (the links worker/tracking.py notes in the attempt's
+    history, a retry's too), or why a tracker was left out (unreachable, not installed); "" when none is set."""
+    notes = next((a["trackers"] for a in reversed(job.history or []) if a.get("trackers")), None)
+    if not notes:
+        return ""
+    names = {"mlflow": "MLflow", "wandb": "W&amp;B"}
+    items = []
+    for key, note in notes.items():
+        name = names.get(key, key)
+        if note.get("error"):
+            items.append(f"{name}: <b>not tracked</b> — {html.escape(note['error'])}")
+            continue
+        ident = html.escape(str(note.get("run_id") or note.get("id")))
+        run = f'<a href="{html.escape(note["url"])}" target="_blank">run {ident}</a>' if note.get("url") else f"run {ident}"
+        where = (f"in <code>{html.escape(note['uri'])}</code>" if note.get("uri") and not note.get("url")
+                 else f"offline in <code>{html.escape(note['dir'])}</code> (<code>wandb sync</code> uploads it)"
+                 if note.get("dir") else "")
+        items.append(f"{name}: {run} {where}".strip())
+    return "<ul class='job-trackers'>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
 def _resumed(job: Job) -> str:

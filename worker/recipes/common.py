@@ -20,7 +20,7 @@ from models_db import BaseModel, Dataset, ModelVersion, session_scope
 from studio import store
 from studio.jobspec import TrainSpec
 from studio.settings import get_settings
-from worker import distributed, lineage, machine_defaults, memory_meter, methods, perf
+from worker import distributed, lineage, machine_defaults, memory_meter, methods, perf, tracking
 from worker.callbacks import MethodStepCallback, StudioCallback, latest_complete_checkpoint
 from worker.context import JobContext
 from worker.methods.counting import count_parameters
@@ -94,7 +94,8 @@ def training_arguments(ctx: JobContext, job: TrainJob, *, has_eval: bool, packed
         eval_strategy="steps" if has_eval else "no",
         load_best_model_at_end=early, metric_for_best_model="eval_loss" if early else None,
         gradient_checkpointing_kwargs={"use_reentrant": False} if training["gradient_checkpointing"] else None,
-        include_num_input_tokens_seen="all" if packed else "non_padding", report_to=[], disable_tqdm=True,
+        include_num_input_tokens_seen="all" if packed else "non_padding", disable_tqdm=True,
+        report_to=tracking.report_to(ctx, job),  # MLflow / W&B runs, when set and reachable (worker/tracking.py)
         use_cpu=not job.cuda, **machine_defaults.dataloader_arguments(cuda=job.cuda, gpus=getattr(job.spec, "gpus", 1)),
         **extra,
     )
