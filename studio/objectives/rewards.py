@@ -75,79 +75,80 @@ def split_terms(text: str) -> list[str]:
     return terms
 
 
-def _weight(term: str) -> tuple[str, float]:
+def _weight(term: str, owner: str) -> tuple[str, float]:
     found = _WEIGHT.match(term)
     if not found:
         return term, 1.0
     body, raw = found.group(1).strip(), found.group(2)
     weight = float(raw)
     if not math.isfinite(weight) or weight == 0 or abs(weight) > MAX_WEIGHT:
-        raise ObjectiveError(f"grpo: reward {body!r} has weight {raw}: give a weight between -{MAX_WEIGHT:g} and "
+        raise ObjectiveError(f"{owner}: reward {body!r} has weight {raw}: give a weight between -{MAX_WEIGHT:g} and "
                              f"{MAX_WEIGHT:g}, not 0 (leave the reward out instead). {_HINT}.")
     return body, weight
 
 
-def _one(term: str, max_completion_length: int) -> Reward:
+def _one(term: str, max_completion_length: int, owner: str) -> Reward:
     if term.startswith("regex:") or term.startswith("regex="):
-        body, weight = _weight(term[len("regex:"):])
-        return Reward("regex", _pattern(body), weight)
-    body, weight = _weight(term)
+        body, weight = _weight(term[len("regex:"):], owner)
+        return Reward("regex", _pattern(body, owner), weight)
+    body, weight = _weight(term, owner)
     name, sep, arg = body.partition("=")
     name, arg = name.strip(), arg.strip()
     if name == "regex":
-        raise ObjectiveError(f"grpo: reward {term!r}: regex needs its pattern, e.g. regex:^\\d+$. {_HINT}.")
+        raise ObjectiveError(f"{owner}: reward {term!r}: regex needs its pattern, e.g. regex:^\\d+$. {_HINT}.")
     if name not in NAMES:
-        raise ObjectiveError(f"grpo: unknown reward {name!r}. {_HINT}.")
+        raise ObjectiveError(f"{owner}: unknown reward {name!r}. {_HINT}.")
     if name in ("numeric_match", "exact_match"):
         if sep:
-            raise ObjectiveError(f"grpo: reward {name} takes no value (got {body!r}); write {name} or {name}:WEIGHT.")
+            raise ObjectiveError(f"{owner}: reward {name} takes no value (got {body!r}); write {name} or {name}:WEIGHT.")
         return Reward(name, None, weight)
     if name == "format":
         fmt = arg.lower() or "any"
         if fmt not in FORMATS:
-            raise ObjectiveError(f"grpo: format={arg!r} is not a format: use format (either), format=hashes "
+            raise ObjectiveError(f"{owner}: format={arg!r} is not a format: use format (either), format=hashes "
                                  "(#### ANSWER) or format=boxed (\\boxed{ANSWER}).")
         return Reward(name, fmt, weight)
     if name == "length":
         budget = arg or str(max(max_completion_length // 2, 1))
         if not budget.isdigit() or not 1 <= int(budget) <= max_completion_length:
-            raise ObjectiveError(f"grpo: length={arg!r}: give the token budget as a whole number from 1 to "
+            raise ObjectiveError(f"{owner}: length={arg!r}: give the token budget as a whole number from 1 to "
                                  f"max_completion_length ({max_completion_length}), e.g. length="
                                  f"{max(max_completion_length // 2, 1)}.")
         return Reward(name, int(budget), weight)
     # reward_model
     if not arg.isdigit():
-        raise ObjectiveError(f"grpo: reward_model needs a version id, e.g. reward_model=7 (got {body!r}): a reward "
+        raise ObjectiveError(f"{owner}: reward_model needs a version id, e.g. reward_model=7 (got {body!r}): a reward "
                              "model version trained here with --objective reward (studio versions list).")
     return Reward(name, int(arg), weight)
 
 
-def _pattern(pattern: str) -> str:
+def _pattern(pattern: str, owner: str) -> str:
     if not pattern:
-        raise ObjectiveError(f"grpo: regex needs its pattern, e.g. regex:^\\d+$. {_HINT}.")
+        raise ObjectiveError(f"{owner}: regex needs its pattern, e.g. regex:^\\d+$. {_HINT}.")
     if len(pattern) > MAX_PATTERN:
-        raise ObjectiveError(f"grpo: the regex pattern is {len(pattern)} characters long; keep it under "
+        raise ObjectiveError(f"{owner}: the regex pattern is {len(pattern)} characters long; keep it under "
                              f"{MAX_PATTERN} (it runs on every completion).")
     try:
         re.compile(pattern)
     except re.error as e:
-        raise ObjectiveError(f"grpo: regex {pattern!r} does not compile ({e}); fix the pattern (Python re syntax; "
+        raise ObjectiveError(f"{owner}: regex {pattern!r} does not compile ({e}); fix the pattern (Python re syntax; "
                              "write a comma outside brackets as \\,).") from None
     return pattern
 
 
-def parse(text: str, max_completion_length: int = 256) -> list[Reward]:
-    """The rewards of a ``reward`` setting; ObjectiveError naming the bad term and what to write otherwise."""
+def parse(text: str, max_completion_length: int = 256, owner: str = "grpo") -> list[Reward]:
+    """The rewards of a ``reward`` setting; ObjectiveError naming the bad term and what to write otherwise (its
+    message starts with ``owner``, the objective whose setting it is)."""
     terms = split_terms(text or "")
     if not any(terms):
-        raise ObjectiveError(f"grpo: reward is empty. {_HINT}.")
+        raise ObjectiveError(f"{owner}: reward is empty. {_HINT}.")
     if not all(terms):
-        raise ObjectiveError(f"grpo: reward {text!r} has an empty item between commas. {_HINT}.")
-    out = [_one(t, max_completion_length) for t in terms]
+        raise ObjectiveError(f"{owner}: reward {text!r} has an empty item between commas. {_HINT}.")
+    out = [_one(t, max_completion_length, owner) for t in terms]
     seen: set[str] = set()
     for r in out:
         if r.name in seen:
-            raise ObjectiveError(f"grpo: reward {r.name} is given twice; name each reward once (combine two patterns "
+            raise ObjectiveError(f"{owner}: reward {r.name} is given twice; name each reward once (combine two patterns "
                                  "into one regex with |, and weigh a reward with :WEIGHT).")
         seen.add(r.name)
     return out

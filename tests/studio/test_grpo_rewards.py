@@ -101,6 +101,17 @@ def test_the_grpo_spec_parses_its_settings_and_refuses_what_cannot_train():
         objectives.parse_params("grpo", {"loss_type": "ppo"})
 
 
+def test_rloo_takes_the_same_rewards_and_says_its_own_name():
+    params = objectives.parse_params("rloo", {"reward": "exact_match,format:0.1"}, methods.get("lora"))
+    assert (params.beta, params.num_generations) == (0.05, 4)  # TRL's RLOO default: a KL term, so a reference
+    assert objectives.flags_for(objectives.get("rloo"), params)["needs_reference_model"] is True
+    assert objectives.get("rloo").formats == ("qa",) and objectives.default_for("qa").name == "grpo"
+    with pytest.raises(ObjectiveError, match=r"rloo: unknown reward 'f1'"):
+        objectives.parse_params("rloo", {"reward": "f1"}, methods.get("lora"))
+    with pytest.raises(ObjectiveError, match=r"rloo with beta 0.05 .*adalora"):
+        objectives.parse_params("rloo", {}, methods.get("adalora"))
+
+
 def test_a_batch_must_hold_whole_groups_of_generations():
     params = objectives.parse_params("grpo", {"num_generations": "4"})
     objectives.check_job(objectives.get("grpo"), params, {"per_device_train_batch_size": 2,

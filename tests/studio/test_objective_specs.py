@@ -27,7 +27,8 @@ def test_importing_the_objectives_pulls_in_no_torch_and_no_worker():
 
 
 def test_the_registry_names_the_objectives_of_the_design_in_order():
-    assert objectives.names() == ["sft", "classification", "dpo", "kto", "orpo", "simpo", "reward", "grpo"]
+    assert objectives.names() == ["sft", "classification", "dpo", "kto", "orpo", "simpo", "reward", "grpo",
+                                  "rloo"]
     # a format's default objective: the first that takes it
     assert {f: objectives.default_for(f).name for f in ("instruction", "chat", "text", "classification",
                                                          "preference", "feedback", "qa")} == {

@@ -128,6 +128,17 @@ def test_grpo_from_an_sft_version_records_its_rewards_and_samples(studio, versio
     assert not jobs.samples_poll(sft.job_id, cache)[0].visible  # a job without samples: no table
 
 
+def test_rloo_trains_against_a_frozen_copy_of_the_starting_adapter(studio):
+    version = run_to_version(submit(studio, "rloo", **FEW, **GRPO, reward="numeric_match,length=4"))
+    assert version.config["objective"] == "rloo" and version.config["objective_params"]["beta"] == 0.05
+    with session_scope() as db:
+        names = set(db.scalars(select(Metric.name).where(Metric.job_id == version.job_id)))
+        assert db.scalar(select(func.count(GrpoSample.id)).where(GrpoSample.job_id == version.job_id)) > 0
+    assert {"reward", "kl", "rewards/numeric_match/mean", "rewards/length/mean"} <= names, names
+    saved = studio.root / "home" / version.artifacts["adapter"]
+    assert (saved / "adapter_model.safetensors").is_file() and not (saved / "ref").exists()  # TRL's reference copy
+
+
 def test_bad_grpo_input_is_refused_before_anything_is_queued(studio, versions):
     sft, scorer = versions
     before = jobs_count()
@@ -168,7 +179,7 @@ def test_bad_grpo_input_is_refused_before_anything_is_queued(studio, versions):
     with pytest.raises(DatasetError, match=r"4 rows, 1 bad: 1 .*\(row 3\)"):
         operations.add_dataset(write_jsonl(studio.root / "empty_answer.jsonl", rows), format="qa")
     with session_scope() as db:
-        assert db.scalar(select(func.count(ModelVersion.id))) == 3  # sft, the reward model, grpo: nothing new
+        assert db.scalar(select(func.count(ModelVersion.id))) == 4  # sft, the reward model, grpo, rloo: no more
 
 
 def test_the_reward_functions_record_one_group_per_batch_and_a_backtracking_pattern_scores_zero():

@@ -30,10 +30,10 @@ def _grpo():
     return grpo.train
 
 
-# objective -> its recipe's train(ctx), imported when used. The preference objectives share one recipe: TRL's
-# trainer for each is picked in worker/recipes/trl_trainers.py.
+# objective -> its recipe's train(ctx), imported when used. The preference objectives share one recipe, GRPO and
+# RLOO another: TRL's trainer for each is picked in worker/recipes/trl_trainers.py.
 RECIPES = {"sft": _sft, "classification": _seq_cls, "dpo": _preference, "kto": _preference, "orpo": _preference,
-           "simpo": _preference, "reward": _preference, "grpo": _grpo}
+           "simpo": _preference, "reward": _preference, "grpo": _grpo, "rloo": _grpo}
 
 
 def train(ctx) -> dict:

@@ -1,6 +1,7 @@
-"""GRPO on TRL, top to bottom: data -> load -> method -> rewards -> train -> save -> register. For each prompt the
-policy samples num_generations completions; the job's rewards (worker/rewards.py) score them against the row's
-reference answer, and TRL's GRPOTrainer moves the policy toward the completions that beat their group. Around it,
+"""GRPO (and RLOO) on TRL, top to bottom: data -> load -> method -> rewards -> train -> save -> register. For each
+prompt the policy samples num_generations completions; the job's rewards (worker/rewards.py) score them against the
+row's reference answer, and TRL's GRPOTrainer (RLOOTrainer) moves the policy toward the completions that beat their
+group (the mean of the others'). Around it,
 everything is the studio's, as for SFT and DPO: the start (base, or the parent version's lineage), the method from
 the registry, the callbacks that write metrics (and here a few sampled completions per logging step) to the
 database, checkpoints and resume, cancel and fencing."""
@@ -30,7 +31,7 @@ def train(ctx: JobContext) -> dict:
     run = trl_trainers.run_for(objective.name)
     trainer_class, config_class = run.classes()
     aims = objectives.parse_params(objective.name, spec.objective_params)
-    chosen = reward_names.parse(aims.reward, aims.max_completion_length)
+    chosen = reward_names.parse(aims.reward, aims.max_completion_length, objective.name)
 
     # 1. Data first: prompts (the question as the user's turn, through the chat template as SFT used) with the
     #    row's reference answer, which the rewards compare the completions with.
@@ -69,12 +70,14 @@ def train(ctx: JobContext) -> dict:
     if aims.beta > 0:
         start = f"version {spec.parent_version_id}" if spec.parent_version_id else "the base model"
         if trl_trainers.uses_reference_adapter(model):
-            ctx.say(f"grpo: beta {aims.beta:g}: the reference is the starting model ({start}), its adapter kept frozen")
+            ctx.say(f"{objective.name}: beta {aims.beta:g}: the reference is the starting model ({start}), its adapter "
+                    "kept frozen")
         else:
             if job.ancestors:
                 model.save_pretrained(reference, safe_serialization=True)
                 model.config._name_or_path = str(reference)
-            ctx.say(f"grpo: beta {aims.beta:g}: the reference is the starting model ({start}), a second copy in memory")
+            ctx.say(f"{objective.name}: beta {aims.beta:g}: the reference is the starting model ({start}), a second "
+                    "copy in memory")
 
     # 4. The rewards, then train with TRL's trainer and the studio's callbacks (reward per reward function, KL,
     #    completion length) plus a few sampled completions per logging step; checkpoints make a retry resume.

@@ -1,6 +1,6 @@
 """The one adapter between the studio's objectives and TRL: for each preference objective and GRPO, which TRL
-trainer and config run it and how its spec's params become that config's fields. TRL 1.16 keeps DPO, KTO, GRPO
-and reward models in its stable API and ORPO/CPO (SimPO is CPO's ``simpo`` loss) in ``trl.experimental``; only
+trainer and config run it and how its spec's params become that config's fields. TRL 1.16 keeps DPO, KTO, GRPO,
+RLOO and reward models in its stable API and ORPO/CPO (SimPO is CPO's ``simpo`` loss) in ``trl.experimental``; only
 this file knows where each lives. Everything else (the model, the method, the data, callbacks, checkpoints) is the studio's.
 
 trl is imported inside functions: importing the recipes table stays light."""
@@ -61,11 +61,18 @@ def _grpo():
     return GRPOTrainer, GRPOConfig
 
 
-def _grpo_settings(p) -> dict:
+def _rloo():
+    from trl import RLOOConfig, RLOOTrainer
+
+    return RLOOTrainer, RLOOConfig
+
+
+def _sampling(p) -> dict:
+    """GRPO's and RLOO's shared fields: the groups sampled and the rewards' weights (worker/rewards.py)."""
     from studio.objectives.rewards import parse
 
     return {"num_generations": p.num_generations, "max_completion_length": p.max_completion_length, "beta": p.beta,
-            "temperature": p.temperature, "loss_type": p.loss_type,
+            "temperature": p.temperature,
             "reward_weights": [r.weight for r in parse(p.reward, p.max_completion_length)]}
 
 
@@ -80,7 +87,8 @@ RUNS: dict[str, TrlRun] = {
                                      "cpo_alpha": p.cpo_alpha, "label_smoothing": p.label_smoothing}),
     "reward": TrlRun(_reward, lambda p: {"center_rewards_coefficient": p.center_rewards_coefficient or None},
                      drops_over_length=True),
-    "grpo": TrlRun(_grpo, _grpo_settings),  # its rewards: worker/rewards.py
+    "grpo": TrlRun(_grpo, lambda p: {**_sampling(p), "loss_type": p.loss_type}),
+    "rloo": TrlRun(_rloo, _sampling),
 }
 
 
