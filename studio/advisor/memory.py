@@ -14,7 +14,8 @@ peak = weights + trainable_state + activations + logits + overhead, per device, 
   log-probabilities are computed before training) and GRPO's generation cache. The sequences per row (a
   preference pair forwards chosen and rejected together) and GRPO's completion length scale activations and
   logits instead.
-* overhead — CUDA context (or the CPU runtime) plus allocator fragmentation.
+* overhead — on CUDA the context plus allocator fragmentation; on the CPU the Python/torch runtime plus the
+  heap glibc keeps from the previous step's activations (see :data:`CPU_HEAP_RETENTION`).
 """
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ GRAD_BYTES = 4  # trainable parameters are fp32, so are their gradients
 CUDA_CONTEXT_BYTES = 0.5 * GIB  # CUDA context + cuBLAS workspace, outside torch's allocator stats
 CPU_RUNTIME_BYTES = 0.5 * GIB  # Python + torch resident memory before the model loads
 FRAGMENTATION = 0.05  # caching-allocator slack on top of live tensors
+# On the CPU, torch allocates through glibc malloc, whose mmap threshold rises to the size of the largest
+# mmapped block freed (up to 32 MiB): once the first step's activations (per-layer tensors of a few MiB) are
+# freed, the next step's come from the heap beside pages glibc keeps, and the resident peak from the second
+# step on holds about one more set of activations (measured on SmolLM2-135M: +0.27 GB at 256 tokens with LoRA,
+# +0.33 GB with full, both ≈ the activations; none with MALLOC_MMAP_THRESHOLD_ fixed; docs/memory.md). Blocks
+# above 32 MiB (the logits) are always mmapped and returned, so they are not retained.
+CPU_HEAP_RETENTION = 1.0  # sets of activations glibc keeps beside the live ones
 PARTS = ("weights", "trainable_state", "activations", "logits", "objective", "overhead")
 
 
@@ -250,8 +258,10 @@ def estimate_memory(
     logits = logits_bytes(shape, rows, seq) if lm_logits else 0.0
     extra = objective_bytes(shape, spec, params, terms, precision, micro_batch, seq)
     live = weights + state + acts + logits + extra
-    base = CUDA_CONTEXT_BYTES if device == "cuda" else CPU_RUNTIME_BYTES
-    overhead = base + FRAGMENTATION * live
+    if device == "cuda":
+        overhead = CUDA_CONTEXT_BYTES + FRAGMENTATION * live
+    else:  # the runtime, and the heap glibc keeps from the previous step's activations (no caching allocator)
+        overhead = CPU_RUNTIME_BYTES + CPU_HEAP_RETENTION * acts
     parts = {"weights": weights, "trainable_state": state, "activations": acts, "logits": logits,
              "objective": extra, "overhead": overhead}
     settings = {"method": method, "precision": precision, "micro_batch": micro_batch, "seq_len": seq_len,
