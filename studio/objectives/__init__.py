@@ -42,8 +42,9 @@ from studio.objectives import kto  # noqa: F401  isort: skip
 from studio.objectives import orpo  # noqa: F401  isort: skip
 from studio.objectives import simpo  # noqa: F401  isort: skip
 from studio.objectives import reward  # noqa: F401  isort: skip
-# grpo trains on qa data (questions with a reference answer) with the rewards of studio/objectives/rewards.py
-# (numeric_match, exact_match, regex, format, length, a reward-model version), weighted by name:weight.
+# grpo, then rloo (both registered by grpo.py: the same data, rewards and recipe), train on qa data (questions with
+# a reference answer) with the rewards of studio/objectives/rewards.py (numeric_match, exact_match, regex, format,
+# length, a reward-model version), weighted by name:weight.
 from studio.objectives import grpo  # noqa: F401  isort: skip
 
 
