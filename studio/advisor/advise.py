@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from studio import methods
+from studio import methods, objectives
 from studio.advisor import hyperparams as hp
+from studio.advisor import objective as objective_tree
 from studio.advisor.memory import resolve_shape
 from studio.advisor.plan import Hardware, Plan, plan_method
 from studio.advisor.rules import Context, Step, walk
@@ -42,6 +43,9 @@ class AdvisorInputs:
     deploy: str = "server"
     latency_ok: bool = True
     batch_size: int | None = None
+    data_format: str | None = None  # the data set's format: it decides the objective (studio.advisor.objective)
+    sft_version: int | None = None  # the newest SFT version of the base: a preference objective starts from it
+    reward_model: int | None = None  # the newest reward-model version of the base: a reward for GRPO
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Advice:
     nothing_fits: str | None
     reasons: list[str]
     model: dict = field(default_factory=dict)
+    objective: dict = field(default_factory=dict)  # name, params, from_version, note (ObjectiveChoice.to_json)
 
     def to_json(self) -> dict:
         """A JSON-ready dict (the shape ``studio advise --json`` prints)."""
@@ -70,6 +75,7 @@ class Advice:
             "nothing_fits": self.nothing_fits,
             "reasons": self.reasons,
             "model": self.model,
+            "objective": self.objective,
         }
 
 
@@ -111,20 +117,66 @@ def advise(inputs: AdvisorInputs) -> Advice:
 
     ctx = Context(task, float(inputs.complexity), inputs.quality, deploy, bool(inputs.latency_ok),
                   inputs.examples, hw, plans)
+    aim = objective_tree.choose(inputs.data_format, task=task, sft_version=inputs.sft_version,
+                                reward_model=inputs.reward_model)
     leaf, steps, overrides = walk(ctx)
     method = leaf.method
     steps.append(Step(leaf.id, "Recommended method", method or "none", leaf.label, leaf.rule, leaf.source, None))
-    runner_up = _runner_up(leaf.runner_ups, method, plans)
+    method, swap = _method_for(aim.name, method, [*leaf.runner_ups, *plans], plans)
+    if swap:
+        steps.insert(-1, swap)
+        steps[-1] = Step(steps[-1].node, "Recommended method", method, steps[-1].detail, steps[-1].rule,
+                         steps[-1].source, None)
+    steps = [*aim.steps, *steps]
+    runner_up = _runner_up([m for m in leaf.runner_ups if _trains(aim.name, m)], method, plans)
     nothing = None if method else _nothing_fits(steps, plans, hw)
     settings = plans[method].settings if method else {}
     hyper = hp.suggest(method, settings, examples=inputs.examples, r=r, target=target, cpu=hw.cpu_only,
                        layers=shape.layers)
+    if method and "learning_rate" in hyper and aim.name in objectives.names():
+        # a preference loss on top of a trained policy wants a smaller step than SFT (the objective's spec)
+        scale = objectives.get(aim.name).learning_rate_scale
+        hyper["learning_rate"] = float(f"{hyper['learning_rate'] * scale:.3g}")
     ranked = method is not None and methods.get(method).low_rank
     reasons = _reasons(steps, overrides, method, plans, seq, seq_why, r_why if ranked else None, nothing)
+    if aim.note:
+        reasons.append(aim.note)
     model = {"family": shape.family, "params": shape.total(), "params_b": round(shape.total() / 1e9, 3),
              "layers": shape.layers, "hidden": shape.hidden, "vocab": shape.vocab, "synthetic": shape.synthetic,
              "seq_len": seq, "effective_batch": batch, "hardware": hw.describe()}
-    return Advice(method, runner_up, steps, plans, hyper, overrides, nothing, reasons, model)
+    return Advice(method, runner_up, steps, plans, hyper, overrides, nothing, reasons, model, aim.to_json())
+
+
+def _trains(objective: str | None, method: str) -> bool:
+    """Whether ``objective`` can train with ``method`` (its registry's check; an objective this studio does not
+    run yet refuses nothing here, its submit says why)."""
+    if objective not in objectives.names():
+        return True
+    try:
+        objectives.check_method(objectives.get(objective), methods.get(method))
+    except objectives.ObjectiveError:
+        return False
+    return True
+
+
+def _method_for(objective: str | None, method: str | None, candidates, plans) -> tuple[str | None, Step | None]:
+    """The tree's method, or, when the objective cannot train with it (DPO with a single-adapter method...), the
+    first of the leaf's alternatives (then any method) that trains it and fits, with the step that says why."""
+    if method is None or _trains(objective, method):
+        return method, None
+    for m in dict.fromkeys(candidates):
+        if plans[m].fits and _trains(objective, m):
+            why = ""
+            try:
+                objectives.check_method(objectives.get(objective), methods.get(method))
+            except objectives.ObjectiveError as e:
+                why = str(e).split(":")[0]
+            return m, Step("objective_method", f"Can {objective} train with {method}?", "no",
+                           f"{why}; {m} is the next that fits and can", "the objective's registry refuses the pair",
+                           "studio", None)
+    return None, Step("objective_method", f"Can {objective} train with {method}?", "no",
+                      "no method that fits this hardware can train it", "the objective's registry refuses the pair",
+                      "studio", None)
 
 
 def _plan(shape, method, hw, seq, batch, precision, r, target, task) -> Plan:
@@ -144,7 +196,7 @@ def _runner_up(candidates, method, plans) -> str | None:
 
 def _nothing_fits(steps, plans, hw: Hardware) -> str:
     leanest = min(plans.values(), key=lambda p: p.estimate.total_gb)
-    checked = [TREE[s.node].checks for s in steps if getattr(TREE[s.node], "checks", None)]
+    checked = [TREE[s.node].checks for s in steps if s.node in {i.id for i in TREE.items} and getattr(TREE[s.node], "checks", None)]
     last = plans[checked[-1]] if checked else leanest
     where = "the largest GPU" if hw.gpus else "RAM"
     return (f"Nothing fits {hw.describe()}: {last.method}, the leanest method the tree reached, needs "

@@ -6,9 +6,10 @@ from studio.advisor.advise import Advice
 from studio.advisor.memory import PARTS
 
 PART_TITLES = {"weights": "weights", "trainable_state": "trainable state", "activations": "activations",
-               "logits": "logits/loss", "overhead": "overhead"}
+               "logits": "logits/loss", "objective": "objective (reference, pairs, generations)",
+               "overhead": "overhead"}
 SHORT_TITLES = {"weights": "weights", "trainable_state": "grads+optim", "activations": "activations",
-                "logits": "logits/loss", "overhead": "overhead"}
+                "logits": "logits/loss", "objective": "objective", "overhead": "overhead"}
 PATH_HEADERS = ["#", "question", "answer", "the numbers", "rule", "article"]
 MEMORY_HEADERS = ["method", *(f"{PART_TITLES[p]} GB" for p in PARTS), "total GB", "fits", "what makes it fit"]
 HYPER_HEADERS = ["setting", "value"]
@@ -47,11 +48,34 @@ def _method_line(advice: Advice, method: str | None, title: str) -> str:
             f"{plan.estimate.trainable_params:,} trainable parameters; {merge}")
 
 
+def objective_words(advice: Advice) -> str:
+    """"objective dpo from version #3 (reward=...)" for the headline; empty when the advice has none."""
+    aim = advice.objective or {}
+    if not aim.get("name"):
+        return ""
+    start = f" from version #{aim['from_version']}" if aim.get("from_version") else ""
+    params = ", ".join(f"{k}={v}" for k, v in (aim.get("params") or {}).items())
+    return f"objective {aim['name']}{start}" + (f" ({params})" if params else "")
+
+
+def cli_command(advice: Advice) -> str:
+    """The ``studio train`` options that follow the advice (method, objective, start)."""
+    aim = advice.objective or {}
+    parts = [f"--method {advice.method}"]
+    if aim.get("name"):
+        parts.append(f"--objective {aim['name']}")
+    if aim.get("from_version"):
+        parts.append(f"--from-version {aim['from_version']}")
+    parts += [f"--set {k}={v}" for k, v in (aim.get("params") or {}).items()]
+    return "studio train " + " ".join(parts)
+
+
 def summary_markdown(advice: Advice, where: dict | None = None) -> str:
     """The recommendation, the runner-up and every reason, for the Advisor tab."""
     lines = []
+    aim = objective_words(advice)
     if advice.method:
-        lines.append(f"### Recommended: **{advice.method}**" +
+        lines.append(f"### Recommended: **{advice.method}**" + (f" · {aim}" if aim else "") +
                      (f" · runner-up: **{advice.runner_up}**" if advice.runner_up else " · no runner-up fits"))
         lines.append(f"- {_method_line(advice, advice.method, 'Recommended')}")
         if advice.runner_up:
@@ -76,7 +100,8 @@ def advice_text(advice: Advice, where: dict | None = None) -> str:
     out = []
     if advice.method:
         runner = f"   (runner-up: {advice.runner_up})" if advice.runner_up else ""
-        out.append(f"Recommended: {advice.method}{runner}")
+        aim = objective_words(advice)
+        out.append(f"Recommended: {advice.method}{f', {aim}' if aim else ''}{runner}")
     else:
         out.append("Nothing fits.")
     for k, v in (where or {}).items():
@@ -97,7 +122,7 @@ def advice_text(advice: Advice, where: dict | None = None) -> str:
         cells = "  ".join(f"{c:>11}" for c in row[1:6])
         out.append(f"  {row[0]:<{width}}  {cells}  {row[6]:>11}  {row[7]}")
     if advice.hyperparameters:
-        out.append(f"\nSuggested settings (studio train --method {advice.method} --set KEY=VALUE):")
+        out.append(f"\nSuggested settings ({cli_command(advice)} --set KEY=VALUE):")
         out += [f"  {k}={v}" for k, v in advice.hyperparameters.items()]
     return "\n".join(out)
 

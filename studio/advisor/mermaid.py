@@ -40,9 +40,24 @@ def _taken(path) -> list[tuple[str, str | None, str | None]]:
     return out
 
 
+def _objective_label(path, taken) -> str | None:
+    """"objective: dpo · preference data" for the node above the tree, from an Advice's objective (or the first
+    objective step of a bare path); None when the path has no objective step."""
+    first = next(((n, a) for n, a, _ in taken if n == "objective"), None)
+    if first is None:
+        return None
+    objective = getattr(path, "objective", None) or {}
+    name = objective.get("name") if isinstance(objective, dict) else None
+    start = objective.get("from_version") if isinstance(objective, dict) else None
+    return (f"objective: {name or first[1]}" + (f" from version #{start}" if start else "") +
+            (f" · {first[1]}" if name and first[1] != name else ""))
+
+
 def render_mermaid(path=None, tree: Tree = TREE) -> str:
     """A fenced Mermaid flowchart of the whole tree with ``path`` (Advice, steps or step dicts) highlighted."""
-    taken = _taken(path)
+    ids = {item.id for item in tree.items}
+    every = _taken(path)
+    taken = [t for t in every if t[0] in ids]  # the objective's steps are drawn as one node above the root
     taken_nodes = {n for n, _, _ in taken if n}
     taken_edges = {(n, a) for n, a, nxt in taken if nxt}
     chosen = {n for n, _, nxt in taken if n and nxt is None}
@@ -56,12 +71,17 @@ def render_mermaid(path=None, tree: Tree = TREE) -> str:
             if (node.id, branch.answer) in taken_edges:
                 highlighted.append(str(index))
             index += 1
+    aim = _objective_label(path, every)
+    if aim:  # what the weights learn from, decided by the data before the method's questions
+        lines += [f'  aim(["{_text(aim)}"])', f"  aim --> {tree.root}"]
+        highlighted.append(str(index))
+        taken_nodes.add("aim")
     lines += [f"  classDef taken {TAKEN_STYLE}", f"  classDef chosen {CHOSEN_STYLE}", f"  classDef idle {IDLE_STYLE}"]
     idle = [i.id for i in tree.items if i.id not in taken_nodes]
     if idle:
         lines.append(f"  class {','.join(idle)} idle")
     if taken_nodes - chosen:
-        lines.append(f"  class {','.join(i.id for i in tree.items if i.id in taken_nodes - chosen)} taken")
+        lines.append(f"  class {','.join([*(['aim'] if aim else []), *(i.id for i in tree.items if i.id in taken_nodes - chosen)])} taken")
     if chosen:
         lines.append(f"  class {','.join(sorted(chosen))} chosen")
     if highlighted:

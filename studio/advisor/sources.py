@@ -120,6 +120,22 @@ def estimator_history(db, limit: int = 500) -> dict:
             else None}
 
 
+def objective_facts(db, ds: Dataset | None, model: BaseModel | None) -> dict:
+    """What decides the objective (studio.advisor.objective): the data set's format, and the newest SFT and
+    reward-model versions of the base the person can see (a preference objective starts from the first, GRPO
+    may be rewarded by the second)."""
+    from studio.versions import objective_of
+
+    out: dict = {"data_format": ds.format if ds is not None else None}
+    if model is not None:
+        newest: dict = {}
+        for v in q.list_versions(db):  # newest first
+            if v.base_model_id == model.id:
+                newest.setdefault(objective_of(v), v.id)
+        out["sft_version"], out["reward_model"] = newest.get("sft"), newest.get("reward")
+    return out
+
+
 def studio_inputs(*, model=None, dataset=None, params_b: float | None = None, examples: int | None = None,
                   gpu_memory_gb: list[float] | None = None, cpu_only: bool = False,
                   **answers) -> tuple[AdvisorInputs, dict]:
@@ -143,9 +159,12 @@ def studio_inputs(*, model=None, dataset=None, params_b: float | None = None, ex
             where["model"] = f"{m.name} (config.json from the model store)"
         elif params_b:
             where["model"] = f"{params_b:g} B parameters (Llama-shaped guess)"
-        if dataset not in (None, ""):
-            facts = dataset_facts(find_dataset(db, dataset), m)
-            examples = facts["examples"]
+        ds = find_dataset(db, dataset) if dataset not in (None, "") else None
+        for key, value in objective_facts(db, ds, m).items():
+            answers.setdefault(key, value)
+        if ds is not None:
+            facts = dataset_facts(ds, m)
+            examples = examples or facts["examples"]
             answers.setdefault("seq_len_p95", facts["seq_len_p95"])
             where["dataset"] = f"dataset {dataset}: {examples:,} examples, p95 length {facts['seq_len_p95']} tokens " \
                                f"({facts['how']})"
@@ -169,5 +188,5 @@ def studio_inputs(*, model=None, dataset=None, params_b: float | None = None, ex
     return inputs, where
 
 
-__all__ = ["SourceError", "dataset_facts", "estimator_history", "find_dataset", "find_model", "known_gpus",
+__all__ = ["SourceError", "dataset_facts", "objective_facts", "estimator_history", "find_dataset", "find_model", "known_gpus",
            "model_config", "studio_inputs", "worker_gpus", "worker_ram_gb"]

@@ -19,6 +19,7 @@ from studio.advisor.explain import (HYPER_HEADERS, MEMORY_HEADERS, PATH_HEADERS,
 from studio.advisor.jobcost import human
 from studio.advisor.sources import (dataset_facts, estimator_history, find_dataset, find_model, model_config,
                                     studio_inputs, worker_gpus)
+from studio import preflight
 from studio.tab_state import Shell, friendly
 
 TASK_LABELS = {"classification": "classification", "instruction": "instruction following",
@@ -117,12 +118,10 @@ def run(model_id, params_b, dataset_id, examples, p95, gpu_text, cpu_only, ram_g
     """Advise, and lay the advice out: summary, tree, path, memory table, settings (and keep it for 'Use')."""
     gpus = [] if cpu_only else parse_gpus(gpu_text)
     inputs, where = studio_inputs(
-        model=model_id, params_b=float(params_b) if params_b else None, examples=_int(examples),
+        model=model_id, dataset=dataset_id, params_b=float(params_b) if params_b else None, examples=_int(examples),
         gpu_memory_gb=gpus or None, cpu_only=not gpus, ram_gb=float(ram_gb) if ram_gb else None, task=task,
         complexity=float(complexity), quality=quality, deploy=deploy, latency_ok=bool(latency_ok),
         seq_len_p95=_int(p95), seq_len=_int(seq_len), batch_size=_int(batch_size))
-    if dataset_id is not None:
-        where["data"] = f"data set #{dataset_id}: {_int(examples) or '?'} examples, p95 {_int(p95) or '?'} tokens"
     advice = advise(inputs)
     with session_scope() as db:
         history = estimator_history(db)
@@ -144,12 +143,37 @@ def use_settings(kept: dict | None) -> dict:
         raise gr.Error("Ask for advice first.")
     if not kept.get("method"):
         raise gr.Error("Nothing fits this hardware, so there are no settings to use: see what would make it fit.")
+    aim = kept.get("objective") or {}
+    if kept.get("dataset_id") is not None and not aim.get("name"):
+        raise gr.Error(f"Data set #{kept['dataset_id']} trains nothing: {aim.get('note') or 'pick training data'}")
     return {"method": kept["method"], "settings": kept["hyperparameters"], "model_id": kept.get("model_id"),
-            "dataset_id": kept.get("dataset_id")}
+            "dataset_id": kept.get("dataset_id"), "objective": aim.get("name"),
+            "objective_params": aim.get("params") or {}, "from_version": aim.get("from_version")}
+
+
+@friendly
+def measure(kept: dict | None, steps) -> tuple:
+    """"Measure": queue a pre-flight of the advised settings on the advised model and data set (a few real steps on
+    a worker, studio/preflight.py); the timer then polls it."""
+    if not kept:
+        raise gr.Error("Ask for advice first.")
+    job = preflight.submit(kept, kept.get("model_id"), kept.get("dataset_id"), steps=int(steps or preflight.DEFAULT_STEPS))
+    return f"Queued the pre-flight (job #{job.id}): a worker runs {int(steps or 3)} real steps…", job.id, \
+        gr.Timer(active=True)
+
+
+@friendly
+def poll_measure(job_id) -> tuple:
+    """Timer tick: the pre-flight's progress, then what it measured; the timer stops once it has finished."""
+    if job_id is None:
+        return gr.skip(), gr.Timer(active=False)
+    st = preflight.status(int(job_id))
+    return preflight.describe(st), gr.Timer(active=not st["finished"])
 
 
 def render(shell: Shell) -> None:
     kept = gr.State(None)
+    measuring = gr.State(None)
     gr.Markdown("Tell the studio about the job; it walks the articles' decision tree, checks every method's memory "
                 "against your GPUs, and suggests settings. Fields are filled from the studio where it knows them.")
     with gr.Row(equal_height=False):
@@ -191,7 +215,12 @@ def render(shell: Shell) -> None:
     with gr.Row():
         go = gr.Button("Advise", variant="primary", elem_id="adv-run", scale=3)
         use = gr.Button("Use these settings", variant="secondary", interactive=False, elem_id="adv-use", scale=1)
+        measure_btn = gr.Button("Measure", variant="secondary", interactive=False, elem_id="adv-measure", scale=1)
+        measure_steps = gr.Number(value=preflight.DEFAULT_STEPS, precision=0, minimum=1, maximum=preflight.MAX_STEPS,
+                                  label="steps", elem_id="adv-measure-steps", scale=0, min_width=80)
     summary = gr.Markdown(elem_id="adv-summary")
+    measured = gr.Markdown(elem_id="adv-measured")
+    measure_timer = gr.Timer(2.0, active=False)
     with gr.Accordion("The decision tree (path taken highlighted)", open=True):
         # the whole drawing, no scroll box of its own: the conclusion (bottom) is never hidden inside it
         tree = gr.Markdown(render_mermaid(), elem_id="adv-tree")
@@ -200,13 +229,17 @@ def render(shell: Shell) -> None:
                             column_widths=["4%", "26%", "7%", "27%", "31%", "5%"])
     with gr.Accordion("Peak memory per GPU for every method", open=True):
         memory = gr.Dataframe(headers=MEMORY_HEADERS, wrap=True, interactive=False, elem_id="adv-memory",
-                              column_widths=["10%", *["7%"] * 6, "14%", "27%"])
+                              column_widths=["10%", *["7%"] * 7, "12%", "22%"])
     with gr.Accordion("Suggested settings", open=True):
         hyper = gr.Dataframe(headers=HYPER_HEADERS, interactive=False, elem_id="adv-hyper")
 
     inputs = [model, params_b, dataset, examples, p95, gpu_text, cpu_only, ram_gb, task, complexity, quality,
               deploy, latency, seq_len, batch_size]
-    go.click(run, inputs, [summary, tree, path, memory, hyper, kept, use])
+    go.click(run, inputs, [summary, tree, path, memory, hyper, kept, use]).then(
+        lambda k: gr.Button(interactive=bool(k and k.get("method") and k.get("model_id") is not None
+                                             and k.get("dataset_id") is not None)), kept, measure_btn)
+    measure_btn.click(measure, [kept, measure_steps], [measured, measuring, measure_timer])
+    measure_timer.tick(poll_measure, measuring, [measured, measure_timer], show_progress="hidden")
     shell.hand_to("train", use.click, use_settings, [kept])
     model.change(describe_model, model, model_note, show_progress="hidden")
     gr.on([model.change, dataset.change], fill_from_dataset, [dataset, model], [examples, p95, data_note],

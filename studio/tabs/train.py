@@ -242,22 +242,33 @@ def form_updates(method: str, settings: dict) -> list:
 def fill_from_advice(advice: dict) -> list:
     """The Advisor's "Use these settings": the form gets the advice's model and data set (with fresh
     choices, so a data set registered since the page loaded is there), its method and every suggested
-    value, the rest back to the defaults, the objective the data set implies, and a line that says where they
-    came from. Outputs: ``[model, dataset, method, note, *method groups, *every field, objective, filled]``."""
+    value, the rest back to the defaults, the objective the advice chose for the data (its settings too, and the
+    version it starts from), and a line that says where they came from.
+    Outputs: ``[model, dataset, method, note, *method groups, *every field, objective, filled, parent]``."""
     method = advice["method"]
     model_id, dataset_id = advice.get("model_id"), advice.get("dataset_id")
-    models, data = model_choices(), dataset_choices()
+    aim, start = advice.get("objective"), advice.get("from_version")
+    models, data, parents = model_choices(), dataset_choices(), version_choices()
     shows = [gr.Group(visible=name == method) for name in methods.names()]
     suggested = advice.get("settings", {})
+    if aim in objectives.names():
+        suggested = {**suggested, **(advice.get("objective_params") or {}), "objective": aim}
     where = (f"data set #{dataset_id}" if dataset_id is not None else "no data set (pick one)") + \
         (f" on {dict((v, k) for k, v in models).get(model_id, f'model #{model_id}')}" if model_id is not None else "")
-    filled = (f"Filled from the advice for {where}: **{method}** and {len(suggested)} suggested settings "
-              f"({', '.join(sorted(suggested))}); every other field is back to its default.")
+    trains = f"**{method}**" + (f", objective **{aim}**" if aim else "") + (f" from version #{start}" if start else "")
+    count = len([k for k in suggested if k != "objective"])
+    filled = (f"Filled from the advice for {where}: {trains} and {count} suggested settings "
+              f"({', '.join(sorted(k for k in suggested if k != 'objective'))}); every other field is back to its "
+              "default.")
     gr.Info(f"Filled the form from the advice for {where}; check it and start training.")
-    fitting = follow_dataset(dataset_id, None, method)[0] if dataset_id is not None else gr.skip()
+    if aim in objectives.names():
+        objective = gr.update(value=aim)
+    else:
+        objective = follow_dataset(dataset_id, None, method)[0] if dataset_id is not None else gr.skip()
     return [gr.Dropdown(choices=models, value=model_id if model_id is not None else _keep(None, models)),
             gr.Dropdown(choices=data, value=dataset_id if dataset_id is not None else None),
-            method, _note(methods.get(method)), *shows, *form_updates(method, suggested), fitting, filled]
+            method, _note(methods.get(method)), *shows, *form_updates(method, suggested), objective, filled,
+            gr.Dropdown(choices=parents, value=start if start in [v for _, v in parents] else None)]
 
 
 def remember_form(model_id, dataset_id, method, *values) -> dict:
@@ -441,7 +452,7 @@ def render(shell: Shell) -> None:
     # once the person picks another model, data set or method, the form is no longer the advice's
     gr.on([model.input, dataset.input, method.input], lambda: "", None, filled, show_progress="hidden")
     shell.receivers["train"] = (fill_from_advice, [model, dataset, method, note, *groups.values(), *ordered, objective,
-                                                   filled])
+                                                   filled, parent])
     picks, kept = [model, dataset, parent, after], []
     if shell.train_saved is not None:  # this browser keeps its form across reloads: every change, the Advisor's too
         kept = [shell.train_saved]

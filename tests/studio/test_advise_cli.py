@@ -65,7 +65,7 @@ def test_json_shape_through_the_real_command(backend):
     assert set(out["estimates"]) == set(methods.names())  # every registered method
     for est in out["estimates"].values():
         assert isinstance(est["total_gb"], float) and isinstance(est["fits"], bool)
-        assert set(est["parts"]) == {"weights", "trainable_state", "activations", "logits", "overhead"}
+        assert set(est["parts"]) == {"weights", "trainable_state", "activations", "logits", "objective", "overhead"}
         assert est["total_gb"] == pytest.approx(sum(est["parts"].values()), abs=0.01)
     assert out["estimates"]["qlora"]["fits"] and not out["estimates"]["lora"]["fits"]
     assert out["hyperparameters"]["learning_rate"] == 2e-4 and out["hyperparameters"]["r"] >= 16

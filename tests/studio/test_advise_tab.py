@@ -97,7 +97,9 @@ def test_use_these_settings_fills_the_train_form(studio):
     assert (model.value, dataset.value, method) == (studio["tiny-llama"], studio["dataset"], "lora")
     assert studio["dataset"] in [v for _, v in dataset.choices]  # offered, even if registered after page load
     groups = out[4:4 + len(train.methods.names())]
-    updates, filled = out[4 + len(train.methods.names()):-1], out[-1]
+    updates, filled, parent = out[4 + len(train.methods.names()):-2], out[-2], out[-1]
+    assert kept["objective"]["name"] == "sft" and updates[-1]["value"] == "sft"  # instruction data: SFT first
+    assert parent.value is None  # nothing to continue from
     values = [u["value"] if isinstance(u, dict) and "value" in u else u for u in updates]
     infos = {(o, k): u["info"] for (o, k, _), u in zip(train.SPECS, updates) if isinstance(u, dict) and "info" in u}
     # each field's tooltip says where its value came from
@@ -143,3 +145,52 @@ def test_use_these_settings_fills_and_opens_the_train_tab_in_one_update(studio):
 def test_a_size_beside_a_model_is_refused_in_the_form(studio):
     with pytest.raises(gr.Error, match=r"give a model or a size, not both: smollm2 .* the size says 7 B"):
         run(studio["smollm2"], params_b=7, gpus="24")
+
+
+def test_preference_data_and_an_sft_version_give_dpo_from_it_and_the_train_form_gets_all_three(studio, tmp_path):
+    """The objective is advised from the data (pairs -> DPO) and starts from the newest SFT version of the base;
+    the Train form receives the objective and that version as its start, with the objective's smaller step."""
+    import json
+
+    from models_db import Job, ModelVersion, session_scope
+    from studio import operations
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"{i} + {i}?", "chosen": str(2 * i), "rejected": str(2 * i + 1)})
+                             + "\n" for i in range(20)))
+    prefs = operations.add_dataset(pairs)[0].id
+    with session_scope() as db:
+        job = Job(kind="train", state="succeeded", base_model_id=studio["tiny-llama"], config={})
+        db.add(job)
+        db.flush()
+        v = ModelVersion(name="sft-1", base_model_id=studio["tiny-llama"], dataset_id=studio["dataset"], job_id=job.id,
+                         method="lora", artifacts={}, metrics={}, config={"objective": "sft", "task": "causal_lm"})
+        db.add(v)
+        db.flush()
+        sft_id = v.id
+    summary, tree, path, *_, kept, use = run(studio["tiny-llama"], gpus="24", dataset=prefs)
+    assert kept["objective"] == {"name": "dpo", "params": {}, "from_version": sft_id, "note": ""}
+    assert f"objective dpo from version #{sft_id}" in summary and f"objective: dpo from version #{sft_id}" in tree
+    assert list(path["answer"][:2]) == ["preference", "yes"]
+    handoff = tab.use_settings(kept)
+    out = train.fill_from_advice(handoff)
+    updates, filled, parent = out[4 + len(train.methods.names()):-2], out[-2], out[-1]
+    assert updates[-1]["value"] == "dpo" and parent.value == sft_id
+    assert f"objective **dpo** from version #{sft_id}" in filled
+    lr = next(u for (o, k, _), u in zip(train.SPECS, updates) if (o, k) == ("training", "learning_rate"))
+    assert lr["value"] == kept["hyperparameters"]["learning_rate"] < 1e-4  # a tenth of LoRA's SFT step
+
+
+def test_a_benchmark_trains_nothing_and_use_says_so(studio, tmp_path):
+    import json
+
+    from studio import operations
+
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text("".join(json.dumps({"question": f"{i}+1?", "choices": [str(i), str(i + 1)], "answer": 1}) + "\n"
+                          for i in range(12)))
+    bench = operations.add_dataset(mc)[0].id
+    *_, kept, use = run(studio["tiny-llama"], gpus="24", dataset=bench)
+    assert kept["objective"]["name"] is None
+    with pytest.raises(gr.Error, match=f"Data set #{bench} trains nothing: Pin it as a benchmark"):
+        tab.use_settings(kept)

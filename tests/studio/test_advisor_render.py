@@ -23,7 +23,9 @@ def test_mermaid_draws_whole_tree_and_highlights_path():
     assert len(edges) == sum(len(n.branches) for n in TREE.nodes)
     taken = [i for i, (a, ans, b) in enumerate(edges)
              if any(s.node == a and s.answer == ans for s in advice.path)]
-    assert re.search(rf"linkStyle {','.join(map(str, taken))} ", text)
+    aim = len(edges)  # the objective's node above the root, drawn after the tree's edges
+    assert re.search(rf"linkStyle {','.join(map(str, [*taken, aim]))} ", text)
+    assert '  aim(["objective: sft"])' in text and "  aim --> gpu" in text  # no data set: the task kind decides
     assert "class leaf_qlora chosen" in text
     taken_line = next(line for line in text.splitlines() if line.endswith(" taken"))
     assert "fits_lora" in taken_line and "leaf_full" not in taken_line

@@ -225,7 +225,7 @@ def test_json_shape():
     assert len(j["estimates"]) == len(methods.names())  # every registered method
     for est in j["estimates"].values():
         assert {"total_gb", "parts", "fits", "fits_on", "make_it_fit"} <= set(est)
-        assert set(est["parts"]) == {"weights", "trainable_state", "activations", "logits", "overhead"}
+        assert set(est["parts"]) == {"weights", "trainable_state", "activations", "logits", "objective", "overhead"}
     assert j["hyperparameters"]["max_seq_length"] == 320  # p95 300 rounded up to 64
 
 

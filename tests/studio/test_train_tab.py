@@ -122,7 +122,7 @@ def test_form_groups_every_field_once_in_short_rows():
     assert {"t-warmup_ratio", "t-optim", "t-seed"} <= inside and "t-learning_rate" not in inside
     fill, outputs = shell.receivers["train"]  # the Advisor's settings arrive through here, with the tab switch
     assert fill is train.fill_from_advice and outputs[:3][2].elem_id == "train-method"
-    assert outputs[-1].elem_id == "train-filled"
+    assert outputs[-2].elem_id == "train-filled" and outputs[-1].elem_id == "train-parent"
 
 
 def test_method_change_shows_its_group_and_defaults():
