@@ -55,6 +55,7 @@ UI_WITHOUT_ROWS = {
     "studio.tabs.versions.pick_row": "turns a clicked row of the versions table into its id",
     "studio.tabs.versions.render.<locals>.<lambda>": "hides the delete confirmation",
     "studio.tabs.playground.clear": "clears the conversation in the browser",
+    "studio.tabs.side_by_side.show_grid": "shows the side-by-side grid again",
     "studio.tabs.playground.render.<locals>.<lambda>": "resets the conversation",
     "studio.tabs.train.method_defaults": "the method's default values",
     "studio.tabs.train.objective_defaults": "the objective's default values",

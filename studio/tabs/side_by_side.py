@@ -137,7 +137,7 @@ def next_pair(grid: dict | None, blind: bool):
     if not left:
         return (None, "Nothing left to judge here: every pair of finished, different answers has your vote "
                 "(identical answers and unfinished ones are skipped).", _answer_box("", "Answer A"),
-                _answer_box("", "Answer B"), votes.summary_line())
+                _answer_box("", "Answer B"), votes.summary_line(), show_grid())
     p, i, j = left[0]
     if blind and _order.random() < 0.5:
         i, j = j, i
@@ -148,7 +148,7 @@ def next_pair(grid: dict | None, blind: bool):
     head = f"**Prompt:** {html.escape(duel['prompt'])}  \n{len(left)} pair{'s' if len(left) != 1 else ''} left to judge{hidden}."
     return (duel, head, _answer_box(by_id[duel["a"]]["output"], "Answer A" if blind else f"Answer A · {cols[i]}"),
             _answer_box(by_id[duel["b"]]["output"], "Answer B" if blind else f"Answer B · {cols[j]}"),
-            votes.summary_line())
+            votes.summary_line(), gr.HTML(visible=not blind))  # blind: the grid names every answer's version
 
 
 @friendly
@@ -162,7 +162,12 @@ def vote(duel: dict | None, choice: str):
                "bad": "both bad"}[cast["winner"]]
     reveal = f"Vote #{cast['id']} recorded: {verdict}. A was **{a}**, B was **{b}**. Click 'Next pair to judge' to go on."
     return (None, reveal, _answer_box(cast["a"]["answer"], f"Answer A · {a}"),
-            _answer_box(cast["b"]["answer"], f"Answer B · {b}"), votes.summary_line())
+            _answer_box(cast["b"]["answer"], f"Answer B · {b}"), votes.summary_line(), show_grid())
+
+
+def show_grid() -> gr.HTML:
+    """The grid again, once no blind pair is waiting for a vote (a blind pair hides it: it names the versions)."""
+    return gr.HTML(visible=True)
 
 
 @friendly
@@ -206,10 +211,11 @@ def render(compared: gr.Dropdown) -> None:
     run_btn.click(run, [compared, include_base, prompts, sampled, max_new, temperature, top_p, seed],
                   [grid, table, timer])
     timer.tick(poll, grid, [table, timer], show_progress="hidden")
-    render_votes(grid)
+    render_votes(grid, table)
+    run_btn.click(show_grid, None, table, show_progress="hidden")
 
 
-def render_votes(grid: gr.State) -> None:
+def render_votes(grid: gr.State, table: gr.HTML) -> None:
     """The "Preference votes" section: judge the grid's answers two at a time, build the data set, train DPO."""
     duel = gr.State(None)
     with gr.Accordion("Preference votes", open=False, elem_id="votes-section"):
@@ -233,7 +239,7 @@ def render_votes(grid: gr.State) -> None:
         gr.Markdown("A pair is a vote that one answer is better; a tie or *both bad* is kept but makes no pair. "
                     "DPO starts from the version that won most votes, on the same base with the same method.",
                     elem_classes=["hint"])
-    shown = [duel, head, answer_a, answer_b, count]
+    shown = [duel, head, answer_a, answer_b, count, table]
     next_btn.click(next_pair, [grid, blind], shown)
     for key, button in buttons.items():
         button.click(vote, [duel, gr.State(key)], shown)

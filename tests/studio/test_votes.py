@@ -214,13 +214,15 @@ def test_side_by_side_blind_vote_hides_then_reveals_the_versions(studio, monkeyp
     s = studio
     grid = grid_of(s)
     monkeypatch.setattr(side_by_side, "_order", SimpleNamespace(random=lambda: 0.1))  # the blind draw swaps them
-    duel, head, box_a, box_b, count = side_by_side.next_pair(grid, True)
+    duel, head, box_a, box_b, count, table = side_by_side.next_pair(grid, True)
+    assert table.visible is False  # the grid above names every answer's version: hidden while a blind pair waits
     assert (duel["a"], duel["b"]) == (grid["ids"][0][1], grid["ids"][0][0])  # v1's answer is shown as A
     assert (box_a.value, box_a.label, box_b.value, box_b.label) == ("Four.", "Answer A", "Five.", "Answer B")
     assert "v0" not in head + box_a.label + box_b.label and "v1" not in head and "1 pair left" in head
     assert "No preference votes yet" in count
 
-    duel2, reveal, box_a, box_b, count = side_by_side.vote(duel, "a")
+    duel2, reveal, box_a, box_b, count, table = side_by_side.vote(duel, "a")
+    assert table.visible is True
     assert duel2 is None and f"you preferred A (#{s.v1} v1)" in reveal
     assert f"A was **#{s.v1} v1**, B was **#{s.v0} v0**" in reveal and box_a.label == f"Answer A · #{s.v1} v1"
     assert count.startswith("1 vote: 1 preference pair")
@@ -237,7 +239,8 @@ def test_side_by_side_blind_vote_hides_then_reveals_the_versions(studio, monkeyp
     assert duel is None and "Nothing left to judge here" in head
     monkeypatch.setattr(side_by_side, "_order", SimpleNamespace(random=lambda: 0.1))
     open_grid = grid_of(s, "Name a colour.", ("Blue.", "Table."))
-    duel, head, box_a, box_b, _ = side_by_side.next_pair(open_grid, False)
+    duel, head, box_a, box_b, _, table = side_by_side.next_pair(open_grid, False)
+    assert table.visible is True
     assert duel["a"] == open_grid["ids"][0][0] and box_a.label == f"Answer A · #{s.v0} v0" and not duel["blind"]
     side_by_side.vote(duel, "a")
 
