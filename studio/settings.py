@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # browser never sends it over plain HTTP.
     behind_tls: bool = False
     # Experiment trackers (worker/tracking.py, docs/tracking.md): each training job is also a run there. MLflow: a
-    # tracking URI (sqlite:///ABSOLUTE/PATH.db, http(s)://HOST:PORT of an `mlflow server`, file:///DIR), its
+    # tracking URI (sqlite:///ABSOLUTE/PATH.db, or http(s)://HOST:PORT of an `mlflow server`), its
     # experiment, and where people open its UI (for the job page's link when the URI is a local store).
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "finetune-studio"

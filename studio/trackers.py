@@ -11,8 +11,7 @@ from urllib.parse import urlsplit
 
 # scheme -> the port a URI without one talks to (MLflow's remote stores; the SQL ones connect directly)
 REMOTE_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
-USE = ("use sqlite:///ABSOLUTE/PATH/mlflow.db (a local store), http(s)://HOST:PORT (an `mlflow server`) "
-       "or file:///DIR")
+USE = "use sqlite:///ABSOLUTE/PATH/mlflow.db (a local store) or http(s)://HOST:PORT (an `mlflow server`)"
 WANDB_OFFLINE = ("offline", "dryrun", "disabled")
 
 

@@ -40,6 +40,7 @@ class Runs:
     the job page, and the library handles (MLflow's client and run id; W&B's run)."""
 
     job_id: int
+    attempt: int
     report_to: list[str] = field(default_factory=list)
     notes: dict = field(default_factory=dict)
     mlflow_client: object = None
@@ -54,7 +55,7 @@ def report_to(ctx, job) -> list[str]:
     """Open the job's runs (once per job process) and return the Trainer integrations that log into them:
     ``["mlflow", "wandb"]``, a part of it, or [] when no tracker is set or reachable (and on ranks other than 0)."""
     global _open
-    if _open is not None and _open.job_id == ctx.job.id:
+    if _open is not None and (_open.job_id, _open.attempt) == (ctx.job.id, ctx.claim.attempt):
         return list(_open.report_to)
     settings = get_settings()
     if not (settings.mlflow_tracking_uri or settings.wandb_project):
@@ -62,7 +63,7 @@ def report_to(ctx, job) -> list[str]:
     kind = JOB_KINDS.get(ctx.job.kind)
     if not distributed.is_main() or kind is None or not kind.trains:  # a pre-flight's few steps are no run
         return []
-    runs = Runs(ctx.job.id)
+    runs = Runs(ctx.job.id, ctx.claim.attempt)
     earlier = _earlier_notes(ctx.job)
     tags, params = run_tags(ctx.job, job), studio_params(job)
     if settings.mlflow_tracking_uri:
@@ -82,7 +83,7 @@ def run_tags(row: Job, job) -> dict[str, str]:
             "base_model": job.base.name}
     sweep = (row.config or {}).get("sweep_id")
     if sweep is not None:
-        tags["sweep"] = str(sweep)
+        tags.update(sweep=str(sweep), trial=str((row.config or {}).get("trial_number")))
     if spec.parent_version_id:
         tags["parent_version"] = str(spec.parent_version_id)
     return tags
@@ -192,7 +193,7 @@ def _open_wandb(ctx, runs: Runs, tags: dict, params: dict, earlier: dict, settin
             wandb.finish()
         run = wandb.init(
             project=settings.wandb_project, entity=settings.wandb_entity, name=f"job-{ctx.job.id}", id=run_id,
-            resume="allow", dir=str(ctx.dir), tags=[f"{k}:{v}"[:64] for k, v in tags.items()],
+            resume="allow", dir=str(ctx.dir), group=f"sweep-{tags['sweep']}" if "sweep" in tags else None, tags=[f"{k}:{v}"[:64] for k, v in tags.items()],
             config={"studio": {**tags, **params}},
             settings=wandb.Settings(init_timeout=max(30.0, settings.tracker_timeout_seconds), console="off",
                                     silent=True, x_disable_stats=True, disable_git=True, save_code=False,

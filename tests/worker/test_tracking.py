@@ -29,22 +29,31 @@ def studio(tmp_path, tiny_llama_dir, monkeypatch):
     """An embedded studio with the tiny base and an instruction data set; yields a function that trains one job."""
     from models_db.migrate import upgrade
 
-    with backend_env("embedded", tmp_path / "home") as env, in_process(monkeypatch, env) as settings:
+    with backend_env("embedded", tmp_path / "home") as env, in_process(monkeypatch, env):
         upgrade()
         model_id = register_tiny_base(tiny_llama_dir)
         write_instruction_jsonl(tmp_path / "pairs.jsonl", n=24)
         dataset, _, _ = operations.add_dataset(tmp_path / "pairs.jsonl")
 
-        def train(**overrides):
+        def submit(**overrides) -> Job:
             job, _ = operations.submit_train(build_train_spec(model_id=model_id, dataset_id=dataset.id,
                                                               method="lora", settings={**SETTINGS, **overrides}))
-            version = run_to_version(job)
+            return job
+
+        def train(job: Job | None = None, **overrides):
+            version = run_to_version(job or submit(**overrides))
             with session_scope() as db:
-                row = db.get(Job, job.id)
+                row = db.get(Job, version.job_id)
                 db.expunge(row)
             return row, version, dataset
 
-        yield train, settings
+        yield train, submit
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One local MLflow store for the file (creating its tables takes seconds); each test its own experiment."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
 def use(monkeypatch, **env):
@@ -55,10 +64,10 @@ def use(monkeypatch, **env):
     get_settings.cache_clear()
 
 
-def test_a_job_is_one_mlflow_run_and_one_wandb_offline_run_with_its_curve_figures_and_tags(studio, tmp_path,
+def test_a_job_is_one_mlflow_run_and_one_wandb_offline_run_with_its_curve_figures_and_tags(studio, store,
                                                                                          monkeypatch):
     train, _ = studio
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = store
     use(monkeypatch, STUDIO_MLFLOW_TRACKING_URI=uri, STUDIO_MLFLOW_UI_URL="http://mlflow.example:5000",
         STUDIO_WANDB_PROJECT="studio-tests", WANDB_MODE="offline", WANDB_SILENT="true")
     job, version, dataset = train()
@@ -125,3 +134,58 @@ def test_malformed_or_missing_stores_get_a_clear_message(tmp_path):
         assert problem and f"STUDIO_MLFLOW_TRACKING_URI={bad!r}" in problem and "sqlite:///" in problem, bad
     assert trackers.mlflow_run_url("sqlite:////x/m.db", None, "1", "abc") is None  # a local store nobody serves
     assert trackers.mlflow_run_url("http://h:5000/", None, "1", "abc") == "http://h:5000/#/experiments/1/runs/abc"
+
+
+def test_a_retried_job_logs_into_its_first_run_and_a_failed_job_ends_its_run_failed(studio, store, monkeypatch):
+    from models_db import jobs as jobq
+    from worker import job_process
+    from worker.recipes import common
+
+    train, submit = studio
+    use(monkeypatch, STUDIO_MLFLOW_TRACKING_URI=store, STUDIO_MLFLOW_EXPERIMENT="retries")
+    real_fit = common.fit
+
+    def lost(*args, **kwargs):  # the worker is lost after the run opened, before training
+        raise jobq.StaleFence("the claim moved on")
+
+    job = submit(max_steps=2, eval_split=0.0)
+    monkeypatch.setattr(common, "fit", lost)
+    with session_scope() as db:
+        claim = jobq.claim(db, job.id, "test-worker", lease_seconds=600)
+    assert job_process.main(job.id, claim.fence) == 3
+    with session_scope() as db:  # the reaper re-queues it; the next attempt resumes the run
+        assert jobq.finish(db, claim, "queued", message="worker lost")
+    monkeypatch.setattr(common, "fit", real_fit)
+    job, version, _ = train(job)
+    assert job.attempt == 2
+    client = mlflow.MlflowClient(store)
+    experiment = client.get_experiment_by_name("retries").experiment_id
+    (run,) = client.search_runs([experiment])  # one run for both attempts
+    assert run.info.run_name == f"job-{job.id}" and run.info.status == "FINISHED"
+    assert run.data.tags["version"] == str(version.id) and run.data.tags["outcome"] == "succeeded"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    assert job.history[0]["trackers"]["mlflow"]["run_id"] == job.history[1]["trackers"]["mlflow"]["run_id"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the disk is gone")
+
+    failing = submit(max_steps=2, eval_split=0.0)
+    monkeypatch.setattr(common, "fit", broken)
+    with session_scope() as db:
+        claim = jobq.claim(db, failing.id, "test-worker", lease_seconds=600)
+    assert job_process.main(failing.id, claim.fence) == 1
+    (run,) = client.search_runs([experiment], filter_string=f"tags.`studio.job_id` = '{failing.id}'")
+    assert run.info.status == "FAILED" and run.data.tags["outcome"] == "failed" and "version" not in run.data.tags
+
+
+def test_a_sweeps_trial_is_tagged_with_its_sweep_and_grouped():
+    from types import SimpleNamespace
+
+    from worker.tracking import run_tags
+
+    spec = SimpleNamespace(method="lora", objective=None, task="causal_lm", parent_version_id=None)
+    job = SimpleNamespace(spec=spec, dataset=SimpleNamespace(name="pairs", id=3), base=SimpleNamespace(name="tiny"))
+    tags = run_tags(Job(id=7, config={"sweep_id": 2, "trial_number": 5}), job)
+    assert tags == {"studio.job_id": "7", "dataset": "pairs", "dataset_id": "3", "method": "lora", "objective": "sft",
+                    "base_model": "tiny", "sweep": "2", "trial": "5"}
+    assert "sweep" not in run_tags(Job(id=8, config={}), job)
