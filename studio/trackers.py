@@ -52,6 +52,15 @@ def wandb_problem(timeout: float) -> str | None:
     return f"{problem}; WANDB_MODE=offline keeps runs on disk for `wandb sync`" if problem else None
 
 
+def problems(settings) -> list[str]:
+    """What is wrong with the trackers' settings as seen from here (this process's network), one line each, for a
+    warning at submit: the job is queued anyway and trains without a tracker its worker cannot reach."""
+    timeout = settings.tracker_timeout_seconds
+    found = [settings.mlflow_tracking_uri and mlflow_problem(settings.mlflow_tracking_uri, timeout),
+             settings.wandb_project and wandb_problem(timeout)]
+    return [f"{p}; the job trains without it" for p in found if p]
+
+
 def mlflow_run_url(uri: str, ui_url: str | None, experiment_id: str, run_id: str) -> str | None:
     """Where a browser opens the run: the MLflow UI (``STUDIO_MLFLOW_UI_URL``, else an http(s) tracking URI, which
     an `mlflow server` serves the UI at); None for a local store nobody serves."""

@@ -132,6 +132,12 @@ def test_malformed_or_missing_stores_get_a_clear_message(tmp_path):
     for bad in ("mlflow.db", "htp://host:5000", "sqlite://", "http://:5000", "http://host:port"):
         problem = trackers.mlflow_problem(bad, 1)
         assert problem and f"STUDIO_MLFLOW_TRACKING_URI={bad!r}" in problem and "sqlite:///" in problem, bad
+    # the same checks, for a warning at submit
+    from studio.settings import Settings
+
+    assert trackers.problems(Settings(mlflow_tracking_uri=f"sqlite:///{tmp_path}/m.db")) == []
+    (line,) = trackers.problems(Settings(mlflow_tracking_uri="http://127.0.0.1:9", tracker_timeout_seconds=1))
+    assert "is unreachable (127.0.0.1:9" in line and line.endswith("the job trains without it")
     assert trackers.mlflow_run_url("sqlite:////x/m.db", None, "1", "abc") is None  # a local store nobody serves
     assert trackers.mlflow_run_url("http://h:5000/", None, "1", "abc") == "http://h:5000/#/experiments/1/runs/abc"
 
