@@ -64,6 +64,7 @@ UI_WITHOUT_ROWS = {
     "studio.tabs.train.restore_form": "the form this browser kept",
     "studio.tabs.train.render.<locals>.<lambda>": "form plumbing",
     "studio.tabs.advisor.run": "advice from the numbers in the form (a data set only by its id)",
+    "studio.tabs.advisor.render.<locals>.<lambda>": "turns the Measure button on once there is advice",
 }
 # CLI commands that read or change no one's rows, or act only as the machine's own administrator
 CLI_WITHOUT_ROWS = {
@@ -196,6 +197,23 @@ def _fresh_job(w: World) -> dict:
         return {"job": job.id}
 
 
+def _alice_advice(w: World) -> dict:
+    """The advice on alice's model and data set as the Advisor tab keeps it, for "Measure" (a pre-flight job)."""
+    from studio.advisor import advise
+    from studio.advisor.sources import studio_inputs
+
+    inputs, _ = studio_inputs(model=w.base, dataset=w.dataset, cpu_only=True, seq_len=32, batch_size=4)
+    return {"kept": {**advise(inputs).to_json(), "model_id": w.base, "dataset_id": w.dataset}, **_last_job(w)}
+
+
+def _alice_preflight(w: World) -> dict:
+    from models_db import jobs as jobq
+
+    with session_scope() as db:
+        job, _ = jobq.create_job(db, kind="preflight", config={"note": MARK}, base_model_id=w.base, dataset_id=w.dataset)
+        return {"job": job.id}
+
+
 def _alice_sweep(w: World) -> dict:
     """A sweep of alice's whose one finished trial made a fresh version (studio/sweeps.py reads it as its best)."""
     from optuna.distributions import FloatDistribution
@@ -237,11 +255,12 @@ def _sweep_cancelled(w, ids, out) -> bool:
 
 def _dpo_job_with_points(w: World) -> dict:
     from models_db import Metric
-    from models_db import jobs as jobq
 
-    with session_scope() as db:
-        job, _ = jobq.create_job(db, kind="train", config={"objective": "dpo", "note": MARK}, base_model_id=w.base,
-                                 dataset_id=w.dataset)
+    with session_scope() as db:  # a finished job's row (queueing one would hold SQLite's write lock meanwhile)
+        job = Job(kind="train", state="succeeded", config={"objective": "dpo", "note": MARK}, base_model_id=w.base,
+                  dataset_id=w.dataset)
+        db.add(job)
+        db.flush()
         db.add(Metric(job_id=job.id, step=1, name="rewards/margins", value=0.25))
         return {"job": job.id}
 
@@ -400,6 +419,12 @@ def _ui_probes() -> list[Probe]:
         P("read", "UI", "Advisor tab: the pickers and a data set's facts", lambda w, i: (
             advisor.on_open(None, None, "1 x 24 GB"), advisor.fill_from_dataset(w.dataset, None)),
           covers=("studio.tabs.advisor.on_open", "studio.tabs.advisor.fill_from_dataset")),
+        P("read", "UI", "Advisor tab: a pre-flight's progress and figures", lambda w, i: advisor.poll_measure(i["job"]),
+          setup=_as_alice(_alice_preflight), seen=lambda w, i, out: f"job #{i['job']}" in _text(out),
+          covers=("studio.tabs.advisor.poll_measure",)),
+        P("change", "UI", "Advisor tab: measure the advice on a data set (a pre-flight job)", lambda w, i:
+          advisor.measure(i["kept"], 1), setup=_as_alice(_alice_advice), seen=_new_job_made("preflight"),
+          covers=("studio.tabs.advisor.measure",)),
         P("read", "UI", "Advisor tab: a base model's description", lambda w, i: advisor.describe_model(w.base),
           policy="anyone", seen=lambda w, i, out: "tiny" in _text(out), covers=("studio.tabs.advisor.describe_model",)),
         P("read", "UI", "Train tab: the pickers, the data set's objective and the run's cost", lambda w, i: (

@@ -140,7 +140,9 @@ def objective_series(job: Job) -> tuple[str, ...]:
     config = job.config or {}
     try:
         name = objectives.resolve(config.get("objective"), None if config.get("objective") else config.get("task"))
-        curves = objectives.get(name).curves if name else ()
+        # counts of tokens (GRPO's completion lengths) would flatten the rewards' 0-1 scale: they stay in the
+        # job's metrics and TensorBoard
+        curves = tuple(c for c in objectives.get(name).curves if not c.startswith("completions/")) if name else ()
     except objectives.ObjectiveError:
         return ()
     return (*curves, *(f"eval_{c}" for c in curves)) if _evaluates(job) else tuple(curves)

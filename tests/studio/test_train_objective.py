@@ -41,7 +41,7 @@ def test_every_objective_has_its_fields_in_the_form_once():
     choice = next(b for b in demo.blocks.values() if b.elem_id == "train-objective")
     assert [c[1] for c in choice.choices] == [train.AUTO, *objectives.names()] and choice.value == train.AUTO
     _, outputs = shell.receivers["train"]  # the Advisor's fill sets the objective its data set implies
-    assert outputs[-2] is choice and outputs[-1].elem_id == "train-filled"
+    assert outputs[-3] is choice and outputs[-2].elem_id == "train-filled" and outputs[-1].elem_id == "train-parent"
 
 
 def test_the_objective_follows_the_data_set_until_one_is_picked(studio, pairs):
