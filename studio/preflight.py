@@ -36,8 +36,11 @@ def submit(advice: dict, model_id, dataset_id, *, steps: int = DEFAULT_STEPS, bu
         if model is None:
             raise SpecError(f"model {model_id} does not exist (studio models list)")
         model_id = model.id
+    aim = advice.get("objective") or {}  # the objective the advice chose, where it chooses one
+    aim = aim if isinstance(aim, dict) else {"name": aim}
     spec = build_train_spec(model_id=model_id, dataset_id=int(dataset_id), method=advice["method"],
-                            settings=dict(advice.get("hyperparameters") or {}))
+                            settings={**(advice.get("hyperparameters") or {}), **(aim.get("params") or {})},
+                            objective=aim.get("name"))
     job, _ = submit_train(spec, preflight={"steps": int(steps), "budget_gb": budget_gb, "cost_per_hour": cost_per_hour})
     return job
 

@@ -27,7 +27,30 @@ def cmd_advise(args):
     if history["jobs"]:
         text += (f"\n\nThe estimator on this studio's {history['jobs']} measured jobs: mean error "
                  f"{history['mean_abs_error_pct']:.0f} %")
-    emit(args, {**advice.to_json(), "inputs": where, "estimator_history": history}, text)
+    out = {**advice.to_json(), "inputs": where, "estimator_history": history}
+    if args.measure:
+        out["measured"], out["preflight_job_id"], note = _measure(args, out)
+        text += "\n\n" + note
+    emit(args, out, text)
+
+
+def _measure(args, advice: dict) -> tuple[dict, int, str]:
+    """Queue the measured pre-flight of the advice (studio/preflight.py), wait with a bar on stderr, and return
+    (measured, job id, its description)."""
+    from studio import preflight
+    from studio.cli.common import wait_for
+    from studio.jobspec import SpecError
+
+    try:
+        job = preflight.submit(advice, args.model, args.dataset, steps=args.measure_steps, budget_gb=args.budget_gb,
+                               cost_per_hour=args.cost_per_hour)
+    except SpecError as e:
+        raise CliError(f"--measure: {e}") from None
+    wait_for(job.id)
+    st = preflight.status(job.id)
+    if not st["measured"]:
+        raise CliError(f"the pre-flight (job {job.id}) {st['state']}: {st['error'] or st['message']}")
+    return st["measured"], job.id, preflight.describe(st).replace("**", "")
 
 
 def _gpu_list(args) -> list[float] | None:
@@ -71,6 +94,13 @@ def _advise_parser(sp) -> None:
                     help="extra inference latency (unmerged adapters) is acceptable")
     sp.add_argument("--seq-len", type=int, help="training sequence length (default: the data's 95th percentile)")
     sp.add_argument("--batch-size", type=int, help="examples per optimizer step (default 8 or 16)")
+    sp.add_argument("--measure", action="store_true", help="run a few real optimizer steps of the advised settings "
+                    "on a worker (needs --model and --dataset): measured peak memory, tokens/s, step time, ETA")
+    sp.add_argument("--measure-steps", type=int, default=3, metavar="N", help="optimizer steps to measure (default 3)")
+    sp.add_argument("--budget-gb", type=float, metavar="GB", help="with --measure: the memory the job may use "
+                    "(default: the worker's GPU, or its RAM); over it, smaller settings are measured")
+    sp.add_argument("--cost-per-hour", type=float, metavar="X", help="with --measure: price of a device-hour, for "
+                    "the run's cost")
 
 
 def register(sub, add, group) -> None:
