@@ -27,6 +27,9 @@ MEASURES = {
     "causal_lm": (("eval_loss", "eval loss", "lower"), ("perplexity", "perplexity", "lower")),
     "seq_cls": (("accuracy", "accuracy", "higher"), ("f1", "macro F1", "higher"), ("eval_loss", "eval loss", "lower")),
     **{fmt: kind.measures for fmt, kind in benchmarks.KINDS.items()},  # benchmarks, beside their loss
+    # preference pairs: how often the model scores the chosen answer above the rejected one (a policy by the
+    # log-likelihood of each answer, a reward model by its score), and by how much on average
+    "preference": (("pair_accuracy", "pair accuracy", "higher"), ("pair_margin", "mean margin", "higher")),
 }
 
 
@@ -36,11 +39,17 @@ def task_of(v: ModelVersion) -> str:
 
 
 def evaluated_formats(task: str) -> tuple[str, ...]:
-    """The data set formats a model of ``task`` is evaluated on: what it trains on, and for a causal LM the
-    benchmark formats too."""
+    """The data set formats a model of ``task`` is evaluated on: what it trains on, for a causal LM the
+    benchmark formats too, and preference pairs for both (a policy's pair accuracy by likelihood; a classifier
+    only when it is a reward model: :func:`check_pair`)."""
     from studio.operations import TASK_FORMATS
 
-    return TASK_FORMATS[task] + (benchmarks.FORMATS if task == "causal_lm" else ())
+    return TASK_FORMATS[task] + (benchmarks.FORMATS if task == "causal_lm" else ()) + ("preference",)
+
+
+def is_reward_model(v: ModelVersion) -> bool:
+    """A one-output scorer trained on preference pairs (objective ``reward``)."""
+    return (v.config or {}).get("objective") == "reward"
 
 
 def check_pair(v: ModelVersion, ds: Dataset) -> None:
@@ -51,7 +60,11 @@ def check_pair(v: ModelVersion, ds: Dataset) -> None:
         wanted = " or ".join(evaluated_formats(task))
         raise SpecError(f"dataset {ds.id} is {ds.format} data, but version {v.id} is a {task} model, which is "
                         f"evaluated on {wanted} data; pick a data set of that format.")
-    if task == "seq_cls":
+    if task == "seq_cls" and ds.format == "preference" and not is_reward_model(v):
+        raise SpecError(f"version {v.id} is a classifier of {', '.join(v.config.get('labels') or [])}, not a reward "
+                        f"model: it cannot score dataset {ds.id}'s preference pairs; evaluate it on classification "
+                        "data with its labels.")
+    if task == "seq_cls" and ds.format != "preference":
         theirs, ours = sorted(v.config.get("labels") or []), sorted((ds.stats or {}).get("labels") or {})
         if theirs != ours:
             raise SpecError(f"version {v.id} classifies {', '.join(theirs)} but dataset {ds.id} has the labels "
@@ -211,8 +224,8 @@ def missing_pairs(version_id: int, dataset_id: int | None) -> list[tuple[dict, i
     benchmarks."""
     with session_scope() as db:
         v = db.get(ModelVersion, version_id)
-        datasets = list(dict.fromkeys(([dataset_id] if dataset_id else [])
-                                      + [d.id for d in benchmarks.pins(db, v.base_model_id)]))
+        pinned = {d.id for d in benchmarks.pins(db, v.base_model_id)}
+        datasets = list(dict.fromkeys(([dataset_id] if dataset_id else []) + sorted(pinned)))
         targets = [{"version_id": v.id}] + ([{"version_id": v.parent_id}] if v.parent_id else [])
         base = db.get(BaseModel, v.base_model_id)
         if task_of(v) == "causal_lm" and base is not None and is_causal_lm(base):
@@ -222,7 +235,12 @@ def missing_pairs(version_id: int, dataset_id: int | None) -> list[tuple[dict, i
             task = task_of(db.get(ModelVersion, target["version_id"])) if "version_id" in target else "causal_lm"
             for ds_id in datasets:
                 ds = db.get(Dataset, ds_id)
-                if ds is None or ds.format not in evaluated_formats(task):  # e.g. a DPO version's preference pairs
+                if ds is None or ds.format not in evaluated_formats(task):
+                    continue
+                if ds.format == "preference" and ds_id not in pinned:
+                    continue  # a DPO version measured its own held-out pairs as it trained; pairs pinned: all three
+                if "version_id" in target and ds.format == "preference" and task == "seq_cls" and \
+                        not is_reward_model(db.get(ModelVersion, target["version_id"])):
                     continue
                 if find(db, ds_id, version_id=target.get("version_id"),
                         base_model_id=target.get("base_model_id")) is None:

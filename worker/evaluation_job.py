@@ -6,7 +6,7 @@ only; worker/data_cls.py: the classifier's label indices), and the numbers throu
 rows. Causal LM: eval_loss and perplexity = exp(eval_loss). Classification: accuracy, macro F1 and eval_loss.
 Rows: the data set's stored eval split, or all its training rows when it has none (``split="train"``).
 A benchmark data set (multiple_choice, qa) is also scored on the same rows by lm-evaluation-harness
-(worker/benchmark.py). A base model is evaluated as it is (``base_model_id`` instead of ``version_id``)."""
+(worker/benchmark.py); preference pairs by how often the chosen answer scores higher (worker/pair_scores.py). A base model is evaluated as it is (``base_model_id`` instead of ``version_id``)."""
 from __future__ import annotations
 
 import math
@@ -73,6 +73,12 @@ def evaluate_model(ctx: JobContext, model, tokenizer, task: str, dataset: Datase
 
     # the data set from the shared store when registered on another machine (studio/store.py)
     path, cache = store.local_dataset(dataset.path), get_settings().path("cache", "tokenized")
+    if dataset.format == "preference":  # pairs: which answer the model (or reward model) scores higher
+        from worker import pair_scores
+
+        figures, examples, split, n = pair_scores.score(model, tokenizer, path, max_len=max_len,
+                                                       reward_model=task == "seq_cls", say=ctx.say)
+        return {"dataset_id": dataset.id, "split": split, "rows": n, "metrics": figures, "examples": examples}
     if task == "seq_cls":
         positions = getattr(model.config, "max_position_embeddings", None)
         max_len = min(max_len, positions or max_len)

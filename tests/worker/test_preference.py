@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from models_db import Job, Metric, ModelVersion, session_scope
 from models_db import jobs as jobq
-from studio import operations, versions
+from studio import evaluations, operations, versions
 from studio.datasets import DatasetError
 from studio.jobspec import SpecError, build_train_spec
 from tests.backends import backend_env, in_process
@@ -129,6 +129,30 @@ def test_dpo_from_an_sft_version_learns_the_preference(studio):
     assert (saved / "adapter_model.safetensors").is_file()
     assert not (saved / "ref").exists()  # TRL's reference copy of the adapter is not part of the version
 
+    # pinned for the base, the pairs measure the DPO version beside its SFT parent and the base: how often each
+    # scores the chosen answer above the rejected one (log-likelihood), in one comparison beyond noise
+    from studio import benchmarks, evidence
+    from tests.worker.test_evaluate_combine import run as run_job
+
+    with session_scope() as db:
+        benchmarks.pin(db, studio.llama, studio.pairs)
+    for target in ({"version_id": version.id}, {"version_id": sft.id}, {"base_model_id": studio.llama}):
+        run_job(evaluations.submit_evaluate(target.get("version_id"), studio.pairs,
+                                            base_model_id=target.get("base_model_id"))[0].id)
+    with session_scope() as db:
+        rows = {key: evaluations.find(db, studio.pairs, **{key[0]: key[1]}).metrics
+                for key in (("version_id", version.id), ("version_id", sft.id), ("base_model_id", studio.llama))}
+        examples = evaluations.find(db, studio.pairs, version_id=version.id).examples
+    dpo_fig, sft_fig, base_fig = rows.values()
+    assert dpo_fig["pair_accuracy"] >= 0.9 and dpo_fig["pair_margin"] > sft_fig["pair_margin"] > base_fig["pair_margin"]
+    assert {"pair_accuracy", "pair_accuracy_stderr", "pair_margin"} <= set(base_fig)
+    assert len(examples) == 64 and sum(e["correct"] for e in examples) == round(dpo_fig["pair_accuracy"] * 64)
+    against = evidence.comparison(version.id)["vs_parent"]["datasets"]
+    pair = next(d for d in against if d["dataset_id"] == studio.pairs)
+    margin = next(m for m in pair["measures"] if m["key"] == "pair_margin")
+    assert margin["better"] and margin["delta"] == pytest.approx(dpo_fig["pair_margin"] - sft_fig["pair_margin"])
+    assert pair["pinned"] and {m["key"] for m in pair["measures"]} >= {"pair_accuracy", "pair_margin"}
+
 
 # ------------------------------------------------------------------------------ the others train a few steps
 
@@ -146,9 +170,17 @@ def test_each_objective_trains_a_few_steps_through_the_job(studio, objective, me
 
 
 def test_a_reward_model_is_a_one_output_classifier(studio):
+    from tests.worker.test_evaluate_combine import run as run_job
+
     version = run(submit(studio, "reward", **FEW))
     assert version.config["task"] == "seq_cls" and version.config["labels"] == ["reward"]
     assert {"accuracy", "margin", "eval_accuracy"} <= metric_names(version)
+    # evaluated on preference pairs: how often its score of the chosen answer is the higher one
+    run_job(evaluations.submit_evaluate(version.id, studio.pairs)[0].id)
+    with session_scope() as db:
+        row = evaluations.find(db, studio.pairs, version_id=version.id)
+        assert 0 <= row.metrics["pair_accuracy"] <= 1 and len(row.examples) == 64
+        assert all(e["correct"] == (e["chosen"] > e["rejected"]) for e in row.examples)
 
 
 # ------------------------------------------------------------------------------ bad input, before the queue
