@@ -63,6 +63,14 @@ def _check_parent_task(parent: ModelVersion, task: str, ds: Dataset) -> None:
                         f"{', '.join(ours)}; continue it on data with the same labels, or train from the base model.")
 
 
+def tracker_problems() -> list[str]:
+    """What is wrong with the MLflow / W&B settings as seen from here (studio/trackers.py), one line each: said when
+    a job is submitted; the job is queued anyway and trains without a tracker its worker cannot use."""
+    from studio import trackers
+
+    return trackers.problems(get_settings())
+
+
 def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: int | None = None,
                  preflight: dict | None = None) -> tuple[Job, bool]:
     """Check the references, write a queued job and enqueue it. Returns (job, created).

@@ -21,6 +21,8 @@ def cmd_train(args):
                             task=args.task, objective=args.objective)
     job, created = operations.submit_train(spec, idempotency_key=args.idempotency_key, after=args.after)
     _print_cost(job)
+    for problem in operations.tracker_problems():  # the job is queued anyway and trains without that tracker
+        print(f"warning: {problem}", file=sys.stderr)
     if (job.config or {}).get("lineage_note"):
         print(f"note: {job.config['lineage_note']}", file=sys.stderr)
     if job.state == JobState.queued and routing.is_waiting(job.message):  # no alive worker's GPUs can hold it

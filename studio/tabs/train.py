@@ -366,6 +366,8 @@ def start(model_id, dataset_id, method, parent_id, after, nonce, *values):
         gr.Info(job.config["lineage_note"])
     if routing.is_waiting(job.message):  # no alive worker's GPUs can hold it: say so plainly
         gr.Warning(f"No worker can run job {job.id} yet: it {job.message}")
+    for problem in operations.tracker_problems():  # queued anyway: it trains without that tracker
+        gr.Warning(f"Job {job.id}: {problem}.")
     return job.id, gr.Tabs(selected="jobs"), uuid.uuid4().hex
 
 
