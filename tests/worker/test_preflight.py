@@ -161,3 +161,19 @@ def run_job_by_id(job_id: int) -> Job:
         job = db.get(Job, job_id)
     with contextlib.redirect_stdout(sys.stderr):
         return run_job(job)
+
+
+def test_a_training_job_stores_its_estimate_beside_the_measured_peak(studio):
+    from studio.jobspec import build_train_spec
+    from tests.inprocess import run_to_version
+
+    spec = build_train_spec(model_id=studio["model"], dataset_id=studio["dataset"], method="lora",
+                            settings={"max_steps": 1, "max_seq_length": 32, "eval_split": 0.0})
+    job, _ = operations.submit_train(spec)
+    version = run_to_version(job)
+    with session_scope() as db:
+        row = db.scalars(select(MemoryMeasurement).where(MemoryMeasurement.job_id == job.id)).one()
+        assert (row.kind, row.method, row.device, row.measured_kind) == ("train", "lora", "cpu", "cpu_rss")
+        assert row.estimate_gb == job.config["estimate"]["total_gb"] and row.measured_gb > 0
+        assert set(row.measured_parts) >= {"before_training_gb", "step_peak_gb"} and "activations" in row.estimate_parts
+    assert version.metrics["peak_memory_gb"] > 0
