@@ -156,7 +156,10 @@ def objective_poll(job_id: int | None, cache: dict | None):
     if not (cache and cache.get("job") == job_id):
         with session_scope() as db:
             job = db.get(Job, job_id)
-            names = objective_series(job) if job is not None else ()
+            if job is not None:
+                db.expunge(job)
+        # outside the session: objective_series opens its own (nested, it would wait on this one's SQLite lock)
+        names = objective_series(job) if job is not None else ()
         cache = {"job": job_id, "after": 0, "names": names, "curves": LiveCurves(), "shown": False}
         if not names:
             return gr.LinePlot(visible=False), cache
