@@ -177,3 +177,22 @@ def test_a_training_job_stores_its_estimate_beside_the_measured_peak(studio):
         assert row.estimate_gb == job.config["estimate"]["total_gb"] and row.measured_gb > 0
         assert set(row.measured_parts) >= {"before_training_gb", "step_peak_gb"} and "activations" in row.estimate_parts
     assert version.metrics["peak_memory_gb"] > 0
+
+
+def test_advisor_tab_measure_and_poll(studio):
+    import gradio as gr
+
+    from studio.tabs import advisor
+
+    kept = {**advice_for(studio), "model_id": studio["model"], "dataset_id": studio["dataset"]}
+    note, job_id, timer = advisor.measure(kept, 1)
+    assert f"job #{job_id}" in note and timer.active
+    text, timer = advisor.poll_measure(job_id)
+    assert "Measuring" in text and timer.active  # queued: progress until a worker has run it
+    run_job_by_id(job_id)
+    text, timer = advisor.poll_measure(job_id)
+    assert "Measured" in text and "tokens/s" in text and not timer.active
+    with pytest.raises(gr.Error, match="Ask for advice first"):
+        advisor.measure(None, 1)
+    with pytest.raises(gr.Error, match="pick an imported model"):
+        advisor.measure({**kept, "dataset_id": None}, 1)
