@@ -105,7 +105,7 @@ def submit_train(spec: TrainSpec, *, idempotency_key: str | None = None, after: 
             _check_parent_task(parent, spec.task, ds)
             spec = continue_from(spec, parent.method, parent.config)
         try:  # a generating objective needs a base that can generate (after the parent: its message says more)
-            objectives.check_model(objective, base.name, _model_config(base))
+            objectives.check_model(objective, base.name, _model_config(base), methods.get(spec.method))
         except objectives.ObjectiveError as e:
             raise SpecError(str(e)) from None
         check_against_model(spec, base.path, base.config)

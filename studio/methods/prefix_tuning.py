@@ -40,6 +40,7 @@ SPEC = register(MethodSpec(
     summary="Learn key/value prefixes in every attention layer; tiny; not mergeable.",
     mergeable=False,
     packable=False,  # virtual tokens per row: packed examples would share them
+    prefix_in_cache=True,  # peft 0.21's classifier path reads a pooled output that decoders do not return
     default_training={"learning_rate": 1e-2, "warmup_ratio": 0.1, "lr_scheduler_type": "cosine"},
     advised_params=advised_params,
     costs=Costs(added=added, virtual_tokens=lambda shape, p: p.num_virtual_tokens),

@@ -99,7 +99,9 @@ class MethodSpec:
     adapter of it per model, so no frozen copy can sit beside it (TRL keeps a DPO/KTO reference that way;
     ``studio.objectives`` refuses the pair). ``prepends_tokens``: its virtual tokens are prepended to the input
     sequence (prompt tuning, P-tuning), so the logits are longer than the labels; an objective whose trainer
-    does not drop them refuses it.
+    does not drop them refuses it. ``prefix_in_cache``: its virtual tokens are key/value prefixes handed to the
+    model as its attention cache (prefix tuning); for a classifier peft then calls the backbone itself and reads
+    a BERT-style pooled output, which a decoder (Llama and kin) does not return, so a decoder classifier refuses it.
     """
 
     name: str
@@ -119,6 +121,7 @@ class MethodSpec:
     not_combinable_why: str = ""
     single_adapter: bool = False
     prepends_tokens: bool = False
+    prefix_in_cache: bool = False
     advised_params: Callable[[AdvisorChoices], dict] = _no_advice
     costs: Costs = Costs()
 

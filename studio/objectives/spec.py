@@ -182,10 +182,12 @@ def flags_for(spec: ObjectiveSpec, params) -> dict:
     return out
 
 
-def check_model(spec: ObjectiveSpec, model_name: str, model_config: dict | None) -> None:
+def check_model(spec: ObjectiveSpec, model_name: str, model_config: dict | None,
+                method: MethodSpec | None = None) -> None:
     """Refuse a base that cannot train ``spec``: a generating objective on an encoder (BERT and its kin have no
-    head that writes text). Read from config.json only; an unreadable config is let through."""
-    if spec.task != "causal_lm" or not model_config:
+    head that writes text), or (with ``method``) a classifier on a decoder with a method whose prefixes peft's
+    classifier path cannot read there. Read from config.json only; an unreadable config is let through."""
+    if not model_config:
         return
     from studio.advisor.architecture import model_shape
 
@@ -193,12 +195,18 @@ def check_model(spec: ObjectiveSpec, model_name: str, model_config: dict | None)
         encoder = model_shape(model_config).encoder
     except ValueError:
         return
-    if encoder:
+    if spec.task == "causal_lm" and encoder:
         scorers = ", ".join(o.name for o in REGISTRY.values() if o.task == "seq_cls")
         raise ObjectiveError(
             f"{model_name} is an encoder ({model_config.get('model_type')}): it scores text but cannot generate it, "
             f"and {spec.name} trains a model that writes answers. Use a decoder base (studio models import --demo), "
             f"or train {scorers} on this one.")
+    if spec.task == "seq_cls" and not encoder and method is not None and method.prefix_in_cache:
+        raise ObjectiveError(
+            f"{method.name} cannot train a classifier on {model_name}, a decoder ({model_config.get('model_type')}): "
+            f"peft passes its prefixes as the attention cache and then reads an encoder's pooled output, which a "
+            f"decoder's classifier does not return. Use prompt_tuning or p_tuning (virtual tokens, as small), lora, "
+            f"or {method.name} on an encoder base (BERT and kin).")
 
 
 def training_defaults(spec: ObjectiveSpec | None, method: MethodSpec) -> dict:

@@ -276,3 +276,17 @@ def test_minilm_imports_and_trains_a_step(studio, capsys):
     assert version.metrics["steps"] == 1 and version.metrics["eval_accuracy"] is not None
     assert version.config["labels"] == ["bad", "good"]
     assert time.monotonic() - started < 60
+
+
+def test_prefix_tuning_on_a_decoder_classifier_is_refused_before_the_queue_and_the_virtual_token_methods_train(studio):
+    """peft's prefix-tuning classifier reads an encoder's pooled output, which a decoder's classifier does not
+    return: refused by name before anything is queued, pointing at the methods that do train there."""
+    with session_scope() as db:
+        before = db.scalar(select(func.count(Job.id)))
+    with pytest.raises(SpecError, match=r"prefix_tuning cannot train a classifier on .*a decoder \(llama\).*Use "
+                                        r"prompt_tuning or p_tuning"):
+        submit(studio, "llama", "prefix_tuning", max_steps=2)
+    with session_scope() as db:
+        assert db.scalar(select(func.count(Job.id))) == before  # nothing queued
+    version = run(submit(studio, "llama", "prompt_tuning", max_steps=2))  # what the message offers does train
+    assert version.metrics["steps"] == 2 and version.config["task"] == "seq_cls"
