@@ -40,7 +40,7 @@ def submit(advice: dict, model_id, dataset_id, *, steps: int = DEFAULT_STEPS, bu
     aim = aim if isinstance(aim, dict) else {"name": aim}
     spec = build_train_spec(model_id=model_id, dataset_id=int(dataset_id), method=advice["method"],
                             settings={**(advice.get("hyperparameters") or {}), **(aim.get("params") or {})},
-                            objective=aim.get("name"))
+                            objective=aim.get("name"), parent_version_id=aim.get("from_version"))
     job, _ = submit_train(spec, preflight={"steps": int(steps), "budget_gb": budget_gb, "cost_per_hour": cost_per_hour})
     return job
 
@@ -51,9 +51,14 @@ def status(job_id: int) -> dict:
         job = db.get(Job, job_id)
         if job is None or job.kind != "preflight":
             raise SpecError(f"job {job_id} is not a pre-flight (studio jobs list)")
-        return {"job_id": job.id, "state": job.state, "step": job.step, "max_steps": job.max_steps,
-                "message": job.message or "", "error": job.error, "finished": job.state in JobState.finished(),
-                "measured": (job.result or {}).get("measured"), "attempts": (job.result or {}).get("attempts", [])}
+        return status_of(job)
+
+
+def status_of(job: Job) -> dict:
+    """:func:`status` of a loaded pre-flight job (no database access: the Jobs tab calls it inside its session)."""
+    return {"job_id": job.id, "state": job.state, "step": job.step, "max_steps": job.max_steps,
+            "message": job.message or "", "error": job.error, "finished": job.state in JobState.finished(),
+            "measured": (job.result or {}).get("measured"), "attempts": (job.result or {}).get("attempts", [])}
 
 
 def _duration(seconds: float | None) -> str:

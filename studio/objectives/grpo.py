@@ -119,6 +119,7 @@ CURVES = ("reward", "reward_std", *(f"rewards/{name}/mean" for name in rewards.N
           "completions/clipped_ratio", "entropy")
 
 SPEC = register(ObjectiveSpec(
+    samples_completions=True,
     name="grpo",
     params=GRPOParams,
     summary="GRPO: sample several answers per prompt, score them with rewards, and learn from the better ones.",
@@ -139,6 +140,7 @@ SPEC = register(ObjectiveSpec(
 ))
 
 RLOO = register(ObjectiveSpec(
+    samples_completions=True,
     name="rloo",
     params=RLOOParams,
     summary="RLOO: sample several answers per prompt, score them with rewards, baseline each by the others'.",

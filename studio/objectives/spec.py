@@ -94,6 +94,7 @@ class ObjectiveSpec:
     default_training: dict = field(default_factory=dict)
     learning_rate_scale: float = 1.0
     curves: tuple[str, ...] = ()
+    samples_completions: bool = False  # its trainer samples answers as it trains: the Jobs tab lists a few
 
 
 REGISTRY: dict[str, ObjectiveSpec] = {}

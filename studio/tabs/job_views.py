@@ -5,6 +5,7 @@ losses, ETA and memory, any other job's timing) and its result once it succeeded
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -87,7 +88,22 @@ class KindView:
     result: Callable[[Job], str]
 
 
+def _preflight_what(j: Job) -> str:
+    cfg = j.config or {}
+    steps = (cfg.get("preflight") or {}).get("steps")
+    return (f"pre-flight of {cfg.get('method', '?')} on data set #{cfg.get('dataset_id')}"
+            + (f", {steps} measured steps" if steps else ""))
+
+
+def _preflight_result(j: Job) -> str:
+    from studio import preflight
+
+    text = html.escape(preflight.describe(preflight.status_of(j)))
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text).replace("\n\n", "<br>")
+
+
 VIEWS = {
+    "preflight": KindView(_preflight_what, _preflight_result),
     "train": KindView(_train_what, _train_result),
     "evaluate": KindView(_evaluate_what, _evaluate_result),
     "combine": KindView(_combine_what, _combine_result),

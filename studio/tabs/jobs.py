@@ -205,11 +205,33 @@ def sample_rows(job_id: int | None) -> list[list]:
 def samples_poll(job_id: int | None, cache: dict | None):
     """Timer tick for the sampled-completions table under the charts: shown only for a job that has samples,
     redrawn only when new ones arrived. Returns (table update, cache)."""
+    if not (cache and cache.get("job") == job_id):  # once per job: only a sampling objective's job has any
+        cache = {"job": job_id, "rows": None, "samples": _samples_completions(job_id)}
+        if not cache["samples"]:
+            return gr.Dataframe(visible=False), cache
+    if not cache["samples"]:
+        return gr.skip(), cache  # no query on every tick for the other jobs
     rows = sample_rows(job_id)
-    if cache and cache.get("job") == job_id and cache.get("rows") == rows:
+    if cache.get("rows") == rows:
         return gr.skip(), cache
-    cache = {"job": job_id, "rows": rows}
+    cache["rows"] = rows
     return gr.Dataframe(value=rows or None, visible=bool(rows)), cache
+
+
+def _samples_completions(job_id: int | None) -> bool:
+    """Whether the job trains an objective that samples completions (GRPO, RLOO)."""
+    from studio import objectives
+
+    with session_scope() as db:
+        job = db.get(Job, job_id) if job_id else None
+        config = dict(job.config or {}) if job is not None and job.kind == "train" else None
+    if config is None:
+        return False
+    try:
+        name = objectives.resolve(config.get("objective"), None if config.get("objective") else config.get("task"))
+        return bool(name) and objectives.get(name).samples_completions
+    except objectives.ObjectiveError:
+        return False
 
 
 def _take(cache: dict, rows) -> None:

@@ -53,7 +53,8 @@ def test_non_finite_loss_or_weights_stop_without_a_checkpoint(tmp_path):
     from worker.callbacks import StudioCallback
 
     make(tmp_path, 10)
-    cb = StudioCallback(SimpleNamespace(writer=SimpleNamespace(put=lambda *a, **k: None), check=lambda: None))
+    cb = StudioCallback(SimpleNamespace(writer=SimpleNamespace(put=lambda *a, **k: None), check=lambda: None,
+                                        job=SimpleNamespace(config={})))
     args = SimpleNamespace(output_dir=str(tmp_path))
     state = SimpleNamespace(global_step=13, max_steps=40, num_input_tokens_seen=0)
     with pytest.raises(UserFacingError, match=r"loss \(nan\) became NaN .* step 13; the last good checkpoint "
@@ -71,7 +72,8 @@ def test_non_finite_loss_or_weights_stop_without_a_checkpoint(tmp_path):
 def test_the_last_step_is_checkpointed_only_for_early_stopping():
     from worker.callbacks import StudioCallback
 
-    cb = StudioCallback(SimpleNamespace(writer=SimpleNamespace(put=lambda *a, **k: None), check=lambda: None))
+    cb = StudioCallback(SimpleNamespace(writer=SimpleNamespace(put=lambda *a, **k: None), check=lambda: None,
+                                        job=SimpleNamespace(config={})))
     for step, best_at_end, saved in ((40, False, False), (40, True, True), (35, False, True)):
         control = SimpleNamespace(should_save=True)
         cb.on_step_end(SimpleNamespace(load_best_model_at_end=best_at_end), SimpleNamespace(global_step=step, max_steps=40),
