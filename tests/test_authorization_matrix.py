@@ -465,8 +465,9 @@ def _ui_probes() -> list[Probe]:
           seen=lambda w, i, out: "what is" in _text(out) or MARK in _text(out),
           covers=("studio.tabs.side_by_side.sample", "studio.tabs.side_by_side.poll")),
         P("read", "UI", "Sweeps tab: the list, a sweep's trials, curves and importances", lambda w, i: (
-            sweeps_tab.sweep_choices(), sweeps_tab.show(i["sweep"])), setup=_as_alice(_alice_sweep),
-          covers=("studio.tabs.sweeps.sweep_choices", "studio.tabs.sweeps.show")),
+            sweeps_tab.sweep_choices(), sweeps_tab.show(i["sweep"]), sweeps_tab.tick(i["sweep"], None)),
+          setup=_as_alice(_alice_sweep),
+          covers=("studio.tabs.sweeps.sweep_choices", "studio.tabs.sweeps.show", "studio.tabs.sweeps.tick")),
         P("read", "UI", "Fleet tab: the workers and where jobs run", lambda w, i: fleet.refresh(), policy="anyone",
           seen=_succeeded, covers=("studio.tabs.fleet.refresh",)),
         P("read", "UI", "Fleet tab: the audit log", lambda w, i: audit_box.refresh(), policy="admin",

@@ -4,6 +4,7 @@ The search runs on the workers (studio/sweeps.py); this tab only reads and asks.
 from __future__ import annotations
 
 import html
+import json
 import math
 
 import gradio as gr
@@ -124,6 +125,18 @@ def show(sweep_id):
             importance_rows(int(sweep_id)))
 
 
+def tick(sweep_id, seen: str | None):
+    """Timer tick: the sweep again only when it changed (a running sweep's trials move, a finished one's do not),
+    so an open page does not redraw its chart and tables every few seconds. Returns (*outputs, what was drawn)."""
+    unchanged = (gr.skip(),) * 5
+    if not sweep_id:
+        return (*unchanged, seen)
+    drawn = json.dumps(sweeps.sweep_json(int(sweep_id)), sort_keys=True, default=str)
+    if drawn == seen:
+        return (*unchanged, seen)
+    return (*show(sweep_id), drawn)
+
+
 @friendly
 def promote(sweep_id, tag: str) -> str:
     if not sweep_id:
@@ -183,7 +196,8 @@ def render(shell: Shell) -> None:
     outputs = [summary, table, curves, parallel, weights]
     pick.change(show, pick, outputs)
     refresh.click(sweep_choices, None, pick).then(show, pick, outputs)
-    gr.Timer(REFRESH_SECONDS).tick(show, pick, outputs, show_progress="hidden")
+    drawn = gr.State(None)
+    gr.Timer(REFRESH_SECONDS).tick(tick, [pick, drawn], [*outputs, drawn], show_progress="hidden")
     promote_btn.click(promote, [pick, tag], promoted)
     go.click(start, [model, dataset, method, trials, space, metric, sampler, fixed], pick)
     shell.on_select["sweeps"] = (sweep_choices, [], [pick])

@@ -70,7 +70,7 @@ def test_upload_train_watch_download(studio, page, tmp_path):
     page.get_by_role("option", name="lora", exact=True).click()
     expect(page.locator("#train-method input")).to_have_value("lora")
     # packed batches make a tiny step take milliseconds: enough steps that the page sees the job mid-run
-    for key, value in {"max_steps": "600", "learning_rate": "0.002", "per_device_train_batch_size": "8",
+    for key, value in {"max_steps": "400", "learning_rate": "0.002", "per_device_train_batch_size": "8",
                        "eval_split": "0.1", "eval_steps": "100", "max_seq_length": "64"}.items():
         field = page.locator(f"#t-{key} input").first
         field.fill(value)
@@ -82,11 +82,11 @@ def test_upload_train_watch_download(studio, page, tmp_path):
     page.locator("#job-status").get_by_text("Job #1").wait_for(timeout=30_000)
     page.locator("#job-status").get_by_text("running").wait_for(timeout=60_000)
     # live metrics reach the page while the job runs, and the chart's legend names both series
-    expect(page.locator("#job-status")).to_contain_text(re.compile(r"step (?!600 )[1-9]\d{0,2} / 600"), timeout=90_000)
+    expect(page.locator("#job-status")).to_contain_text(re.compile(r"step (?!400 )[1-9]\d{0,2} / 400"), timeout=90_000)
     expect(page.locator("#job-status")).to_contain_text(re.compile(r"train loss\s*\d+\.\d{4}", re.I), timeout=30_000)
     expect(page.locator("#loss-curve")).to_contain_text("eval_loss", timeout=30_000)
     shot(page, "3-job-running")
-    page.locator("#job-status").get_by_text("succeeded").wait_for(timeout=180_000)
+    page.locator("#job-status").get_by_text("succeeded").wait_for(timeout=240_000)
     page.wait_for_timeout(2000)  # one more poll so the last points are drawn
     shot(page, "4-job-done")
     job = cli.json("jobs", "show", "1")
