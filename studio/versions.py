@@ -274,8 +274,7 @@ def objective_of(v: ModelVersion) -> str | None:
     if config.get("combination") or v.method == "combine":
         return None
     try:
-        return objectives.resolve(config.get("objective"), None if config.get("objective") else
-                                  config.get("task") or "causal_lm")
+        return objectives.of_config(config)
     except objectives.ObjectiveError:
         return config.get("objective")
 

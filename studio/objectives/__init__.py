@@ -28,6 +28,7 @@ from studio.objectives.spec import (
     flags_for,
     get,
     names,
+    of_config,
     register,
     resolve,
     training_defaults,
@@ -83,5 +84,5 @@ def describe_all() -> list[dict]:
 
 
 __all__ = ["ObjectiveSpec", "ObjectiveError", "REGISTRY", "PLANNED", "TASK_ALIASES", "register", "get", "names",
-           "resolve", "default_for", "check_data", "check_method", "check_model", "check_job", "flags_for",
+           "resolve", "of_config", "default_for", "check_data", "check_method", "check_model", "check_job", "flags_for",
            "training_defaults", "parse_params", "param_keys", "describe", "describe_all"]

@@ -136,6 +136,15 @@ def resolve(objective: str | None, task: str | None) -> str | None:
     return spec.name
 
 
+def of_config(config: dict | None) -> str:
+    """The objective a stored job or version config trains: its ``objective``, else the one its older ``task``
+    names (a config from before tasks existed trains sft). ObjectiveError for a name no longer registered."""
+    config = config or {}
+    if config.get("objective"):
+        return resolve(config["objective"], None)
+    return resolve(None, config.get("task") or "causal_lm")
+
+
 def default_for(fmt: str) -> ObjectiveSpec | None:
     """The objective a data set of format ``fmt`` trains when none is asked for: the first registered one that
     takes it (instruction/chat/text: sft; classification; preference: dpo; feedback: kto)."""

@@ -137,12 +137,11 @@ def objective_series(job: Job) -> tuple[str, ...]:
 
     if job.kind != "train":
         return ()
-    config = job.config or {}
     try:
-        name = objectives.resolve(config.get("objective"), None if config.get("objective") else config.get("task"))
+        name = objectives.of_config(job.config)
         # counts of tokens (GRPO's completion lengths) would flatten the rewards' 0-1 scale: they stay in the
         # job's metrics and TensorBoard
-        curves = tuple(c for c in objectives.get(name).curves if not c.startswith("completions/")) if name else ()
+        curves = tuple(c for c in objectives.get(name).curves if not c.startswith("completions/"))
     except objectives.ObjectiveError:
         return ()
     return (*curves, *(f"eval_{c}" for c in curves)) if _evaluates(job) else tuple(curves)
@@ -228,8 +227,7 @@ def _samples_completions(job_id: int | None) -> bool:
     if config is None:
         return False
     try:
-        name = objectives.resolve(config.get("objective"), None if config.get("objective") else config.get("task"))
-        return bool(name) and objectives.get(name).samples_completions
+        return objectives.get(objectives.of_config(config)).samples_completions
     except objectives.ObjectiveError:
         return False
 

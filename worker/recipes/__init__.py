@@ -41,8 +41,7 @@ def train(ctx) -> dict:
     stored before objectives existed names it by its task: causal_lm is sft, seq_cls classification)."""
     config = ctx.job.config
     try:
-        objective = objectives.resolve(config.get("objective"),
-                                       None if config.get("objective") else config.get("task") or "causal_lm")
+        objective = objectives.of_config(config)
     except objectives.ObjectiveError as e:
         raise UserFacingError(str(e)) from None
     if objective not in RECIPES:
