@@ -5,7 +5,8 @@ peak = weights + trainable_state + activations + logits + overhead, per device, 
 * weights — a frozen base at the load precision (NF4/int8 for quantized linears) plus fp32
   adapters (peft upcasts them); full and freeze load the whole model in fp32 (the worker's recipe:
   trained weights stay fp32 under bf16/fp16 autocast).
-* trainable_state — per trainable parameter: an fp32 gradient plus the optimizer's state.
+* trainable_state — per trainable parameter: an fp32 gradient plus the optimizer's state; plus what the method
+  itself keeps while training (``Costs.state_bytes``: AdaLoRA's importance averages).
 * activations — per layer per token, what autograd keeps for the backward pass (SDPA attention,
   no s² term); with gradient checkpointing only each layer's input plus one layer being recomputed.
 * logits — micro_batch · seq · vocab · 4 bytes, twice (fp32 logits and the loss's softmax).
@@ -249,7 +250,7 @@ def estimate_memory(
     tokens = rows * seq
 
     weights = weight_bytes(shape, spec, params, precision, q)
-    state = trainable * (GRAD_BYTES + OPTIMIZER_BYTES[optimizer])
+    state = trainable * (GRAD_BYTES + OPTIMIZER_BYTES[optimizer]) + spec.costs.state_bytes(shape, params)
     if shards > 1:  # ZeRO-3: each rank holds 1/N, plus about two gathered layers in flight
         gathered = 2 * shape.layer_params() * PRECISION_BYTES[precision]
         weights = weights / shards + gathered

@@ -80,6 +80,17 @@ def frozen_added(shape, p) -> int:
     return len(wrapped(shape, p))
 
 
+# peft's RankAllocator keeps, for every lora_A/B/E element, its importance and two moving averages (fp32), and
+# builds one more temporary of that size as it updates them after each optimizer step.
+ALLOCATOR_COPIES = 3 + 1
+
+
+def state_bytes(shape, p) -> int:
+    """The rank allocator's importance scores beside the adapter (modules_to_save copies are not scored)."""
+    scored = sum(r * (l.in_features + l.out_features) + r for l, r in wrapped(shape, p))
+    return scored * 4 * ALLOCATOR_COPIES
+
+
 def extra_activations(shape, p) -> int:
     """As LoRA: the dropout copy of each wrapped input and the rank-wide intermediate."""
     return sum(l.in_features + r for l, r in wrapped(shape, p)) // shape.layers
@@ -97,5 +108,6 @@ SPEC = register(MethodSpec(
     default_training=dict(LORA_TRAINING),
     check=check,
     advised_params=advised_params,
-    costs=Costs(added=added, frozen_added=frozen_added, extra_activations=extra_activations),
+    costs=Costs(added=added, frozen_added=frozen_added, extra_activations=extra_activations,
+                state_bytes=state_bytes),
 ))

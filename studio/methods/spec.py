@@ -54,6 +54,7 @@ class Costs:
     frozen_added: Callable[[ModelShape, Any], int] = _none  # new parameters that never train
     extra_activations: Callable[[ModelShape, Any], int] = _none  # elements per layer per token beyond the layer's own
     virtual_tokens: Callable[[ModelShape, Any], int] = _none  # tokens prepended to every sequence
+    state_bytes: Callable[[ModelShape, Any], int] = _none  # bytes the method keeps beside gradients and optimizer
     quantization: Callable[[ModelShape, Any], str | None] = _no_quantization  # "nf4"/"int8" storage of base linears
 
     def trainable(self, shape: ModelShape, params) -> int:

@@ -73,6 +73,16 @@ def test_prompt_tuning_lengthens_sequence():
     assert e.parts["logits"] == 15 * 1000 * 8
 
 
+def test_adalora_counts_its_rank_allocators_importance_scores():
+    # init_r 6 on the attention's four 64x64 projections of 2 layers: A, B and E per module =
+    # 6·(64 + 64) + 6 = 774 elements, 8 modules = 6,192 scored elements (the trainable adapter itself);
+    # the allocator keeps importance + two moving averages of each and one temporary: 4 fp32 copies
+    params = {"init_r": 6, "target_r": 4, "target_modules": "attention"}
+    e = estimate_memory(TINY, "adalora", params=params)
+    assert e.trainable_params == 6_192
+    assert e.parts["trainable_state"] == 6_192 * (4 + 8) + 6_192 * 4 * 4
+
+
 def test_cpu_has_no_cuda_context_and_classifier_no_logits():
     e = estimate_memory(TINY, "lora", device="cpu", lm_logits=False)
     assert e.parts["logits"] == 0
