@@ -56,3 +56,20 @@ def test_the_cli_hands_torch_work_to_the_worker_and_reports_its_error(tmp_path):
     p = cli.run("models", "import", str(tmp_path / "missing"), ok=False)
     assert p.returncode == 2 and p.stderr.strip().endswith(f"error: {tmp_path / 'missing'} does not exist")
     assert "Traceback" not in p.stderr
+
+
+def test_the_ui_contract_covers_every_studio_module_but_the_ui():
+    """import-linter's UI contract lists its source modules by name: a studio module added later and left off
+    the list could import the tabs unnoticed."""
+    import pkgutil
+    import tomllib
+    from pathlib import Path
+
+    import studio
+
+    root = Path(__file__).resolve().parents[1]
+    contracts = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    ui = next(c for c in contracts if "studio.tabs" in c.get("forbidden_modules", []))
+    modules = {f"studio.{m.name}" for m in pkgutil.iter_modules(studio.__path__)}
+    assert modules - set(ui["forbidden_modules"]) - set(ui["source_modules"]) == set()
+    assert {"worker", "models_db"} <= set(ui["source_modules"])
