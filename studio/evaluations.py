@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from models_db import BaseModel, Dataset, Evaluation, Job, JobState, ModelVersion, session_scope
 from models_db import jobs as jobq
 from studio import benchmarks
+from studio.jobkinds import JOB_KINDS
 from studio.jobspec import SpecError
 
 log = logging.getLogger("studio")
@@ -199,7 +200,8 @@ def follow_up(kind: str, version_id: int | None, dataset_id: int | None, result:
     been yet (studio/evidence.py compares them). When the recipe's final evaluation already ran on the data set's
     eval split, its figures were recorded; every other missing pair is an ``evaluate`` job queued here. Returns the
     queued jobs' ids."""
-    if kind not in ("train", "combine") or version_id is None:  # a combined version: the pins (it has no data set)
+    # the kinds whose success is a version (a combined one has no data set of its own: the pins only)
+    if not (kind in JOB_KINDS and JOB_KINDS[kind].makes_version) or version_id is None:
         return []
     try:
         pairs = missing_pairs(version_id, dataset_id)

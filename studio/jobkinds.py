@@ -19,12 +19,15 @@ class JobKind:
     ``label``: what the Jobs tab and the CLI call it.
     ``trains``: it trains a model step by step (loss curves, throughput and the system charts apply, and
     it may span several GPUs); the other kinds run on one device and show progress, log and result.
+    ``makes_version``: its success registers a model version, which is then evaluated for its comparison
+    (studio/evaluations.py ``follow_up``).
     """
 
     name: str
     entry: str
     label: str
     trains: bool = False
+    makes_version: bool = False
 
     @property
     def task(self) -> str:
@@ -38,10 +41,10 @@ def task_name(kind: str) -> str:
 
 
 JOB_KINDS: dict[str, JobKind] = {k.name: k for k in (
-    JobKind("train", "worker.recipes:train", "training", trains=True),
+    JobKind("train", "worker.recipes:train", "training", trains=True, makes_version=True),
     JobKind("export", "worker.export:run_export_job", "export"),
     JobKind("evaluate", "worker.evaluation_job:run_evaluate_job", "evaluation"),
-    JobKind("combine", "worker.combine:run_combine_job", "combination"),
+    JobKind("combine", "worker.combine:run_combine_job", "combination", makes_version=True),
     # a few measured steps of a training configuration: no version, no checkpoint (worker/preflight.py)
     JobKind("preflight", "worker.preflight:run_preflight_job", "pre-flight"),
 )}

@@ -21,6 +21,10 @@ def test_every_job_kind_has_a_task_an_entry_point_and_a_view():
         assert name in VIEWS and has_charts(name) == k.trains
     assert task_name(GENERATE) in app.tasks
     assert [k for k in JOB_KINDS if JOB_KINDS[k].trains] == ["train"]
+    assert [k for k in JOB_KINDS if JOB_KINDS[k].makes_version] == ["train", "combine"]
+    from studio import evaluations
+
+    assert evaluations.follow_up("export", 1, 1, {}) == [] and evaluations.follow_up("bake", 1, 1, {}) == []
     with pytest.raises(ValueError, match="unknown job kind 'bake'; known kinds: train, export"):
         kind("bake")
 
