@@ -1,4 +1,5 @@
-"""The guard in front of Gradio's file route (``/gradio_api/file=PATH``).
+"""The guard in front of Gradio's file routes (``/gradio_api/file=PATH`` and its older alias
+``/gradio_api/file/PATH``, which serves the same files).
 
 Gradio already serves only its upload/cache folders, its static files and ``allowed_paths`` (the
 export directory). This ASGI middleware adds what Gradio cannot know:
@@ -20,7 +21,9 @@ import anyio
 
 from studio.settings import get_settings
 
-FILE_ROUTE = re.compile(r"^(?:/[^/]*)*?/gradio_api/file=(?P<path>.*)$")
+# ``file=PATH`` and the alias ``file/PATH`` (Gradio's ``file_deprecated``, the same handler): both, or the
+# alias would hand another team's export zip to anyone logged in
+FILE_ROUTE = re.compile(r"^(?:/[^/]*)*?/gradio_api/file(?:=|/)(?P<path>.*)$")
 EXPORT_ZIP = re.compile(r"^version-(?P<id>\d+)-")
 
 

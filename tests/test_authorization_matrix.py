@@ -75,6 +75,21 @@ CLI_WITHOUT_ROWS = {
     "objectives list": "the objective registry",
     "models import": "reads a model folder on the machine and registers it (as whoever runs it)",
 }
+# the served app's routes that take a path or serve files: probed as the matrix's file rows, or why not
+FILE_ROUTES = {"/gradio_api/file={path_or_url:path}": "file=", "/gradio_api/file/{path:path}": "file/"}
+ROUTES_WITHOUT_ROWS = {
+    "/static/{path:path}": "Gradio's own front-end files",
+    "/assets/{path:path}": "Gradio's own front-end files",
+    "/svelte/{path:path}": "Gradio's own front-end files",
+    "/gradio_api/custom_component/{id}/{environment}/{type}/{file_name}": "a custom component's code (none used)",
+    "/gradio_api/proxy={url_path:path}": "Gradio's proxy to Hugging Face Spaces only, not a local file",
+    "/gradio_api/stream/{session_hash}/{run}/{component_id}/playlist-file": "a media stream of the session's own "
+                                                                            "(the studio streams none)",
+    "/gradio_api/upload": "stores the person's own upload (the Datasets tab's register row)",
+    "/gradio_api/upload_progress": "the progress of the person's own upload",
+    "/gradio_api/run-history/records/{endpoint}/{record_id}/assets/{asset_id}":
+        "Gradio's run history in a Hugging Face bucket (not configured by the studio)",
+}
 
 
 @dataclass
@@ -740,6 +755,9 @@ def _file_route(w: World, monkeypatch) -> dict[str, bool]:
     blocks.allowed_paths = [str(get_settings().path("exports"))]
     app = App.create_app(blocks, app_kwargs=opts["app_kwargs"])
     access.set_resolver(None)  # the handlers' resolver stays with the served app's requests
+    served = {path for path in _route_paths(app.routes) if re.search(r":path}|file|asset|upload", path)}
+    assert not served - set(FILE_ROUTES) - set(ROUTES_WITHOUT_ROWS), \
+        f"file routes neither in the matrix nor listed: {sorted(served - set(FILE_ROUTES) - set(ROUTES_WITHOUT_ROWS))}"
     got = {}
     with TestClient(app) as client:
         gate = client.post("/gradio_api/queue/join", json={"fn_index": 0, "data": [], "session_hash": "x"})
@@ -749,9 +767,23 @@ def _file_route(w: World, monkeypatch) -> dict[str, bool]:
             if role != "anonymous":
                 name = USERS[role]
                 assert client.post("/login", data={"username": name, "password": PASSWORDS[name]}).status_code == 200
-            r = client.get(f"/gradio_api/file={w.zip_path}")
-            got[role] = r.status_code == 200 and MARK in r.text
+            for route in FILE_ROUTES.values():
+                r = client.get(f"/gradio_api/{route}{w.zip_path}")
+                got[route, role] = r.status_code == 200 and MARK in r.text
     return got
+
+
+def _route_paths(routes) -> set[str]:
+    """Every route's path, those of included routers too (FastAPI keeps Gradio's API router as one entry)."""
+    paths = set()
+    for route in routes:
+        if getattr(route, "original_router", None) is not None:  # an included router
+            paths |= {route.include_context.prefix + p for p in _route_paths(route.original_router.routes)}
+        elif getattr(route, "routes", None):  # a mounted app
+            paths |= {route.path + p for p in _route_paths(route.routes)}
+        elif getattr(route, "path", None) is not None:
+            paths.add(route.path)
+    return paths
 
 
 def _wired_handlers() -> set[str]:
@@ -821,10 +853,12 @@ def test_authorization_matrix(backend, tmp_path, monkeypatch, capsys):
     rows = [(p, (False, *cells[1:])) for p, cells in rows]  # anonymous: 401 before any handler (and NOBODY saw nothing)
     for probe in cli:
         rows.append((probe, tuple(_run_cli(w, probe, role, monkeypatch, capsys) for role in ROLES)))
-    rows.append((Probe("export", "file", "`/gradio_api/file=` an export zip", None), tuple(files[r] for r in ROLES)))
+    for route in FILE_ROUTES.values():
+        what = f"`/gradio_api/{route}` an export zip" + (" (Gradio's older alias)" if route == "file/" else "")
+        rows.append((Probe("export", "file", what, None), tuple(files[route, r] for r in ROLES)))
 
     for probe, cells in rows:
-        if probe.run is not None and cells != POLICY[probe.policy]:
+        if cells != POLICY[probe.policy]:  # the file rows too: the owner's (and the admin's) export only
             wrong.append(f"{probe.surface} {probe.what}: {dict(zip(ROLES, cells))}, expected {probe.policy}")
     assert not CRASHES and not wrong, "\n".join(CRASHES + wrong)
 

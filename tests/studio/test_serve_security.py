@@ -119,6 +119,10 @@ def test_file_route_serves_own_export_only(served):
     assert root.get(f"/gradio_api/file={theirs}").status_code == 200  # an admin sees everything
     status, _ = _raw_get(served, f"/gradio_api/file={mine}")  # no login: no file
     assert status in (401, 403)
+    # Gradio's older alias of the route (`file/PATH`, the same handler) is guarded the same way
+    assert alice.get(f"/gradio_api/file/{theirs}").status_code == 403
+    assert alice.get(f"/gradio_api/file/{mine}").content == b"zip of alice"
+    assert _raw_get(served, f"/gradio_api/file/{mine}")[0] in (401, 403)
 
 
 @pytest.mark.parametrize("tail", [
@@ -142,10 +146,11 @@ def test_file_route_refuses_traversal_and_dotfiles(served, tail):
 def test_file_route_refuses_absolute_paths_outside_exports(served, target):
     alice = _login(served, "alice")
     path = target.format(home=served["home"])
-    for sent in (path, quote(path, safe="")):
-        status, body = _raw_get(served, f"/gradio_api/file={sent}", alice.cookies)
-        assert status in (403, 404), (sent, status, body[:200])
-        assert b"SQLite" not in body and b"root:" not in body
+    for route in ("file=", "file/"):  # the route and Gradio's older alias of it
+        for sent in (path, quote(path, safe="")):
+            status, body = _raw_get(served, f"/gradio_api/{route}{sent}", alice.cookies)
+            assert status in (403, 404), (route, sent, status, body[:200])
+            assert b"SQLite" not in body and b"root:" not in body
 
 
 def test_upload_over_the_limit_is_refused_with_the_size(served):
