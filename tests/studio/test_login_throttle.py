@@ -199,3 +199,54 @@ def test_parallel_attempts_cannot_slip_through_one_check(backend, monkeypatch):
     assert sum(v.allowed for v in verdicts) == 4
     assert login_throttle.state(account="alice")["failures"] == 10  # attempts during the lock do not count
     assert sum("locked until" in v.message for v in verdicts) == 24 - 9
+
+
+def test_a_password_spray_locks_the_address_and_spares_other_addresses(studio):
+    """One name each (no account reaches its back-off): the address is what slows down and then locks."""
+    make_app, calls, clock = studio
+    with TestClient(make_app(), client=("203.0.113.7", 5000)) as sprayer, \
+            TestClient(make_app(), client=("198.51.100.2", 5000)) as elsewhere:
+        answers = [_login(sprayer, f"guess{i}", "Summer2030!") for i in range(60)]
+        # 10 free failures and the 11th, then every early attempt counts until the 50th locks the address
+        assert len(calls) == 11
+        until = clock.now + timedelta(minutes=15)
+        locked = [r for r in answers if "for address 203.0.113.7: locked until" in r.json()["detail"]]
+        assert len(locked) == 60 - 49 and f"{until:%Y-%m-%d %H:%M:%S} UTC" in locked[0].json()["detail"]
+        assert int(locked[-1].headers["retry-after"]) == 15 * 60
+        r = _login(sprayer, "alice", ALICE)  # a real account's right password, from the locked address
+        assert r.status_code == 400 and "locked until" in r.json()["detail"] and len(calls) == 11
+        r = _login(elsewhere, "alice", ALICE)  # the same account from another address gets in
+        assert r.status_code == 200 and calls[-1] == "alice"
+    with acting_as(None):
+        events = audit.recent(action="login.locked")
+    assert any(e["address"] == "203.0.113.7" for e in events)
+
+
+def test_sharing_trust_and_deleting_a_version_are_audited(backend, monkeypatch, capsys):
+    """The admin actions besides accounts: share, `models trust`, version delete; a refused one writes nothing."""
+    from models_db import BaseModel, ModelVersion, session_scope
+    from studio import sharing, versions
+    from tests.studio.test_users_cli import add, run
+
+    assert add(monkeypatch, capsys, "root", "admin")[0] == 0
+    assert add(monkeypatch, capsys, "alice", team="red")[0] == 0
+    with session_scope() as db:
+        base = BaseModel(name="tiny", path="/nowhere", source="/nowhere")
+        db.add(base)
+        db.flush()
+        v = ModelVersion(name="v", base_model_id=base.id, method="lora", config={})
+        db.add(v)
+        db.flush()
+        base_id, version_id = base.id, v.id
+    assert run(monkeypatch, capsys, "share", "version", str(version_id), "--on", user="root")[0] == 0
+    assert run(monkeypatch, capsys, "models", "trust", "tiny", "--on", user="root")[0] == 0
+    code, _, err = run(monkeypatch, capsys, "models", "trust", "tiny", "--off", user="alice")
+    assert code == 2 and "only an admin" in err  # refused: not in the log
+    with acting_as(auth.viewer_by_name("alice")), pytest.raises(access.AccessError, match="only the owner"):
+        sharing.set_shared("model", base_id, False)  # not hers: refused before the audit line
+    with acting_as(auth.viewer_by_name("root")):
+        versions.delete(version_id)
+        events = [(e["actor"], e["action"], e["target"], e["detail"]) for e in reversed(audit.recent(limit=3))]
+    assert events == [("root", "share", f"version {version_id}", "shared with the team"),
+                      ("root", "model.trust", f"model {base_id} (tiny)", "on"),
+                      ("root", "version.delete", f"version {version_id}", "")]
