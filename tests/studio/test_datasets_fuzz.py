@@ -326,3 +326,39 @@ def test_parquet_rows_are_sized_before_they_are_decoded(tmp_path, monkeypatch):
     pq.write_table(pa.table({"text": texts, "label": [str(i % 2) for i in range(20)]}), buf)
     got = outcome(tmp_path, "rows.parquet", buf.getvalue())
     assert isinstance(got, IntakeReport) and got.valid_rows == 10 and got.problem_counts == {"too_large": 10}
+
+
+NATIVE_PROBE = """
+import resource, sys
+from pathlib import Path
+import pyarrow as pa
+from studio.datasets import DatasetError, ingest
+start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+try:
+    ingest(Path(sys.argv[1]), original_name="bomb.parquet", out_dir=Path(sys.argv[2]))
+    print("registered")
+except DatasetError as e:
+    print("refused:", e)
+grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start
+print(grew, pa.default_memory_pool().max_memory())
+"""
+
+
+def test_a_parquet_bomb_stays_within_the_bound_in_native_memory_too(tmp_path):
+    """tracemalloc sees Python's allocations only; Arrow decodes in its own pool. In a fresh process, the peak
+    of that pool and the growth of the process's resident memory stay under the bound as well."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    one_value = pa.DictionaryArray.from_arrays(pa.array([0] * 2000, pa.int32()), pa.array(["x" * 5_000_000]))
+    pq.write_table(pa.table({"text": one_value}), tmp_path / "bomb.parquet", compression="zstd")  # 10 GB decoded
+    p = subprocess.run([sys.executable, "-c", NATIVE_PROBE, str(tmp_path / "bomb.parquet"), str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120, check=False, cwd=Path(__file__).resolve().parents[2])
+    assert p.returncode == 0, p.stderr[-2000:]
+    verdict, figures = p.stdout.strip().splitlines()[-2:]
+    assert verdict.startswith("refused:") and "expands to more than" in verdict, verdict
+    grew, arrow_peak = map(int, figures.split())
+    assert grew < limits.MEMORY_BOUND and arrow_peak < limits.MEMORY_BOUND, (grew >> 20, arrow_peak >> 20)
