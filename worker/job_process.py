@@ -97,13 +97,13 @@ def main(job_id: int, fence: int, *, own_process: bool = False) -> int:
         ctx.writer.close()
         with session_scope() as db:
             jobq.finish(db, claim, JobState.pruned.value, message=str(exc))
-        tracking.finish(job.id, "pruned")
+        tracking.finish(job.id, JobState.pruned)
         sweeps.after_job(job.id, job.config)
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a message on the job page
         traceback.print_exc()
         ctx.writer.close()
-        tracking.finish(job.id, "failed")  # the MLflow / W&B runs end as failed (worker/tracking.py)
+        tracking.finish(job.id, JobState.failed)  # the MLflow / W&B runs end as failed (worker/tracking.py)
         if distributed.is_main():  # another rank's failure ends the launch; the runner records it
             with session_scope() as db:
                 jobq.finish(db, claim, JobState.failed.value, error=humanize(exc, job), message="failed")
@@ -118,7 +118,7 @@ def main(job_id: int, fence: int, *, own_process: bool = False) -> int:
     with session_scope() as db:
         version_id = jobq.succeed(db, claim, result=result, version=version)
         evaluations.record_results(db, job.id, version_id, result, examples)  # fenced with the success above
-    tracking.finish(job.id, "succeeded", result={**result, "version": version}, version_id=version_id)  # figures, tags
+    tracking.finish(job.id, JobState.succeeded, result={**result, "version": version}, version_id=version_id)  # figures, tags
     evaluations.follow_up(job.kind, version_id, (version or {}).get("dataset_id"), result)
     sweeps.after_job(job.id, job.config)  # a sweep's trial: tell its result, ask for the next (studio/sweeps.py)
     return 0

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from models_db import Job, session_scope
+from models_db import Job, JobState, session_scope
 from models_db import jobs as jobq
 from studio import objectives, trackers
 from studio.jobkinds import JOB_KINDS
@@ -30,7 +30,7 @@ from worker import distributed
 
 # remote MLflow: a server that dies mid-run costs a few seconds per call, not MLflow's default minutes of retries
 # a job's outcome -> its MLflow run's end state (a pruned trial was stopped on purpose: KILLED, not FAILED)
-MLFLOW_END = {"succeeded": "FINISHED", "failed": "FAILED", "pruned": "KILLED"}
+MLFLOW_END = {JobState.succeeded.value: "FINISHED", JobState.failed.value: "FAILED", JobState.pruned.value: "KILLED"}
 MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
 
 
@@ -100,7 +100,7 @@ def studio_params(job) -> dict:
     return out
 
 
-def finish(job_id: int, outcome: str, *, result: dict | None = None, version_id: int | None = None) -> None:
+def finish(job_id: int, outcome: JobState | str, *, result: dict | None = None, version_id: int | None = None) -> None:
     """Close this job's runs: the version's final figures (``result["metrics"]``, as ``final/<name>``), the
     version and outcome tags, and the run's end state (``outcome``: the job's, succeeded, failed or pruned).
     Never raises: a tracker gone since the start is only reported."""
@@ -111,13 +111,13 @@ def finish(job_id: int, outcome: str, *, result: dict | None = None, version_id:
     result = result or {}
     figures = {f"final/{k}": float(v) for k, v in (result.get("metrics") or {}).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tags = {"outcome": outcome, **({"version": str(version_id)} if version_id is not None else {})}
+    tags = {"outcome": str(outcome), **({"version": str(version_id)} if version_id is not None else {})}
     if (result.get("version") or {}).get("name"):
         tags["version_name"] = result["version"]["name"]
     if runs.mlflow_run_id:
         _guarded("MLflow", _close_mlflow, runs, figures, tags, result.get("step") or 0, MLFLOW_END.get(outcome, "KILLED"))
     if runs.wandb_run is not None:
-        _guarded("W&B", _close_wandb, runs, figures, tags, 1 if outcome == "failed" else 0)
+        _guarded("W&B", _close_wandb, runs, figures, tags, 1 if outcome == JobState.failed else 0)
 
 
 # --- MLflow -----------------------------------------------------------------------------------------------

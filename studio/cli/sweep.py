@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
+from models_db import JobState
 from studio import sweeps
 from studio.cli.common import CliError, emit
 from studio.jobspec import parse_set_args
@@ -15,7 +16,7 @@ def _trial_line(t: dict, metric: str) -> str:
     params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
     job = f"job {t['job_id']}" if t["job_id"] else "no job"
     version = f" -> version {t['version_id']}" if t["version_id"] else ""
-    error = f" ({t['error']})" if t.get("error") and t["state"] in ("failed", "cancelled") else ""
+    error = f" ({t['error']})" if t.get("error") and t["state"] in (JobState.failed, JobState.cancelled) else ""
     return f"  trial {t['number']}: {t['state']:<9} {params} {value} [{job}{version}]{error}"
 
 
@@ -39,10 +40,10 @@ def wait(sweep_id: int, *, poll: float = 2.0) -> dict:
     while True:
         sweeps.advance(sweep_id)
         s = sweeps.sweep_json(sweep_id)
-        ended = sum(t["state"] in ("succeeded", "failed", "cancelled", "pruned") for t in s["trials"])
+        ended = sum(t["state"] in JobState.finished() for t in s["trials"])
         best = f" best {s['metric']} {s['best']['value']:.4g}" if s["best"] else ""
         bar.update(ended, s["trials_wanted"], f"{s['state']}: {ended} trials ended{best}")
-        if s["state"] != sweeps.RUNNING and all(t["state"] not in ("queued", "running") for t in s["trials"]):
+        if s["state"] != sweeps.RUNNING and all(t["state"] not in (JobState.queued, JobState.running) for t in s["trials"]):
             bar.close()
             return s
         time.sleep(poll)

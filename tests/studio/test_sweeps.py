@@ -129,3 +129,12 @@ def test_a_cancelled_sweep_asks_no_more_and_cancels_its_queued_trial(world):
     assert queued(sweep_id) == []
     with pytest.raises(sweeps.SweepError, match="no finished trial"):
         sweeps.promote_best(sweep_id)
+
+
+def test_a_trial_line_shows_the_error_of_a_failed_or_cancelled_trial_only():
+    from studio.cli.sweep import _trial_line
+
+    trial = {"number": 0, "params": {"r": 8}, "value": None, "job_id": 3, "version_id": None, "error": "boom"}
+    assert _trial_line({**trial, "state": "failed"}, "eval_loss").endswith("[job 3] (boom)")
+    assert _trial_line({**trial, "state": "cancelled"}, "eval_loss").endswith("(boom)")
+    assert "boom" not in _trial_line({**trial, "state": "succeeded"}, "eval_loss")
