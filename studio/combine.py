@@ -70,9 +70,13 @@ def parse_weights(text: str | list | None, n: int, how: str) -> list[float]:
 
 
 def start_of(v: ModelVersion) -> int | None:
-    """What a version's adapter applies to: the version its parents started from (combined), else its parent."""
-    combination = (v.config or {}).get("combination")
-    return combination.get("start_version_id") if combination is not None else v.parent_id
+    """What a version's adapter applies to: its parent; for a combined version, what its parents started from
+    (:func:`check` lets only versions of one start combine, so its first parent's). Read from the lineage
+    rows (``VersionParent``), the one record of it; ``v`` must belong to a session."""
+    if (v.config or {}).get("combination") is None:
+        return v.parent_id
+    first = v.parent
+    return start_of(first) if first is not None else None
 
 
 def rank_of(v: ModelVersion) -> tuple[int, str]:

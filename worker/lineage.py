@@ -30,12 +30,12 @@ def chain(session: Session, version_id: int) -> list[ModelVersion]:
 
 def built_on(session: Session, v: ModelVersion) -> ModelVersion | None:
     """The version whose weights ``v``'s artifact applies to (None: the base). That is its parent, except
-    for a combined version (worker.combine): its adapter applies to what all its parents started from."""
-    combination = (v.config or {}).get("combination")
-    if combination is None:
-        return v.parent
-    start = combination.get("start_version_id")
-    return session.get(ModelVersion, start) if start else None
+    for a combined version (worker.combine): its adapter applies to what all its parents started from, which
+    is what its first parent is built on (the lineage rows, ``VersionParent``, are the one record of it)."""
+    parent = session.get(ModelVersion, v.parent_id) if v.parent_id is not None else None
+    if (v.config or {}).get("combination") is None or parent is None:
+        return parent
+    return built_on(session, parent)
 
 
 def artifact(version: ModelVersion, name: str = "adapter") -> Path:

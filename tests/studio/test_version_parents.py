@@ -222,3 +222,38 @@ def test_cli_evaluate_combine_and_compare(family, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr()
     assert err.out == "" and "different tasks" in err.err and "Traceback" not in err.err
+
+
+def test_a_combined_versions_start_is_read_from_its_parents_rows(backend):
+    """What a combined version's adapter applies to comes from the lineage rows (its first parent's own start),
+    not from a copy in its config: a stale ``start_version_id`` there changes nothing."""
+    from worker import lineage
+
+    with session_scope() as db:
+        base = BaseModel(name="tiny", path="models/tiny", source="test")
+        db.add(base)
+        db.flush()
+        base_id = base.id
+
+    def registered(name, combination=None, **fields):
+        with session_scope() as db:
+            job, _ = jobq.create_job(db, kind="combine", config={})
+        config = {"task": "causal_lm", **({"combination": combination} if combination is not None else {})}
+        with session_scope() as db:
+            claim = jobq.claim(db, job.id, "w", 60)
+            return jobq.succeed(db, claim, result={}, version={"name": name, "base_model_id": base_id,
+                                                               "method": "lora", "config": config, **fields})
+
+    start = registered("s")
+    a, b = registered("a", parent_id=start), registered("b", parent_id=start)
+    c = registered("c", combination={"combination": "linear", "start_version_id": 9999},
+                   parent_id=a, parents=[[a, 0.5], [b, 0.5]])
+    d = registered("d", parent_id=c)
+    on_base = registered("e", combination={"combination": "linear", "start_version_id": start},
+                         parent_id=start, parents=[[start, 0.5], [a, 0.5]])  # rows say: s is on the base
+    with session_scope() as db:
+        assert combine.start_of(db.get(ModelVersion, c)) == start
+        assert combine.start_of(db.get(ModelVersion, d)) == c and combine.start_of(db.get(ModelVersion, a)) == start
+        assert [v.id for v in lineage.chain(db, d)] == [start, c, d]
+        assert [v.id for v in lineage.chain(db, on_base)] == [on_base]
+        assert combine.start_of(db.get(ModelVersion, on_base)) is None
