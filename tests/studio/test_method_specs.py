@@ -80,3 +80,15 @@ def test_one_error_shape_for_every_value_the_converter_refuses():
         methods.parse_params("lora", {"r": "2.5"})
     assert str(setting.value) == "seed must be an int (got '2.5'). Set --set seed=<int>."
     assert str(param.value) == "lora: r must be an int (got '2.5'). Set --set r=<int>."
+
+
+def test_the_checklist_names_every_flag_and_cost_term():
+    """docs/adding-a-method.md is the checklist a new method follows: a flag or cost term added to the spec
+    and left out of it would be missed by the next method."""
+    import dataclasses
+
+    text = (ROOT / "docs" / "adding-a-method.md").read_text()
+    flags = [f.name for f in dataclasses.fields(methods.MethodSpec) if f.type in ("bool", "str | None", bool)]
+    terms = [f.name for f in dataclasses.fields(methods.Costs)]
+    assert "mergeable" in flags and "added" in terms
+    assert [n for n in flags + terms if f"`{n}`" not in text] == []
