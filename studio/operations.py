@@ -183,13 +183,15 @@ def submit_export(version_id: int, *, merged: bool | None = None, format: str | 
     return job
 
 
-def built_export(version_id: int, format: str) -> int | None:
-    """The job that already built this version's zip in ``format`` (the zip still there), if any."""
+def export_job_for(version_id: int, format: str) -> int | None:
+    """The job that built this version's zip in ``format`` (the zip still there) or is building it, if any:
+    what the Versions tab shows when the version is opened again."""
     with session_scope() as db:
         for old in q.list_jobs(db, kind="export", limit=100):
             config = old.config or {}
-            if (config.get("version_id"), config.get("format")) == (version_id, format) and \
-                    old.state == JobState.succeeded and _zip_exists(old):
+            if (config.get("version_id"), config.get("format")) == (version_id, format) and (
+                    old.state in (JobState.queued, JobState.running) or
+                    (old.state == JobState.succeeded and _zip_exists(old))):
                 return old.id
     return None
 

@@ -18,12 +18,16 @@ def emit(args, obj: dict, text: str) -> None:
 
 
 def wait_for(job_id: int, *, quiet: bool = False, poll: float = 1.0) -> Job:
-    """Block until the job finishes, drawing a progress bar on stderr."""
+    """Block until the job finishes, drawing a progress bar on stderr; while queued, the bar says what the job
+    waits behind and when that ends (studio.operations.waiting_for), never a bare "queued"."""
+    from studio.operations import waiting_for
+
     bar = Bar(stream=sys.stderr)
     while True:
         with session_scope() as db:
             job = db.get(Job, job_id)
-        bar.update(job.step, job.max_steps, f"{job.state}: {job.message or ''}")
+        why = waiting_for(job_id) if job.state == JobState.queued else job.message
+        bar.update(job.step, job.max_steps, f"{job.state}: {why or ''}")
         if job.state in JobState.finished():  # succeeded, failed, cancelled or pruned (a sweep's trial)
             bar.close()
             return job

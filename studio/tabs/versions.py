@@ -179,9 +179,9 @@ def export_hint(version_id: int | None, format: str | None) -> str:
 
 
 def known_export(version_id: int | None, format: str | None):
-    """A version reopened whose zip in this format was built before: its download is offered at once
-    (the export timer shows it); otherwise nothing to show until Build."""
-    job_id = operations.built_export(int(version_id), format) if version_id and format else None
+    """A version reopened whose zip in this format was built before: its download is offered at once; one
+    still building shows where it is (the export timer reads the job); otherwise nothing until Build."""
+    job_id = operations.export_job_for(int(version_id), format) if version_id and format else None
     if job_id is None:
         return None, "", gr.DownloadButton(visible=False)
     return job_id, gr.skip(), gr.skip()
@@ -388,8 +388,11 @@ def render(shell: Shell) -> None:
     cmp_config = gr.HTML(elem_id="compare-config")
     side_by_side.render(compared)  # the same prompts through every compared version
 
+    # another version opened: its own zip (built or building) or none, never the previous version's download (the
+    # format often stays "merged", and an unchanged value fires no export_format.change)
     picker.change(show_version, picker, [details, lineage, name, tags, notes, export_format, confirm_box]).then(
-        export_hint, [picker, export_format], export_note)
+        export_hint, [picker, export_format], export_note).then(
+        known_export, [picker, export_format], [export_job, export_msg, download])
     table.select(pick_row, None, picker)
     picker.change(lambda v: share_box.shared_box("version", v), picker, share)
     share.input(share_box.toggle("version"), [picker, share], share)

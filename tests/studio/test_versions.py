@@ -9,6 +9,7 @@ import pytest
 from models_db import BaseModel, Dataset, Job, Metric, ModelVersion, session_scope
 from studio import cli, operations, versions
 from studio.settings import get_settings
+from studio.tabs import version_jobs
 from studio.tabs import versions as tab
 
 TRAINING = {"learning_rate": 2e-4, "max_steps": 20, "seed": 42, "per_device_train_batch_size": 4}
@@ -230,6 +231,34 @@ def test_a_zip_built_before_is_offered_at_once_when_the_version_is_reopened(back
     assert tab.known_export(1, "onnx")[0] is None and tab.known_export(2, "merged")[0] is None
     (zips / "v1-merged.zip").unlink()  # deleted since: nothing to offer
     assert tab.known_export(1, "merged")[0] is None
+    # another version opened shows nothing of the previous one's zip: an empty line, the button hidden
+    job_id, message, download = tab.known_export(2, "merged")
+    assert (job_id, message, download.visible) == (None, "", False)
+    with session_scope() as db:  # one still building is shown where it is, not forgotten on reopening
+        db.add(Job(kind="export", state="queued", config={"version_id": 2, "format": "merged", "merged": True}))
+    assert tab.known_export(2, "merged")[0] == 3
+
+
+def test_opening_another_version_looks_up_its_own_zip():
+    # The lookup ran only when the format changed: from one mergeable version to the next the format stays
+    # "merged", so the previous version's "Ready" line and Download button stayed under the new version.
+    from studio.tab_state import Shell
+
+    with gr.Blocks() as demo:
+        with gr.Tabs() as tabs, gr.Tab("Versions"):
+            tab.render(Shell(tabs=tabs, job_id=gr.State(None)))
+    picker = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "version-picker")
+    fns = list(demo.fns.values())
+
+    def after_picking(fn) -> bool:  # triggered by the picker's change, directly or through .then
+        while fn.trigger_after is not None:
+            fn = demo.fns[fn.trigger_after]
+        return (picker._id, "change") in fn.targets
+
+    lookups = [f for f in fns if f.fn is tab.known_export]
+    assert any(after_picking(f) for f in lookups)
+    download = next(f for f in lookups if after_picking(f)).outputs
+    assert {getattr(o, "elem_id", None) for o in download} >= {"export-status", "download-zip"}
 
 
 def test_a_queued_export_says_what_it_waits_behind_and_when_that_ends(backend):
@@ -248,6 +277,30 @@ def test_a_queued_export_says_what_it_waits_behind_and_when_that_ends(backend):
     assert operations.waiting_for(1) == ""  # running: nothing to wait for
     message, _ = tab.export_status(2)
     assert message.startswith("Queued: waiting behind job #1 (training lora")
+    with session_scope() as db:  # an evaluation on the Versions tab says the same
+        db.get(Job, 3).queue = "gpu"
+    message, _ = version_jobs.job_status(3, 1)
+    assert message.startswith("Queued: waiting behind job #1 (training lora") and "1 queued job before it" in message
+
+
+def test_the_cli_waiting_on_a_queued_job_says_what_it_waits_behind(backend, capsys, monkeypatch):
+    # `studio versions evaluate --wait` drew "queued: " and nothing else until the training job ahead ended
+    from datetime import timedelta
+
+    from models_db.schema import utcnow
+    from studio.cli import common
+
+    with session_scope() as db:
+        db.add(Job(kind="train", state="running", queue="gpu", config={"method": "lora"}, step=10, max_steps=40,
+                   started_at=utcnow() - timedelta(seconds=100)))
+        db.add(Job(kind="evaluate", state="queued", queue="gpu", config={}))
+
+    def the_training_ends(_seconds):
+        with session_scope() as db:
+            db.get(Job, 1).state, db.get(Job, 2).state = "succeeded", "succeeded"
+    monkeypatch.setattr(common.time, "sleep", the_training_ends)
+    assert common.wait_for(2).state == "succeeded"
+    assert "queued: waiting behind job #1 (training lora, about 5 min left)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)  # the side lane is embedded mode's
@@ -267,3 +320,16 @@ def test_embedded_side_jobs_run_beside_a_busy_training_worker(backend):
         db.get(Worker, "h-1").current_job_id = None  # the training worker is free: the usual queue
     with session_scope() as db:
         assert routing.side_queue(db, fits_beside=True) == (routing.default_queue(), "")
+
+
+def test_a_versions_tokens_per_s_is_the_figure_the_jobs_tab_shows_once_finished(studio):
+    # the version showed the whole run's tokens/s (evaluation and checkpoints included) under a bare "tokens/s",
+    # while the finished job showed its training steps' average: two numbers for one run
+    v = studio("a", metrics={"train_tokens_per_s": 1500.0, "tokens_per_s": 900.0})
+    with session_scope() as db:
+        record = versions.get(db, v)
+        assert versions.stats(record)["tokens_per_s"] == 1500.0
+        assert "tokens/s (run average) **1500**" in tab._key_metrics(record)
+    old = studio("b")  # recorded before the training-steps figure existed: its whole-run figure stays
+    with session_scope() as db:
+        assert versions.stats(versions.get(db, old))["tokens_per_s"] == 1000.0
