@@ -194,3 +194,17 @@ def test_a_benchmark_trains_nothing_and_use_says_so(studio, tmp_path):
     assert kept["objective"]["name"] is None
     with pytest.raises(gr.Error, match=f"Data set #{bench} trains nothing: Pin it as a benchmark"):
         tab.use_settings(kept)
+
+
+def test_the_decision_tree_is_drawn_whole_without_a_scroll_box_of_its_own(studio):
+    # The tree sat in a 760 px scroll box: its conclusion (the leaf at the bottom) was hidden inside it
+    from studio.tab_state import Shell
+
+    with gr.Blocks() as demo:
+        with gr.Tabs() as tabs, gr.Tab("Advisor"):
+            tab.render(Shell(tabs=tabs, job_id=gr.State(None)))
+    tree = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "adv-tree")
+    assert tree.max_height is None and tree.height is None
+    out = run(studio["tiny-llama"], gpus="24", dataset=studio["dataset"], examples=40, p95=30)
+    drawing, kept = out[1], out[-2]
+    assert f"leaf_{kept['method']}" in drawing and "chosen" in drawing  # the conclusion is in the drawing, marked

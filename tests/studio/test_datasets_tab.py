@@ -168,3 +168,41 @@ def test_problem_examples_are_cut_between_words(backend):
     clipped = tab.clip(long, 300)
     assert len(clipped) <= 302 and clipped.endswith(" …") and long.startswith(clipped[:-2])
     assert long[len(clipped) - 2] in " ;"  # the cut fell between words
+
+
+def test_a_missing_role_is_worded_for_the_form_not_the_cli(backend, tmp_path):
+    # The CLI's advice (`--map output="Right Reply"`) means nothing on this tab: the form names its own control
+    header = ["Record ID", "Question", "Right Reply"] + [f"Extra {i}" for i in range(75)]
+    path = write(tmp_path, "wide.csv", ",".join(header) + "\n" + ",".join(["x"] * len(header)) + "\n")
+    report = upload(str(path), "", 512)[-5]
+    assert "missing output" in report and "e.g. pick 'Right Reply' for output under Column mapping" in report
+    assert "--map" not in report and "Extra 40" not in report
+    assert report.endswith("Choose the format and the columns under **Column mapping** above.")
+
+
+def css_rules() -> dict[str, str]:
+    """static/style.css as {selector: declarations} (a selector list gives each selector the same body)."""
+    import re
+
+    from studio.app import STATIC
+
+    text = re.sub(r"/\*.*?\*/", "", (STATIC / "style.css").read_text(), flags=re.S)
+    return {sel.strip(): body for sels, body in re.findall(r"([^{}]+)\{([^}]*)\}", text) for sel in sels.split(",")}
+
+
+def test_the_problems_table_and_the_rendered_rows_are_styled_to_be_read(backend):
+    # The problems table squeezed its kind and count columns to a letter a line, and the rows as the model
+    # reads them (chat template applied) ran off to the side instead of wrapping. The rules below match the
+    # markup this tab writes: the report's elem_id, the rendered rows' classes.
+    rules = css_rules()
+    assert "white-space: pre-wrap" in rules[".dataset-rendered pre.model-view"]
+    for column in (1, 2):  # problem kind, count: never wrapped a letter a line
+        assert "white-space: nowrap" in rules[f"#dataset-report td:nth-child({column})"]
+    assert "word-break: normal" in rules["#dataset-report td:nth-child(3)"]  # examples break between words
+    html_ = tab.rendered_html([{"text": "abc", "label": "x"}], None, None)
+    assert html_.startswith('<div class="dataset-rendered">') and '<pre class="model-view">' in html_
+    with gr.Blocks() as demo:
+        from studio.tab_state import Shell
+
+        tab.render(Shell(tabs=None, job_id=None))
+    assert "dataset-report" in {getattr(b, "elem_id", None) for b in demo.blocks.values()}
