@@ -41,7 +41,7 @@ class JobState(_State):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
-    pruned = "pruned"  # a sweep's trial its pruner stopped early (studio/sweeps.py): finished, not failed
+    pruned = "pruned"  # a sweep's trial its pruner stopped early (studio/sweeps/): finished, not failed
 
     @classmethod
     def finished(cls) -> set[str]:
@@ -153,7 +153,7 @@ class Job(Base):
 
 
 class Sweep(Base):
-    """A hyper-parameter sweep (studio/sweeps.py): each trial is a training job whose config carries ``sweep_id``;
+    """A hyper-parameter sweep (studio/sweeps/): each trial is a training job whose config carries ``sweep_id``;
     the search itself (trials, their params and values) is an Optuna study in Optuna's own tables beside these."""
 
     __tablename__ = "sweeps"

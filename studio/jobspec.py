@@ -104,7 +104,7 @@ class TrainSpec:
     estimate: dict = field(default_factory=dict)
     # continuing a version: what it means for the lineage and a merged export (set at submit)
     lineage_note: str = ""
-    # a sweep's trial (studio/sweeps.py): its sweep (trackers tag their run with it) and its Optuna trial number
+    # a sweep's trial (studio/sweeps/): its sweep (trackers tag their run with it) and its Optuna trial number
     sweep_id: int | None = None
     trial_number: int | None = None
 

@@ -120,7 +120,7 @@ def main(job_id: int, fence: int, *, own_process: bool = False) -> int:
         evaluations.record_results(db, job.id, version_id, result, examples)  # fenced with the success above
     tracking.finish(job.id, JobState.succeeded, result={**result, "version": version}, version_id=version_id)  # figures, tags
     evaluations.follow_up(job.kind, version_id, (version or {}).get("dataset_id"), result)
-    sweeps.after_job(job.id, job.config)  # a sweep's trial: tell its result, ask for the next (studio/sweeps.py)
+    sweeps.after_job(job.id, job.config)  # a sweep's trial: tell its result, ask for the next (studio/sweeps/)
     return 0
 
 

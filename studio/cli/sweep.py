@@ -1,4 +1,4 @@
-"""`studio sweep`: search hyper-parameters with Optuna, each trial a training job through the queue (studio/sweeps.py)."""
+"""`studio sweep`: search hyper-parameters with Optuna, each trial a training job through the queue (studio/sweeps/)."""
 from __future__ import annotations
 
 import sys

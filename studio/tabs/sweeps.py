@@ -1,6 +1,6 @@
 """Sweeps tab: pick a sweep, see its trials' curves overlaid, a parallel-coordinates plot (params -> metric), the
 parameters' importances and the trials table; promote the best trial's version with a tag; start a sweep.
-The search runs on the workers (studio/sweeps.py); this tab only reads and asks."""
+The search runs on the workers (studio/sweeps/); this tab only reads and asks."""
 from __future__ import annotations
 
 import html

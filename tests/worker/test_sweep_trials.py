@@ -1,4 +1,4 @@
-"""Sweeps through the real queue path: each trial a training job submitted by studio/sweeps.py, claimed and run by
+"""Sweeps through the real queue path: each trial a training job submitted by studio/sweeps/, claimed and run by
 ``worker.job_process.main`` here (as a worker's job process would), its end telling the study and asking for the
 next trial; the study reloaded from the database after a simulated restart; a trial pruned at its first
 evaluation ends ``pruned``. Tiny Llama, 2 steps per trial."""
