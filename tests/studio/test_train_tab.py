@@ -164,6 +164,23 @@ def test_cli_train_prints_the_cost_before_it_waits(studio, capsys):
     assert "ia3: 384 of 126k parameters train" in err and "estimated peak memory" in err
 
 
+def test_continuing_with_another_method_says_what_it_means_before_it_trains(studio, capsys):
+    # `--from-version` of a LoRA version with --method dora queued the job without a word on the lineage or merge
+    from models_db import ModelVersion
+
+    with session_scope() as db:
+        v = ModelVersion(name="first", base_model_id=studio["tiny-llama"], method="lora",
+                         config={"model_id": studio["tiny-llama"], "method": "lora", "method_params": {"r": 8}})
+        db.add(v)
+        db.flush()
+        parent = v.id
+    cli.main(["train", "--model", "tiny-llama", "--dataset", str(studio["dataset"]), "--method", "dora",
+              "--from-version", str(parent)])
+    err = capsys.readouterr().err
+    assert f"note: Version {parent} (lora) is merged into the base first, then a new dora adapter" in err
+    assert f"base → #{parent} → the new version" in err
+
+
 def test_a_reload_keeps_the_forms_picks_and_the_tab(studio):
     from studio import app
 
