@@ -121,6 +121,17 @@ def disk_needed(fmt: ExportFormat, base_dir: Path) -> int:
     return need
 
 
+def files_bytes(fmt: ExportFormat, base_dir: Path) -> int:
+    """The size of a merged export's files (its weights at the format's bytes per weight): the size estimate shown
+    before it starts."""
+    return int(safetensors_params(base_dir) * fmt.bytes_per_weight)
+
+
+def size_text(n: int) -> str:
+    """Bytes for a person: GB from a tenth of one, MB below (a tiny model's files are not '0.00 GB')."""
+    return f"{n / GB:.2f} GB" if n >= GB / 10 else f"{n / 2**20:.1f} MB"
+
+
 def check_disk(version_id: int, fmt: ExportFormat, base_dir: Path, where: Path) -> None:
     """Refuse (ExportError) a merged export whose files would not fit on the disk it is written to."""
     import shutil
@@ -285,5 +296,4 @@ def preview(db, version_id: int, format: str) -> str:
     if not Path(base.path, "config.json").exists():
         return f"{fmt.help} (The worker checks the memory it needs before it starts.)"
     est = estimate(fmt, Path(base.path), lineage_dirs(version), fleet_memory(db))
-    size = safetensors_params(Path(base.path)) * fmt.bytes_per_weight / GB
-    return f"{fmt.help} About {size:.2f} GB of files. The merge {est.describe()}."
+    return f"{fmt.help} About {size_text(files_bytes(fmt, Path(base.path)))} of files. The merge {est.describe()}."

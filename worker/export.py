@@ -266,6 +266,12 @@ def record_metric(version_id: int, key: str, value: float) -> None:
 
 # --- the export -----------------------------------------------------------------------------------------
 
+def base_architectures(base: BaseModel) -> list[str]:
+    """The architectures the base's config.json names (what the merged export's config names too)."""
+    config = Path(base.path, "config.json")
+    return list(json.loads(config.read_text()).get("architectures") or []) if config.exists() else []
+
+
 def resolve_format(format: str | None, merged: bool | None) -> exports.ExportFormat:
     """``format`` wins; the older boolean ``merged`` means format merged (float32) or adapter."""
     return exports.get_format(format or ("merged" if merged else "adapter"))
@@ -296,13 +302,17 @@ def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None
         raise UserFacingError(str(e)) from None
     if est is not None:
         say(f"memory: {est.describe()}")
+    tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version), **tokenizer_code_kwargs(base))
+    if fmt.kind == "gguf":  # no converter, an architecture it does not know, a template Ollama cannot express
+        gguf.preflight(fmt, base_architectures(base), tokenizer)
+    if fmt.merged and Path(base.path, "config.json").exists():
+        say(f"the {fmt.name} files will take about {exports.size_text(exports.files_bytes(fmt, Path(base.path)))}")
     progress(1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     extra, latency = {}, None
     prompts = fidelity.prompts_for(version)  # replayed through the export once it is written (worker/fidelity.py)
     task = (version.config or {}).get("task") or "causal_lm"
-    tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version), **tokenizer_code_kwargs(base))
     if fmt.merged:
         held = [merged_model(version, base, versions, tokenizer, say)]
         say(f"replaying {len(prompts)} prompts through the trained model, to check the export against")

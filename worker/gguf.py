@@ -14,6 +14,8 @@ reason, before anything is converted.
 """
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +53,41 @@ def quantizer() -> Path:
         raise UserFacingError(f"the Q4_K_M GGUF export needs llama.cpp's llama-quantize, not built on this worker: "
                               f"run `{FETCH} --build` once (minutes), or export gguf-q8_0 or gguf-f16 instead.")
     return binary
+
+
+def known_architectures() -> set[str] | None:
+    """The architectures llama.cpp's converter converts, read from its source without importing it (torch, seconds):
+    ``TEXT_MODEL_MAP`` in ``conversion/__init__.py`` (the converter split into modules), plus the names of every
+    ``@ModelBase.register(...)`` (the older single-file converter). None where the tree says neither."""
+    root = llama_cpp_dir()
+    names: set[str] = set()
+    package = root / "conversion" / "__init__.py"
+    if package.exists():
+        for node in ast.parse(package.read_text()).body:
+            target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(
+                node, ast.Assign) else None)
+            if isinstance(target, ast.Name) and target.id == "TEXT_MODEL_MAP" and node.value is not None:
+                names |= set(ast.literal_eval(node.value))
+    for source in [root / "convert_hf_to_gguf.py", *sorted((root / "conversion").glob("*.py"))]:
+        if source.exists():
+            for args in re.findall(r"@ModelBase\.register\(([^)]*)\)", source.read_text()):
+                names |= set(re.findall(r"[\"']([^\"']+)[\"']", args))
+    return names or None
+
+
+def preflight(fmt: exports.ExportFormat, architectures: list[str], tokenizer) -> None:
+    """Everything a GGUF export can be refused for before the base is loaded or a file written: llama.cpp's
+    converter (and, for q4_k_m, its quantizer) on this worker, an architecture the converter knows, and a chat
+    template the Modelfile can express. UserFacingError with the reason and what to export instead."""
+    converter()
+    if fmt.gguf_type == "q4_k_m":
+        quantizer()
+    known = known_architectures()
+    unknown = [a for a in architectures if known is not None and a not in known]
+    if unknown:
+        raise UserFacingError(f"llama.cpp's converter (from {LLAMA_CPP_PYTHON}) does not convert {', '.join(unknown)}, "
+                              "so this version has no GGUF export; export merged safetensors or ONNX instead.")
+    family_of(getattr(tokenizer, "chat_template", None))
 
 
 def fetch(build: bool = False, say=print) -> Path:

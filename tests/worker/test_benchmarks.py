@@ -203,6 +203,7 @@ def test_the_cli_evaluates_pins_and_shows_the_comparison(studio, capsys, monkeyp
         version_id = train_on_the_facts(studio)
     out = cli("versions", "evaluate", str(version_id), "--dataset", str(studio.mc), "--wait")
     assert out["evaluation"]["metrics"]["acc"] == 1.0 and "examples" not in out["evaluation"]
+    assert out["evaluation"]["metrics"]["acc_stderr"] == 0.0  # lm-eval's sample stderr: sqrt(p(1-p)/(n-1))
     shown = cli("versions", "show", str(version_id))
     assert shown["vs_parent"] is None and shown["vs_base"]["base_model_id"] == studio.llama
     assert studio.mc in [d["dataset_id"] for d in shown["vs_base"]["datasets"]]

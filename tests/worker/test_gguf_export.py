@@ -17,7 +17,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from models_db import ModelVersion
+from models_db import BaseModel, ModelVersion, session_scope
 from studio import exports, operations
 from studio.jobspec import build_train_spec
 from tests.backends import backend_env, in_process
@@ -129,6 +129,43 @@ def test_the_modelfile_renders_what_the_chat_template_renders(tmp_path):
         gguf.family_of("{% for m in messages %}<<{{ m.role }}>>{{ m.content }}{% endfor %}")
 
 
+# The other families' chat templates as their models ship them (Llama 3.x, Gemma 2/3 with the system turn folded
+# into the first user turn, Mistral's [INST]), trimmed to one conversation's path; the BOS they start with is
+# the tokenizer's to add in llama.cpp, as in Ollama, so it is left out of the comparison.
+FAMILY_TEMPLATES = {
+    "llama3": ("{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+               "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+               "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"),
+    "gemma": ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set prefix = messages[0]['content'] + "
+              "'\n\n' %}{% set loop_messages = messages[1:] %}{% else %}{% set prefix = '' %}{% set loop_messages = "
+              "messages %}{% endif %}{% for message in loop_messages %}{% set role = 'model' if message['role'] == "
+              "'assistant' else message['role'] %}{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') "
+              "+ message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}"
+              "{{ '<start_of_turn>model\n' }}{% endif %}"),
+    "inst": ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+             "{% set loop_messages = messages[1:] %}{% else %}{% set loop_messages = messages %}{% endif %}"
+             "{% for message in loop_messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + (system + '\n\n' "
+             "if system is defined and loop.last else '') + message['content'] + ' [/INST]' }}{% else %}"
+             "{{ message['content'] + eos_token }}{% endif %}{% endfor %}"),
+}
+
+
+@pytest.mark.parametrize("name", list(FAMILY_TEMPLATES))
+def test_each_family_s_modelfile_renders_what_its_chat_template_renders(name, tiny_llama_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tok.chat_template = FAMILY_TEMPLATES[name]
+    family = gguf.family_of(tok.chat_template)
+    assert family.name == name
+    for system in (None, "Answer briefly."):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": "Hi!"}]
+        rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert gguf.render_ollama(family.template, system, "Hi!") == rendered.removeprefix(tok.bos_token or "")
+    text = gguf.modelfile("model-f16.gguf", tok)
+    assert text.startswith('FROM ./model-f16.gguf\nTEMPLATE \"\"\"') and "SYSTEM" not in text  # no default system
+    assert [line for line in text.splitlines() if line.startswith("PARAMETER stop")] == [
+        *(f'PARAMETER stop "{stop}"' for stop in family.stops), f'PARAMETER stop "{tok.eos_token}"']
+
+
 def test_what_cannot_be_a_gguf_is_refused_up_front(smol, tmp_path, monkeypatch):
     version_id, _ = smol
     classifier = ModelVersion(id=99, method="lora", config={"task": "seq_cls"})
@@ -137,11 +174,37 @@ def test_what_cannot_be_a_gguf_is_refused_up_front(smol, tmp_path, monkeypatch):
     soft = ModelVersion(id=98, method="prompt_tuning", config={})
     with pytest.raises(exports.ExportError, match="prompt_tuning cannot be merged"):
         exports.check_allowed(soft, exports.FORMATS["gguf-f16"])
+    # the size of the files, said under the picker before the export starts (a Q8_0 weight is 8.5 bits)
+    from studio.tabs import versions as tab
+    from worker.export import base_architectures
+
+    with session_scope() as db:
+        base = db.get(BaseModel, db.get(ModelVersion, version_id).base_model_id)
+        db.expunge(base)
+    assert base_architectures(base) == ["LlamaForCausalLM"]
+    params = exports.safetensors_params(Path(base.path))
+    assert exports.files_bytes(exports.FORMATS["gguf-q8_0"], Path(base.path)) == int(params * 1.07)
+    assert f"About {params * 1.07 / 2**20:.1f} MB of files" in tab.export_hint(version_id, "gguf-q8_0")
+    assert f"About {params * 2 / 2**20:.1f} MB of files" in tab.export_hint(version_id, "gguf-f16")
     # a disk too small: refused before anything is loaded or written
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
     with pytest.raises(UserFacingError, match=r"as gguf-q8_0 writes ~0\.\d\d GB, and .* has 0\.00 GB free"):
         export_version(version_id, tmp_path / "full-disk", format="gguf-q8_0", say=lambda _: None)
     assert not (tmp_path / "full-disk").exists()
+    monkeypatch.undo()
+    # an architecture llama.cpp's converter does not convert, and a chat template no Modelfile can express: refused
+    # before the base is loaded (nothing said about loading it) and before the output folder is made
+    said: list[str] = []
+    monkeypatch.setattr(gguf, "known_architectures", lambda: {"GPT2LMHeadModel", "Qwen3ForCausalLM"})
+    with pytest.raises(UserFacingError, match="converter .* does not convert LlamaForCausalLM, so this version has no "
+                                              "GGUF export; export merged safetensors or ONNX instead"):
+        export_version(version_id, tmp_path / "arch", format="gguf-f16", say=said.append)
+    assert not (tmp_path / "arch").exists() and not any("loading" in line for line in said), said
+    monkeypatch.undo()
+    monkeypatch.setattr(gguf, "FAMILIES", ())
+    with pytest.raises(UserFacingError, match="cannot translate into an Ollama Modelfile"):
+        export_version(version_id, tmp_path / "template", format="gguf-q8_0", say=said.append)
+    assert not (tmp_path / "template").exists() and not any("loading" in line for line in said), said
     monkeypatch.undo()
     # no converter on this worker: said with the command that fetches it, nothing written
     monkeypatch.setenv("STUDIO_LLAMA_CPP_DIR", str(tmp_path / "none"))
@@ -151,7 +214,14 @@ def test_what_cannot_be_a_gguf_is_refused_up_front(smol, tmp_path, monkeypatch):
     try:
         with pytest.raises(UserFacingError, match="python -m worker llama-cpp"):
             export_version(version_id, tmp_path / "no-tools", format="gguf-f16", say=lambda _: None)
-        assert not any((tmp_path / "no-tools").glob("*.gguf"))
+        assert not (tmp_path / "no-tools").exists()
+        # the converter but no llama-quantize (as CI has it): Q4_K_M is refused up front with the command that builds it
+        (tmp_path / "none").mkdir()
+        (tmp_path / "none" / "convert_hf_to_gguf.py").write_text("")
+        with pytest.raises(UserFacingError, match=r"Q4_K_M GGUF export needs llama.cpp's llama-quantize, not built on "
+                                                  r"this worker: run `python -m worker llama-cpp --build`"):
+            export_version(version_id, tmp_path / "no-quantizer", format="gguf-q4_k_m", say=lambda _: None)
+        assert not (tmp_path / "no-quantizer").exists()
     finally:
         monkeypatch.delenv("STUDIO_LLAMA_CPP_DIR")
         get_settings.cache_clear()
