@@ -277,13 +277,45 @@ def resolve_format(format: str | None, merged: bool | None) -> exports.ExportFor
     return exports.get_format(format or ("merged" if merged else "adapter"))
 
 
+def _write_and_verify(version: ModelVersion, base: BaseModel, versions: list[ModelVersion], tokenizer,
+                      fmt: exports.ExportFormat, out_dir: Path, say, progress) -> tuple[dict, float | None]:
+    """Write the format's files into ``out_dir`` and check them against the trained model: the writer's extras
+    with the ``fidelity`` record, and the ms/token (None where not measured)."""
+    version_id = version.id
+    extra, latency = {}, None
+    prompts = fidelity.prompts_for(version)  # replayed through the export once it is written (worker/fidelity.py)
+    task = (version.config or {}).get("task") or "causal_lm"
+    if fmt.merged:
+        held = [merged_model(version, base, versions, tokenizer, say)]
+        say(f"replaying {len(prompts)} prompts through the trained model, to check the export against")
+        ref = fidelity.reference(held[0], tokenizer, prompts, task)
+        # the merged model goes into the writer, which then holds its only reference (and may free it)
+        extra = WRITERS[fmt.kind](held.pop(), tokenizer, out_dir, fmt, say)
+        gc.collect()
+        progress(2)
+        say("verifying the export: the same prompts in its own runtime")
+        extra["fidelity"] = fidelity.check_folder(out_dir, fmt, ref, prompts, base, extra.get("bnb_device", "cpu"))
+        say("timing a few greedy tokens on the export")
+        latency = measure_latency(out_dir, fmt, extra.get("bnb_device", "cpu"), base)
+        if latency is not None:
+            record_metric(version_id, f"export_ms_per_token_{fmt.name}", latency)
+    else:
+        shutil.copytree(lineage.artifact(version), out_dir / "adapter", dirs_exist_ok=True)
+        progress(2)
+        say(f"verifying the adapter: {len(prompts)} prompts through the trained model and through the exported folder")
+        ref = fidelity.reference(_inference_model(version, base, versions, tokenizer), tokenizer, prompts, task)
+        gc.collect()
+        extra["fidelity"] = fidelity.check_adapter(out_dir, versions, base, ref, prompts)
+    return extra, latency
+
+
 def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None, format: str | None = None,
                    say=print, progress: Callable[[int], None] = lambda step: None) -> Path:
     """Write the export to ``out_dir``: a merged model in ``format`` (with config, tokenizer, generation
     config), or the adapter folder and a loading snippet; a model card; and, for a merged causal LM,
     the reloaded export's ms/token recorded in the version's metrics. Refused up front (UserFacingError)
-    when the method cannot merge or the merge needs more memory than this machine has.
-    ``progress(n)``: steps 1 (checked), 2 (written), 3 (measured, card written)."""
+    when the method cannot merge or the merge needs more memory than this machine has; a failure while writing
+    removes the folder it made (nothing half-written). ``progress(n)``: steps 1 (checked), 2 (written), 3 (measured, card written)."""
     from transformers import AutoTokenizer
 
     with session_scope() as db:
@@ -309,31 +341,14 @@ def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None
         say(f"the {fmt.name} files will take about {exports.size_text(exports.files_bytes(fmt, Path(base.path)))}")
     progress(1)
     out_dir = Path(out_dir)
+    made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    extra, latency = {}, None
-    prompts = fidelity.prompts_for(version)  # replayed through the export once it is written (worker/fidelity.py)
-    task = (version.config or {}).get("task") or "causal_lm"
-    if fmt.merged:
-        held = [merged_model(version, base, versions, tokenizer, say)]
-        say(f"replaying {len(prompts)} prompts through the trained model, to check the export against")
-        ref = fidelity.reference(held[0], tokenizer, prompts, task)
-        # the merged model goes into the writer, which then holds its only reference (and may free it)
-        extra = WRITERS[fmt.kind](held.pop(), tokenizer, out_dir, fmt, say)
-        gc.collect()
-        progress(2)
-        say("verifying the export: the same prompts in its own runtime")
-        extra["fidelity"] = fidelity.check_folder(out_dir, fmt, ref, prompts, base, extra.get("bnb_device", "cpu"))
-        say("timing a few greedy tokens on the export")
-        latency = measure_latency(out_dir, fmt, extra.get("bnb_device", "cpu"), base)
-        if latency is not None:
-            record_metric(version_id, f"export_ms_per_token_{fmt.name}", latency)
-    else:
-        shutil.copytree(lineage.artifact(version), out_dir / "adapter", dirs_exist_ok=True)
-        progress(2)
-        say(f"verifying the adapter: {len(prompts)} prompts through the trained model and through the exported folder")
-        ref = fidelity.reference(_inference_model(version, base, versions, tokenizer), tokenizer, prompts, task)
-        gc.collect()
-        extra["fidelity"] = fidelity.check_adapter(out_dir, versions, base, ref, prompts)
+    try:
+        extra, latency = _write_and_verify(version, base, versions, tokenizer, fmt, out_dir, say, progress)
+    except BaseException:
+        if made:  # nothing half-written left behind: a folder this export made goes with it
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     say(fidelity.summary(extra["fidelity"]))
     progress(3)
     (out_dir / "README.md").write_text(model_card(version, base, fmt, versions, latency, parents)

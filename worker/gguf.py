@@ -242,5 +242,5 @@ def _run(cmd: list[str], arch: str, what: str) -> None:
     p = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if p.returncode:
         last = next((line for line in reversed(p.stderr.strip().splitlines()) if line.strip()), "")
-        raise UserFacingError(f"llama.cpp's {what} cannot handle {arch} ({last[-300:]}); export merged "
+        raise UserFacingError(f"llama.cpp's {what} failed on this {arch} model ({last[-300:]}); export merged "
                               "safetensors instead.")

@@ -31,6 +31,7 @@ from tests.worker.test_recipe_methods import (
 from worker import job_process, lineage
 from worker.errors import UserFacingError
 from worker.export import export_version
+from tests.worker.test_gguf_export import needs_llama_cpp
 
 studio = recipe.studio  # the module-scoped embedded studio with the tiny Llama and an instruction data set
 
@@ -215,12 +216,23 @@ def test_a_method_that_cannot_merge_exports_the_adapter_only(studio, tmp_path):
     out = export_version(version.id, tmp_path / "soft-prompt", format="adapter", say=lambda _: None)
     assert_fidelity(json.loads((out / "studio_version.json").read_text())["fidelity"], "adapter")  # studio's loader
     assert len(tab.export_picker("lora").choices) == len(exports.FORMATS)
-    for fmt in ("merged", "bnb-4bit", "onnx"):
+    for fmt in ("merged", "bnb-4bit", "onnx", "gguf-q8_0"):
         with pytest.raises(SpecError, match=rf"prompt_tuning cannot be merged .* no {fmt} export; export the adapter "
                                             r"instead \(--format adapter\)"):
             operations.submit_export(version.id, format=fmt)
     with pytest.raises(SpecError, match="unknown export format 'gguf': use one of merged, merged-fp16"):
         operations.submit_export(version.id, format="gguf")
+
+
+@needs_llama_cpp
+def test_a_conversion_llama_cpp_fails_leaves_nothing_behind(studio, lora, tmp_path):
+    """The tiny Llama's own tokenizer is none llama.cpp's converter knows (it hashes pre-tokenizers), which only the
+    conversion finds out: it fails after the merge with the converter's last words, and neither the output folder
+    nor the temporary one beside it stays."""
+    with pytest.raises(UserFacingError, match=r"llama\.cpp's converter failed on this LlamaForCausalLM model \(.*pre-tokenizer.*\); "
+                                              r"export merged safetensors instead"):
+        export_version(lora.id, tmp_path / "out" / "gguf", format="gguf-f16", say=lambda _: None)
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_bnb_refuses_clearly_where_it_cannot_quantize(studio, lora, tmp_path, monkeypatch):

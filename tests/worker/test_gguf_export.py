@@ -174,6 +174,9 @@ def test_what_cannot_be_a_gguf_is_refused_up_front(smol, tmp_path, monkeypatch):
     soft = ModelVersion(id=98, method="prompt_tuning", config={})
     with pytest.raises(exports.ExportError, match="prompt_tuning cannot be merged"):
         exports.check_allowed(soft, exports.FORMATS["gguf-f16"])
+    bottleneck = ModelVersion(id=97, method="adapter", config={})
+    with pytest.raises(exports.ExportError, match="adapter cannot be merged .* no gguf-q4_k_m export"):
+        exports.check_allowed(bottleneck, exports.FORMATS["gguf-q4_k_m"])
     # the size of the files, said under the picker before the export starts (a Q8_0 weight is 8.5 bits)
     from studio.tabs import versions as tab
     from worker.export import base_architectures
