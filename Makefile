@@ -52,8 +52,11 @@ lint: install-test
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check .
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), each test file whole on one of them: much of a test's
+# time is a worker or a studio starting and waiting on another process, so two share two cores well.
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) studio_data .pytest_cache

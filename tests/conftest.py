@@ -8,8 +8,14 @@ import pytest
 from tests.tiny import build_tiny_llama
 
 # Every process this suite starts inherits this mark; at the end none may be left (tests/conftest.py).
+# Under pytest-xdist each worker process has its own mark and checks its own processes: the workers finish at
+# different times, and one must not count another's running training child as left behind.
 SUITE_MARK = "STUDIO_TEST_SUITE_RUN"
-os.environ.setdefault(SUITE_MARK, uuid.uuid4().hex)
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    os.environ[SUITE_MARK] = f"{uuid.uuid4().hex}-{XDIST_WORKER}"
+else:
+    os.environ.setdefault(SUITE_MARK, uuid.uuid4().hex)
 
 
 def leftover_processes() -> list[tuple[int, str]]:
@@ -34,6 +40,8 @@ def pytest_sessionfinish(session, exitstatus):
     child) fails the run, and is killed so it cannot hold the machine."""
     if not Path("/proc").is_dir() or session.config.option.collectonly:
         return
+    if getattr(session.config.option, "numprocesses", None) and not XDIST_WORKER:
+        return  # the controller of an xdist run: each worker checks its own processes
     import time
 
     left = leftover_processes()
