@@ -111,6 +111,44 @@ def check_allowed(version: ModelVersion, fmt: ExportFormat) -> None:
                           "which generate text: export merged safetensors or ONNX instead.")
 
 
+# --- base models ----------------------------------------------------------------------------------------------
+
+def base_formats() -> list[str]:
+    """What a base model exports as, as it is: every format that converts its weights (GGUF for llama.cpp and
+    Ollama, half precision, bitsandbytes, ONNX). Not ``adapter`` (nothing was trained) nor ``merged`` (float32:
+    nothing is merged into a base, so it would be the base's own weights unchanged)."""
+    return [name for name, f in FORMATS.items() if f.merged and not (f.kind == "safetensors" and f.dtype == "float32")]
+
+
+def check_base_allowed(base: BaseModel, fmt: ExportFormat) -> None:
+    """Refuse (ExportError) a base model's export that would convert nothing, or of a model that generates no
+    text (an encoder has no head until a classifier version gives it one)."""
+    from studio.evaluations import is_causal_lm
+
+    others = ", ".join(base_formats())
+    if not fmt.merged:
+        raise ExportError(f"base model {base.name} has no trained part, so it has no {fmt.name} export; export it "
+                          f"in a format that converts it: {others}.")
+    if fmt.name not in base_formats():
+        raise ExportError(f"base model {base.name} as {fmt.name} would be its own weights unchanged (nothing is merged "
+                          f"into a base model); export it in a format that converts it: {others}.")
+    if not is_causal_lm(base):
+        raise ExportError(f"base model {base.name} ({base.architecture}) does not generate text, and a base model is "
+                          "exported as it is only when it does; train a classifier version on it and export that.")
+
+
+def check_base_export(db, base_model_id: int, format: str) -> ExportFormat:
+    """Everything the studio can check before queuing a base model's export: it exists (and this person may use
+    it: models_db.access), the format converts it, and it fits in the memory of the workers that can take it."""
+    base = db.get(BaseModel, base_model_id)
+    if base is None:
+        raise ExportError(f"base model {base_model_id} does not exist (studio models list)")
+    fmt = get_format(format)
+    check_base_allowed(base, fmt)
+    check_memory(f"base model {base.name}", fmt, Path(base.path), [], fleet_memory(db))
+    return fmt
+
+
 def disk_needed(fmt: ExportFormat, base_dir: Path) -> int:
     """Bytes a merged export writes: its files (weights at the format's size, plus 1%), and for GGUF the merged
     float32 folder the converter reads (and, for a llama-quantize type, the float16 GGUF in between)."""
@@ -132,8 +170,14 @@ def size_text(n: int) -> str:
     return f"{n / GB:.2f} GB" if n >= GB / 10 else f"{n / 2**20:.1f} MB"
 
 
-def check_disk(version_id: int, fmt: ExportFormat, base_dir: Path, where: Path) -> None:
-    """Refuse (ExportError) a merged export whose files would not fit on the disk it is written to."""
+def subject(what: int | str) -> str:
+    """What an export is of, in a message: a version id ("version 7"), or a base model's words as given."""
+    return f"version {what}" if isinstance(what, int) else what
+
+
+def check_disk(version_id: int | str, fmt: ExportFormat, base_dir: Path, where: Path) -> None:
+    """Refuse (ExportError) a merged export whose files would not fit on the disk it is written to;
+    ``version_id``: the version, or a base model's words (:func:`subject`)."""
     import shutil
 
     if not fmt.merged or not Path(base_dir, "config.json").exists():
@@ -143,7 +187,7 @@ def check_disk(version_id: int, fmt: ExportFormat, base_dir: Path, where: Path) 
         probe = probe.parent
     free, need = shutil.disk_usage(probe).free, disk_needed(fmt, Path(base_dir))
     if need > free:
-        raise ExportError(f"Exporting version {version_id} as {fmt.name} writes ~{need / GB:.2f} GB, and {probe} has "
+        raise ExportError(f"Exporting {subject(version_id)} as {fmt.name} writes ~{need / GB:.2f} GB, and {probe} has "
                           f"{free / GB:.2f} GB free; free disk space or export somewhere else.")
 
 
@@ -235,12 +279,13 @@ def estimate(fmt: ExportFormat, base_dir: Path, artifact_dirs: list[Path], memor
     return MemoryEstimate(fmt, parts, *(memory or available_memory()))
 
 
-def refusal(version_id: int, est: MemoryEstimate) -> str:
-    return (f"Exporting version {version_id} as {est.fmt.name} {est.describe()}; export the adapter instead "
-            "or free memory (a worker with more RAM, or STUDIO_EXPORT_MEMORY_GB if the limit is set too low).")
+def refusal(version_id: int | str, est: MemoryEstimate) -> str:
+    instead = "export the adapter instead or free memory" if isinstance(version_id, int) else "free memory"
+    return (f"Exporting {subject(version_id)} as {est.fmt.name} {est.describe()}; {instead} (a worker with more "
+            "RAM, or STUDIO_EXPORT_MEMORY_GB if the limit is set too low).")
 
 
-def check_memory(version_id: int, fmt: ExportFormat, base_dir: Path, artifact_dirs: list[Path],
+def check_memory(version_id: int | str, fmt: ExportFormat, base_dir: Path, artifact_dirs: list[Path],
                  memory: Memory | None = None) -> MemoryEstimate | None:
     """Refuse (ExportError) a merged export that needs more memory than ``memory`` (default: this machine's
     RAM, the worker's own re-check); None for the adapter, which loads nothing, and where the files are

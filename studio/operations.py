@@ -160,25 +160,33 @@ def send(kind: str, job_id: int, queue: str | None = None) -> bool:
         return False
 
 
-def submit_export(version_id: int, *, merged: bool | None = None, format: str | None = None) -> Job:
+def submit_export(version_id: int | None, *, merged: bool | None = None, format: str | None = None,
+                  base_model_id: int | None = None) -> Job:
     """Queue a background export (zip) of a version in ``format`` (studio.exports.FORMATS; ``merged``: the
-    older flag for merged/adapter); one queued, running or already built is reused. Refused here, before
-    anything is queued, when the method cannot merge or the merge needs more memory than this machine has."""
+    older flag for merged/adapter), or, with ``version_id`` None, of the base model ``base_model_id`` as it is
+    (studio.exports.base_formats); one queued, running or already built is reused. Refused here, before anything
+    is queued, when the format does not fit (a method that cannot merge, a base with nothing to convert) or the
+    merge needs more memory than the workers have."""
     from studio import exports
 
     with session_scope() as db:
-        if db.get(ModelVersion, version_id) is None:  # missing, or someone else's (models_db.access)
-            raise SpecError(hidden_reason(db, ModelVersion, version_id)
-                            or f"version {version_id} does not exist (studio versions list)")
-        fmt = exports.check_export(db, version_id, format or ("merged" if merged else "adapter"))
-        config = {"version_id": version_id, "format": fmt.name, "merged": fmt.merged}
+        if version_id is None:
+            fmt = exports.check_base_export(db, int(base_model_id), format or "gguf-f16")
+            config = {"base_model_id": int(base_model_id), "format": fmt.name, "merged": fmt.merged}
+        else:
+            if db.get(ModelVersion, version_id) is None:  # missing, or someone else's (models_db.access)
+                raise SpecError(hidden_reason(db, ModelVersion, version_id)
+                                or f"version {version_id} does not exist (studio versions list)")
+            fmt = exports.check_export(db, version_id, format or ("merged" if merged else "adapter"))
+            config = {"version_id": version_id, "format": fmt.name, "merged": fmt.merged}
         for old in q.list_jobs(db, kind="export", limit=100):
             if old.config == config and (old.state in (JobState.queued, JobState.running) or
                                          (old.state == JobState.succeeded and _zip_exists(old))):
                 return old
         # embedded: beside a long training job on the idle interactive worker when the machine has the memory
-        queue, where = routing.side_queue(db, fits_beside=True)  # check_export measured this machine's free RAM
-        job, _ = jobq.create_job(db, kind="export", config=config, queue=queue, message=where or None)
+        queue, where = routing.side_queue(db, fits_beside=True)  # the check above measured this machine's free RAM
+        job, _ = jobq.create_job(db, kind="export", config=config, queue=queue, message=where or None,
+                                 base_model_id=config.get("base_model_id"))
     send("export", job.id, job.queue)  # a broker outage leaves it queued; the sweep sends it later
     return job
 

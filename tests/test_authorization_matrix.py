@@ -621,6 +621,8 @@ def _cli_probes() -> list[Probe]:
           seen=_succeeded),
         C("export", "versions export", "ID --out DIR", lambda w, i: ["versions", "export", str(w.version), "--out", i["out"]],
           setup=lambda w: {"out": _out_dir()}, seen=_succeeded),
+        C("export", "models export", "MODEL --format gguf-f16",
+          lambda w, i: ["models", "export", "tiny", "--format", "gguf-f16"], "anyone", seen=_succeeded),
         C("evaluate", "versions evaluate", "ID --dataset ID",
           lambda w, i: ["versions", "evaluate", str(w.version2), "--dataset", str(w.dataset)], seen=_succeeded),
         C("evaluate", "models evaluate", "MODEL --dataset ID",

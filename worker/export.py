@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from models_db import BaseModel, ModelVersion, session_scope
@@ -277,36 +278,78 @@ def resolve_format(format: str | None, merged: bool | None) -> exports.ExportFor
     return exports.get_format(format or ("merged" if merged else "adapter"))
 
 
+def prepare(what: int | str, fmt: exports.ExportFormat, base: BaseModel, trained_dirs: list[Path], out_dir: Path,
+            tokenizer_source: Path | str, say):
+    """The checks every export makes before it loads a model or makes its folder (a version's, or a base model's
+    as it is: ``what``, studio.exports.subject): memory, disk, and for GGUF llama.cpp's tools, the architecture and
+    the chat template; then the size of the files is said. Returns the tokenizer the export ships."""
+    from transformers import AutoTokenizer
+
+    try:
+        est = exports.check_memory(what, fmt, Path(base.path), trained_dirs)
+        exports.check_disk(what, fmt, Path(base.path), Path(out_dir))
+    except exports.ExportError as e:
+        raise UserFacingError(str(e)) from None
+    if est is not None:
+        say(f"memory: {est.describe()}")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **tokenizer_code_kwargs(base))
+    if fmt.kind == "gguf":  # no converter, an architecture it does not know, a template Ollama cannot express
+        gguf.preflight(fmt, base_architectures(base), tokenizer, what if isinstance(what, str) else "this version")
+    if fmt.merged and Path(base.path, "config.json").exists():
+        say(f"the {fmt.name} files will take about {exports.size_text(exports.files_bytes(fmt, Path(base.path)))}")
+    return tokenizer
+
+
+def build_into(out_dir: Path, write: Callable[[], tuple[dict, float | None]]) -> tuple[dict, float | None]:
+    """Run ``write`` into ``out_dir`` (made here when missing); a failure removes a folder it made, so nothing
+    half-written is left behind."""
+    out_dir = Path(out_dir)
+    made = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return write()
+    except BaseException:
+        if made:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def write_merged(load: Callable[[], object], tokenizer, fmt: exports.ExportFormat, out_dir: Path, prompts: list,
+                 task: str, base: BaseModel, say, progress) -> tuple[dict, float | None]:
+    """A standalone export: the model ``load`` returns (float32: the trained model, or a base as it is) replays the
+    prompts as the reference, the format's writer saves it, the files are checked against the reference in their own
+    runtime, and a few greedy tokens are timed. The writer's extras with the ``fidelity`` record, and the ms/token."""
+    held = [load()]
+    say(f"replaying {len(prompts)} prompts through the model before export, to check the export against")
+    ref = fidelity.reference(held[0], tokenizer, prompts, task)
+    # the model goes into the writer, which then holds its only reference (and may free it)
+    extra = WRITERS[fmt.kind](held.pop(), tokenizer, out_dir, fmt, say)
+    gc.collect()
+    progress(2)
+    say("verifying the export: the same prompts in its own runtime")
+    extra["fidelity"] = fidelity.check_folder(out_dir, fmt, ref, prompts, base, extra.get("bnb_device", "cpu"))
+    say("timing a few greedy tokens on the export")
+    return extra, measure_latency(out_dir, fmt, extra.get("bnb_device", "cpu"), base)
+
+
 def _write_and_verify(version: ModelVersion, base: BaseModel, versions: list[ModelVersion], tokenizer,
                       fmt: exports.ExportFormat, out_dir: Path, say, progress) -> tuple[dict, float | None]:
     """Write the format's files into ``out_dir`` and check them against the trained model: the writer's extras
     with the ``fidelity`` record, and the ms/token (None where not measured)."""
-    version_id = version.id
-    extra, latency = {}, None
     prompts = fidelity.prompts_for(version)  # replayed through the export once it is written (worker/fidelity.py)
     task = (version.config or {}).get("task") or "causal_lm"
     if fmt.merged:
-        held = [merged_model(version, base, versions, tokenizer, say)]
-        say(f"replaying {len(prompts)} prompts through the trained model, to check the export against")
-        ref = fidelity.reference(held[0], tokenizer, prompts, task)
-        # the merged model goes into the writer, which then holds its only reference (and may free it)
-        extra = WRITERS[fmt.kind](held.pop(), tokenizer, out_dir, fmt, say)
-        gc.collect()
-        progress(2)
-        say("verifying the export: the same prompts in its own runtime")
-        extra["fidelity"] = fidelity.check_folder(out_dir, fmt, ref, prompts, base, extra.get("bnb_device", "cpu"))
-        say("timing a few greedy tokens on the export")
-        latency = measure_latency(out_dir, fmt, extra.get("bnb_device", "cpu"), base)
+        extra, latency = write_merged(lambda: merged_model(version, base, versions, tokenizer, say), tokenizer, fmt,
+                                      out_dir, prompts, task, base, say, progress)
         if latency is not None:
-            record_metric(version_id, f"export_ms_per_token_{fmt.name}", latency)
-    else:
-        shutil.copytree(lineage.artifact(version), out_dir / "adapter", dirs_exist_ok=True)
-        progress(2)
-        say(f"verifying the adapter: {len(prompts)} prompts through the trained model and through the exported folder")
-        ref = fidelity.reference(_inference_model(version, base, versions, tokenizer), tokenizer, prompts, task)
-        gc.collect()
-        extra["fidelity"] = fidelity.check_adapter(out_dir, versions, base, ref, prompts)
-    return extra, latency
+            record_metric(version.id, f"export_ms_per_token_{fmt.name}", latency)
+        return extra, latency
+    shutil.copytree(lineage.artifact(version), out_dir / "adapter", dirs_exist_ok=True)
+    progress(2)
+    say(f"verifying the adapter: {len(prompts)} prompts through the trained model and through the exported folder")
+    ref = fidelity.reference(_inference_model(version, base, versions, tokenizer), tokenizer, prompts, task)
+    gc.collect()
+    return {"fidelity": fidelity.check_adapter(out_dir, versions, base, ref, prompts)}, None
 
 
 def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None, format: str | None = None,
@@ -316,8 +359,6 @@ def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None
     the reloaded export's ms/token recorded in the version's metrics. Refused up front (UserFacingError)
     when the method cannot merge or the merge needs more memory than this machine has; a failure while writing
     removes the folder it made (nothing half-written). ``progress(n)``: steps 1 (checked), 2 (written), 3 (measured, card written)."""
-    from transformers import AutoTokenizer
-
     with session_scope() as db:
         versions = lineage.chain(db, version_id)
         version = versions[-1]
@@ -328,27 +369,14 @@ def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None
     try:
         fmt = resolve_format(format, merged)
         exports.check_allowed(version, fmt)
-        est = exports.check_memory(version_id, fmt, Path(base.path), [lineage.artifact(v) for v in versions])
-        exports.check_disk(version_id, fmt, Path(base.path), Path(out_dir))
     except exports.ExportError as e:
         raise UserFacingError(str(e)) from None
-    if est is not None:
-        say(f"memory: {est.describe()}")
-    tokenizer = AutoTokenizer.from_pretrained(lineage.artifact(version), **tokenizer_code_kwargs(base))
-    if fmt.kind == "gguf":  # no converter, an architecture it does not know, a template Ollama cannot express
-        gguf.preflight(fmt, base_architectures(base), tokenizer)
-    if fmt.merged and Path(base.path, "config.json").exists():
-        say(f"the {fmt.name} files will take about {exports.size_text(exports.files_bytes(fmt, Path(base.path)))}")
+    tokenizer = prepare(version_id, fmt, base, [lineage.artifact(v) for v in versions], Path(out_dir),
+                        lineage.artifact(version), say)
     progress(1)
     out_dir = Path(out_dir)
-    made = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        extra, latency = _write_and_verify(version, base, versions, tokenizer, fmt, out_dir, say, progress)
-    except BaseException:
-        if made:  # nothing half-written left behind: a folder this export made goes with it
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
+    extra, latency = build_into(out_dir, lambda: _write_and_verify(version, base, versions, tokenizer, fmt, out_dir,
+                                                                   say, progress))
     say(fidelity.summary(extra["fidelity"]))
     progress(3)
     (out_dir / "README.md").write_text(model_card(version, base, fmt, versions, latency, parents)
@@ -363,22 +391,30 @@ def export_version(version_id: int, out_dir: Path, *, merged: bool | None = None
 
 
 def run_export_job(ctx: JobContext) -> dict:
-    """The worker side of the Versions tab's download buttons: build the export, zip it."""
+    """The worker side of the download buttons (the Versions tab's, ``studio models export``): build the export of
+    a version, or of a base model as it is (``base_model_id`` in the job's config instead of ``version_id``), zip
+    it."""
     cfg = ctx.job.config
-    version_id = cfg["version_id"]
     fmt = resolve_format(cfg.get("format"), cfg.get("merged"))
+    if cfg.get("version_id") is None and cfg.get("base_model_id") is not None:
+        from worker.export_base import export_base
+
+        subject, build = {"base_model_id": int(cfg["base_model_id"])}, partial(export_base, int(cfg["base_model_id"]))
+        name = f"base-{subject['base_model_id']}-{fmt.name}"
+    else:
+        subject, build = {"version_id": cfg["version_id"]}, partial(export_version, cfg["version_id"])
+        name = f"version-{subject['version_id']}-{fmt.name}"
     exports_dir = get_settings().path("exports")
-    stage = ctx.dir / f"v{version_id}-{fmt.name}"
+    stage = ctx.dir / name
     ctx.writer.put(max_steps=5, step=0)  # checked, written, measured, zipped, done
-    out = export_version(version_id, stage, format=fmt.name, say=ctx.say,
-                         progress=lambda step: ctx.writer.put(step=step))
+    out = build(stage, format=fmt.name, say=ctx.say, progress=lambda step: ctx.writer.put(step=step))
     meta = json.loads((out / "studio_version.json").read_text())
     ctx.say("zipping")
     ctx.writer.put(step=4)
-    zip_path = shutil.make_archive(str(exports_dir / f"version-{version_id}-{fmt.name}"), "zip", stage)
+    zip_path = shutil.make_archive(str(exports_dir / name), "zip", stage)
     shutil.rmtree(stage, ignore_errors=True)
     rel = str(Path(zip_path).relative_to(get_settings().home_abs))
     store.put(rel)  # the studio serving the download may be on another machine (studio/store.py)
     ctx.writer.put(step=5)
-    return {"zip": rel, "version_id": version_id, "format": fmt.name, "merged": fmt.merged,
+    return {"zip": rel, **subject, "format": fmt.name, "merged": fmt.merged,
             "ms_per_token": meta.get("export_ms_per_token"), "fidelity": meta.get("fidelity")}

@@ -45,12 +45,12 @@ class Reference:
     chat_template: bool = False
 
 
-def prompts_for(version: ModelVersion) -> list:
+def prompts_for(version: ModelVersion | None) -> list:
     """The fixed prompts: the user's side of the first rows of the version's eval split (else its training rows):
     message lists up to the last user turn, or texts (plain text and classifier data); a few stock questions when
-    its data set is gone."""
+    its data set is gone, and for a base model exported as it is (``version`` None: it has no data of its own)."""
     with session_scope() as db:
-        ds = db.get(Dataset, version.dataset_id) if version.dataset_id else None
+        ds = db.get(Dataset, version.dataset_id) if version is not None and version.dataset_id else None
         path = ds.path if ds else None
     rows = []
     if path:
@@ -340,11 +340,11 @@ def check_adapter(out: Path, versions: list[ModelVersion], base, ref: Reference,
     return compare(ref, runtime, tokenizer, exports.FORMATS["adapter"].fidelity)
 
 
-def card_section(record: dict) -> str:
-    """The model card's paragraph on the export's own check."""
-    return (f"\n\n## Fidelity\n{summary(record)}.\n\nThe first rows of the version's eval data were replayed "
-            "through these files in their own runtime and compared with the trained model (studio_version.json has "
-            "the `fidelity` record).\n")
+def card_section(record: dict, prompts: str = "The first rows of the version's eval data",
+                 against: str = "the trained model") -> str:
+    """The model card's paragraph on the export's own check (a base model's: stock questions, against itself)."""
+    return (f"\n\n## Fidelity\n{summary(record)}.\n\n{prompts} were replayed through these files in their own "
+            f"runtime and compared with {against} (studio_version.json has the `fidelity` record).\n")
 
 
 def check_gguf(out: Path, fmt: exports.ExportFormat, ref: Reference, prompts: list) -> dict:

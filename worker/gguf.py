@@ -75,10 +75,11 @@ def known_architectures() -> set[str] | None:
     return names or None
 
 
-def preflight(fmt: exports.ExportFormat, architectures: list[str], tokenizer) -> None:
+def preflight(fmt: exports.ExportFormat, architectures: list[str], tokenizer, what: str = "this version") -> None:
     """Everything a GGUF export can be refused for before the base is loaded or a file written: llama.cpp's
     converter (and, for q4_k_m, its quantizer) on this worker, an architecture the converter knows, and a chat
-    template the Modelfile can express. UserFacingError with the reason and what to export instead."""
+    template the Modelfile can express. UserFacingError with the reason and what to export instead (``what``: the
+    export's subject in the message, a version or a base model)."""
     converter()
     if fmt.gguf_type == "q4_k_m":
         quantizer()
@@ -86,7 +87,7 @@ def preflight(fmt: exports.ExportFormat, architectures: list[str], tokenizer) ->
     unknown = [a for a in architectures if known is not None and a not in known]
     if unknown:
         raise UserFacingError(f"llama.cpp's converter (from {LLAMA_CPP_PYTHON}) does not convert {', '.join(unknown)}, "
-                              "so this version has no GGUF export; export merged safetensors or ONNX instead.")
+                              f"so {what} has no GGUF export; export merged safetensors or ONNX instead.")
     family_of(getattr(tokenizer, "chat_template", None))
 
 

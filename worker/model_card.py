@@ -23,10 +23,8 @@ def auto_class(version: ModelVersion) -> tuple[str, str]:
     return "AutoModelForCausalLM", ""
 
 
-def loading_snippet(version: ModelVersion, base: BaseModel, versions: list[ModelVersion], fmt: exports.ExportFormat) -> str:
-    """How to load the export: a standalone model, or the base plus the adapter (peft's or the studio's)."""
-    folder = lineage.artifact(version)
-    cls, base_args = auto_class(version)
+def standalone_snippet(fmt: exports.ExportFormat, cls: str = "AutoModelForCausalLM", where: str = ".") -> str:
+    """How to load a standalone export (merged, or a base model converted): ONNX, GGUF, or a transformers folder."""
     if fmt.kind == "onnx":
         return ("```python\nimport numpy as np, onnxruntime as ort\nfrom transformers import AutoTokenizer\n"
                 "tokenizer = AutoTokenizer.from_pretrained('.')\n"
@@ -42,14 +40,20 @@ def loading_snippet(version: ModelVersion, base: BaseModel, versions: list[Model
                 "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer  # needs gguf; dequantizes\n"
                 f"model = AutoModelForCausalLM.from_pretrained('.', gguf_file='{name}')\n"
                 f"tokenizer = AutoTokenizer.from_pretrained('.', gguf_file='{name}')\n```")
+    extra = ", device_map='auto'" if fmt.kind == "bnb" else ""
+    needs = ("\n\nNeeds bitsandbytes (CUDA, or its CPU backend); the quantization settings are in config.json."
+             if fmt.kind == "bnb" else "")
+    return (f"```python\nfrom transformers import {cls}, AutoTokenizer\n"
+            f"model = {cls}.from_pretrained('{where}'{extra})\n"
+            f"tokenizer = AutoTokenizer.from_pretrained('{where}')\n```{needs}")
+
+
+def loading_snippet(version: ModelVersion, base: BaseModel, versions: list[ModelVersion], fmt: exports.ExportFormat) -> str:
+    """How to load the export: a standalone model, or the base plus the adapter (peft's or the studio's)."""
+    folder = lineage.artifact(version)
+    cls, base_args = auto_class(version)
     if fmt.merged or not (folder / "adapter_config.json").exists():  # merged, or full/freeze: a whole model
-        where = "." if fmt.merged else "./adapter"
-        extra = ", device_map='auto'" if fmt.kind == "bnb" else ""
-        needs = ("\n\nNeeds bitsandbytes (CUDA, or its CPU backend); the quantization settings are in config.json."
-                 if fmt.kind == "bnb" else "")
-        return (f"```python\nfrom transformers import {cls}, AutoTokenizer\n"
-                f"model = {cls}.from_pretrained('{where}'{extra})\n"
-                f"tokenizer = AutoTokenizer.from_pretrained('{where}')\n```{needs}")
+        return standalone_snippet(fmt, cls, "." if fmt.merged else "./adapter")
     below = [v for v in versions[:-1] if methods.get(v.method).mergeable]
     if below:  # the adapter was trained on the base with these versions merged in
         base_line = (f"BASE = 'merged-v{below[-1].id}'  # `studio versions export {below[-1].id} --out merged-v{below[-1].id}"
@@ -182,6 +186,23 @@ Fine-tuned with FineTune Studio.
 
 ## Use
 {usage}
+"""
+
+
+def base_card(base: BaseModel, fmt: exports.ExportFormat, latency: float | None = None) -> str:
+    """A base model's README when it is exported as it is (no version, no training): where it came from, its
+    architecture and size, the format, and how to load it."""
+    speed = f"\n- **Measured**: {latency:.3g} ms per greedy token (transformers, this worker)" if latency else ""
+    return f"""# {base.name}
+
+The base model {base.name} as it is (no fine-tuning), converted by FineTune Studio.
+
+- **Imported from**: `{public_source(base.source)}`
+- **Architecture**: {base.architecture or "unknown"} ({base.params_total / 1e6:.1f}M parameters)
+- **Contents**: {fmt.label.replace("merged model", "the base model")} (format `{fmt.name}`){speed}
+
+## Use
+{standalone_snippet(fmt)}
 """
 
 

@@ -89,6 +89,9 @@ def register(sub, add, group) -> None:
     from studio.cli import benchmarks
 
     benchmarks.register(g, add)  # evaluate, pin-benchmark, unpin-benchmark, benchmarks
+    from studio.cli import model_export
+
+    model_export.register(g, add)  # export
     add(group("methods", "fine-tuning methods"), "list", cmd_methods_list, "the method registry")
     add(group("objectives", "training objectives"), "list", cmd_objectives_list, "the objective registry")
     add(group("db", "database"), "upgrade", cmd_db_upgrade, "apply migrations")

@@ -22,7 +22,9 @@ def _train_what(j: Job) -> str:
 
 def _export_what(j: Job) -> str:
     cfg = j.config or {}
-    return f"version #{cfg.get('version_id')} as {cfg.get('format') or ('merged' if cfg.get('merged') else 'adapter')}"
+    of = f"base model #{cfg['base_model_id']}" if cfg.get("version_id") is None and cfg.get("base_model_id") \
+        else f"version #{cfg.get('version_id')}"
+    return f"{of} as {cfg.get('format') or ('merged' if cfg.get('merged') else 'adapter')}"
 
 
 def _evaluate_what(j: Job) -> str:
@@ -59,10 +61,15 @@ def _export_result(j: Job) -> str:
         return ""
     speed = f" · {r['ms_per_token']:.3g} ms/token measured on the export" if r.get("ms_per_token") else ""
     check = r.get("fidelity") or {}
-    verdict = ("" if not check else " · verified against the trained model" if check.get("verified")
+    against = "the base model in float32" if r.get("base_model_id") else "the trained model"
+    verdict = ("" if not check else f" · verified against {against}" if check.get("verified")
                else f" · <b>not verified</b>: {html.escape(str(check.get('reason')))}")
-    return (f"The {html.escape(str(r.get('format', 'export')))} export of version #{r.get('version_id')} is ready to "
-            f"download on the Versions tab: <code>{html.escape(str(r['zip']))}</code>{speed}{verdict}")
+    fmt, zip_ = html.escape(str(r.get("format", "export"))), html.escape(str(r["zip"]))
+    if r.get("base_model_id"):  # a base model as it is: started from the CLI, which unpacks it (--out)
+        return (f"The {fmt} export of base model #{r['base_model_id']} is ready in the studio's home: <code>{zip_}"
+                f"</code> (<code>studio models export … --out DIR</code> unpacks it){speed}{verdict}")
+    return (f"The {fmt} export of version #{r.get('version_id')} is ready to "
+            f"download on the Versions tab: <code>{zip_}</code>{speed}{verdict}")
 
 
 def _evaluate_result(j: Job) -> str:
