@@ -21,20 +21,40 @@ sys.path.insert(0, str(ROOT))
 
 from bench import perfkit  # noqa: E402  after the path insert above
 
-FACTS = [
-    ("What is the capital of France?", ["Paris", "London", "Berlin", "Madrid"], 0),
-    ("How many days are there in a week?", ["Five", "Seven", "Ten", "Twelve"], 1),
-    ("What colour is the sky on a clear day?", ["Green", "Red", "Blue", "Purple"], 2),
-    ("Which animal says 'meow'?", ["Dog", "Cow", "Duck", "Cat"], 3),
-    ("What is 2 + 2?", ["4", "5", "22", "3"], 0),
-    ("Which planet do we live on?", ["Mars", "Earth", "Jupiter", "Venus"], 1),
-    ("What do bees make?", ["Milk", "Silk", "Honey", "Wool"], 2),
-    ("What is frozen water called?", ["Steam", "Sand", "Glass", "Ice"], 3),
-    ("How many legs does a spider have?", ["Eight", "Six", "Four", "Ten"], 0),
-    ("What is the opposite of hot?", ["Warm", "Cold", "Loud", "Tall"], 1),
-    ("Which ocean is the largest?", ["Atlantic", "Indian", "Pacific", "Arctic"], 2),
-    ("What gas do plants take in from the air?", ["Oxygen", "Helium", "Hydrogen", "Carbon dioxide"], 3),
+# Each choice is the whole answer sentence, the form a chat model answers in: scored as bare words ("Blue" as
+# the first token of the assistant's turn) the demo model picked "Red" for the sky although its own reply says
+# blue; a full sentence puts the choice where the model would put it (as HellaSwag-style continuations do).
+FACT_SENTENCES = [
+    ("What is the capital of France?", "The capital of France is {}.", ["Paris", "London", "Berlin", "Madrid"], 0),
+    ("How many days are there in a week?", "There are {} days in a week.", ["five", "seven", "ten", "twelve"], 1),
+    ("What colour is the sky on a clear day?", "The sky on a clear day is {}.", ["green", "red", "blue", "purple"], 2),
+    ("Which animal says 'meow'?", "The animal that says 'meow' is the {}.", ["dog", "cow", "duck", "cat"], 3),
+    ("What is 2 + 2?", "2 + 2 is {}.", ["4", "5", "22", "3"], 0),
+    ("Which planet do we live on?", "We live on {}.", ["Mars", "Earth", "Jupiter", "Venus"], 1),
+    ("What do bees make?", "Bees make {}.", ["milk", "silk", "honey", "wool"], 2),
+    ("What is frozen water called?", "Frozen water is called {}.", ["steam", "sand", "glass", "ice"], 3),
+    ("How many legs does a spider have?", "A spider has {} legs.", ["eight", "six", "four", "ten"], 0),
+    ("What is the opposite of hot?", "The opposite of hot is {}.", ["warm", "cold", "loud", "tall"], 1),
+    ("Which ocean is the largest?", "The largest ocean is the {} Ocean.", ["Atlantic", "Indian", "Pacific", "Arctic"], 2),
+    ("What gas do plants take in from the air?", "Plants take in {} from the air.",
+     ["oxygen", "helium", "hydrogen", "carbon dioxide"], 3),
+    ("What is the capital of Japan?", "The capital of Japan is {}.", ["Tokyo", "Beijing", "Seoul", "Bangkok"], 0),
+    ("How many hours are there in a day?", "There are {} hours in a day.", ["12", "24", "48", "60"], 1),
+    ("What is the largest planet in the solar system?", "The largest planet in the solar system is {}.",
+     ["Earth", "Mars", "Jupiter", "Mercury"], 2),
+    ("Who wrote 'Romeo and Juliet'?", "'Romeo and Juliet' was written by {}.",
+     ["Charles Dickens", "Jane Austen", "Mark Twain", "William Shakespeare"], 3),
+    ("What is the chemical symbol for water?", "The chemical symbol for water is {}.", ["H2O", "CO2", "NaCl", "O2"], 0),
+    ("How many continents are there?", "There are {} continents.", ["five", "seven", "nine", "eleven"], 1),
+    ("What is the boiling point of water at sea level in Celsius?", "Water boils at {} degrees Celsius at sea level.",
+     ["50", "75", "100", "150"], 2),
+    ("Which is the closest star to Earth?", "The closest star to Earth is {}.", ["Sirius", "Polaris", "Vega", "the Sun"], 3),
+    ("What is the capital of Italy?", "The capital of Italy is {}.", ["Rome", "Milan", "Naples", "Venice"], 0),
+    ("How many sides does a triangle have?", "A triangle has {} sides.", ["two", "three", "four", "five"], 1),
+    ("What colour are ripe bananas?", "Ripe bananas are {}.", ["blue", "red", "yellow", "black"], 2),
+    ("Which season comes after winter?", "The season after winter is {}.", ["autumn", "spring", "summer", "winter"], 1),
 ]
+FACTS = [(q, [sentence.format(c) for c in choices], answer) for q, sentence, choices, answer in FACT_SENTENCES]
 SUMS = [(a, b) for a, b in ((2, 3), (4, 5), (10, 7), (6, 6), (12, 8), (9, 1), (15, 5), (20, 30))]
 
 
