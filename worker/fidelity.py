@@ -301,6 +301,10 @@ def summary(record: dict | None) -> str:
                                                   ", does not stop at EOS")
     figures = (f"greedy-token agreement {record['token_agreement']:.1%}, mean KL {record['mean_kl']:.2g}{eos} "
                f"over {record['prompts']} prompts in {record['runtime']}")
+    replayed = record.get("llama_cpp") or {}
+    if replayed.get("ran") and "first_token_agreement" in replayed:
+        figures += (f"; in llama.cpp {replayed['first_token_agreement']:.0%} of replies start as the trained "
+                    f"model's, {replayed['identical_replies']} of {replayed['prompts']} identical")
     return f"Verified: {figures}" if record["verified"] else f"Not verified: {record['reason']} ({figures})"
 
 
@@ -349,7 +353,7 @@ def card_section(record: dict, prompts: str = "The first rows of the version's e
 
 def check_gguf(out: Path, fmt: exports.ExportFormat, ref: Reference, prompts: list) -> dict:
     """A GGUF read back by transformers' GGUF reader (dequantized to float32; the tokenizer and chat template from
-    the file itself), and, where the llama-cpp-python package is installed, noted for llama.cpp itself."""
+    the file itself), and replayed in llama.cpp itself where it is built on this worker (``worker.llama_replay``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name = next(p.name for p in out.glob("*.gguf"))
@@ -361,9 +365,12 @@ def check_gguf(out: Path, fmt: exports.ExportFormat, ref: Reference, prompts: li
     runtime = TorchRuntime(model, eos_ids(model.generation_config) or eos_ids(model.config))
     runtime.name = "transformers' GGUF reader (dequantized)"
     record = compare(ref, runtime, tokenizer, fmt.fidelity)
-    try:
-        import llama_cpp  # noqa: F401
-        record["llama_cpp"] = "installed: load it with llama_cpp.Llama(model_path=...)"
-    except ImportError:
-        record["llama_cpp"] = "not installed on this worker (pip install llama-cpp-python to run it there)"
+    if ref.task != "seq_cls":  # and in llama.cpp itself, where it is built on this worker
+        from worker import llama_replay
+
+        replayed = llama_replay.replay(out / name, tokenizer, ref, fmt.fidelity[0], GENERATE_TOKENS)
+        record["llama_cpp"] = replayed
+        if replayed["ran"] and not replayed["ok"]:
+            record["verified"] = False
+            record["reason"] = "; ".join(r for r in (record.get("reason"), replayed["reason"]) if r)
     return record

@@ -93,7 +93,7 @@ def preflight(fmt: exports.ExportFormat, architectures: list[str], tokenizer, wh
 
 def fetch(build: bool = False, say=print) -> Path:
     """Unpack llama.cpp from llama-cpp-python's sdist (downloaded with pip) into :func:`llama_cpp_dir`; with
-    ``build``, compile llama-quantize there (cmake, CPU, static)."""
+    ``build``, compile llama-quantize and llama-simple there (cmake, CPU, static)."""
     target = llama_cpp_dir()
     if not (target / "convert_hf_to_gguf.py").exists():
         with tempfile.TemporaryDirectory() as tmp:
@@ -111,12 +111,13 @@ def fetch(build: bool = False, say=print) -> Path:
             shutil.rmtree(target, ignore_errors=True)
             shutil.move(str(source), target)
         say(f"llama.cpp unpacked at {target}")
-    if build and not (target / "build" / "bin" / "llama-quantize").exists():
-        say("building llama-quantize (minutes on a small CPU)")
+    programs = ("llama-quantize", "llama-simple")  # the Q4_K_M quantizer; greedy replay for the fidelity check
+    if build and not all((target / "build" / "bin" / p).exists() for p in programs):
+        say(f"building {' and '.join(programs)} (minutes on a small CPU)")
         subprocess.run(["cmake", "-B", "build", "-DGGML_NATIVE=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                        "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF",
+                        "-DLLAMA_BUILD_EXAMPLES=ON", "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF",
                         "-DCMAKE_BUILD_TYPE=Release"], cwd=target, check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["cmake", "--build", "build", "--target", "llama-quantize", "-j"], cwd=target, check=True,
+        subprocess.run(["cmake", "--build", "build", "--target", *programs, "-j"], cwd=target, check=True,
                        stdout=subprocess.DEVNULL)
     return target
 

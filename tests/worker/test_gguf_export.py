@@ -22,7 +22,7 @@ from studio import exports, operations
 from studio.jobspec import build_train_spec
 from tests.backends import backend_env, in_process
 from tests.worker.test_evaluate_combine import run
-from worker import gguf
+from worker import gguf, llama_replay
 from worker.errors import UserFacingError
 from worker.export import export_version
 
@@ -109,6 +109,50 @@ def test_a_lora_version_exports_to_gguf_that_agrees_with_the_merged_export(fmt, 
     modelfile = (out / "Modelfile").read_text()
     assert modelfile.startswith(f"FROM ./{name}\nTEMPLATE \"\"\"") and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert "ollama create" in (out / "README.md").read_text()
+    # and in llama.cpp itself where it is built (.ci/run builds it and sets STUDIO_TEST_LLAMA_CPP)
+    built = llama_replay.binary() is not None
+    assert built or not os.environ.get("STUDIO_TEST_LLAMA_CPP"), "llama-simple is not built: python -m worker llama-cpp --build"
+    replayed = record["llama_cpp"]
+    assert replayed["ran"] is built
+    if built:
+        assert replayed["prompts"] == record["prompts"] and replayed["runtime"] == "llama.cpp (llama-simple, greedy)"
+        assert replayed["ok"] is (replayed["first_token_agreement"] >= min_agreement)
+        if fmt == "gguf-f16":  # the same weights: llama.cpp starts every reply where the trained model does
+            assert replayed["first_token_agreement"] == 1.0 and replayed["ok"] and record["verified"]
+            from studio.tabs import versions as tab
+            from worker.fidelity import summary
+
+            said = f"{replayed['identical_replies']} of 3 identical"
+            assert f"In llama.cpp: 100% of replies start as the trained model's, {said}." in tab.fidelity_line(record)
+            assert f"; in llama.cpp 100% of replies start as the trained model's, {said}" in summary(record)
+    else:
+        assert "python -m worker llama-cpp --build" in replayed["reason"]
+
+
+@needs_llama_cpp
+def test_llama_cpp_replay_marks_a_reply_unlike_the_trained_models(smol):
+    """The replay's own failure path, run in llama.cpp: a reference whose replies are not what this model says
+    (another model's, here every reply starts with a token the model does not pick) is not ok, with the count."""
+    if llama_replay.binary() is None:
+        assert not os.environ.get("STUDIO_TEST_LLAMA_CPP"), "llama-simple is not built: python -m worker llama-cpp --build"
+        pytest.skip("llama-simple is not built here: python -m worker llama-cpp --build (minutes)")
+    from worker.fidelity import Reference
+
+    version_id, root = smol
+    out = export_version(version_id, root / "replay-f16", format="gguf-f16", say=lambda _: None)
+    name = next(p.name for p in out.glob("*.gguf"))
+    tok = AutoTokenizer.from_pretrained(out, gguf_file=name)
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
+                                       return_dict=True)["input_ids"] for q in ("What is 2 plus 3?", "Name a colour.")]
+    said = [llama_replay.reply_text(tok, llama_replay.generate(llama_replay.binary(), out / name,
+                                                               tok.decode(p, skip_special_tokens=False), 8), p)
+            for p in prompts]
+    zebra = tok("Zebra", add_special_tokens=False)["input_ids"][:1]  # a reply this model does not start with
+    assert all(s is not None and not s.startswith(tok.decode(zebra)) for s in said)
+    wrong = [zebra for _ in prompts]
+    record = llama_replay.replay(out / name, tok, Reference("sft", prompts, replies=wrong, eos_ids=[2]), 0.9, 8)
+    assert record["ran"] and record["first_token_agreement"] == 0.0 and record["ok"] is False
+    assert record["reason"] == "in llama.cpp the first reply token differs from the trained model's on 2 of 2 prompts"
 
 
 def test_the_modelfile_renders_what_the_chat_template_renders(tmp_path):
@@ -233,6 +277,7 @@ def test_what_cannot_be_a_gguf_is_refused_up_front(smol, tmp_path, monkeypatch):
 @needs_llama_cpp
 def test_q4_k_m_through_llama_quantize(smol):
     if not (gguf.llama_cpp_dir() / "build" / "bin" / "llama-quantize").exists():
+        assert not os.environ.get("STUDIO_TEST_LLAMA_CPP"), "llama-quantize is not built: python -m worker llama-cpp --build"
         pytest.skip("llama-quantize is not built here: python -m worker llama-cpp --build (minutes)")
     version_id, root = smol
     out = export_version(version_id, root / "q4", format="gguf-q4_k_m", say=lambda _: None)
