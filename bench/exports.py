@@ -119,10 +119,11 @@ def main() -> None:
     replayed = [(r["format"], r["fidelity"]["llama_cpp"]) for r in rows
                 if (r.get("fidelity") or {}).get("llama_cpp", {}).get("ran")]
     if replayed:
-        print("\n| format | in llama.cpp: replies starting as the trained model's | reply text kept before the first "
-              "difference | identical replies | ok |\n|---|---|---|---|---|")
+        print("\n| format | in llama.cpp: replies starting as the trained model's (near ties) | reply text kept before "
+              "the first difference | identical replies | ok |\n|---|---|---|---|---|")
         for fmt, f in replayed:
-            print(f"| {fmt} | {f.get('first_token_agreement', 0):.0%} | {f.get('reply_kept_before_first_difference', 0):.0%} "
+            print(f"| {fmt} | {f.get('first_token_agreement', 0):.0%} ({f.get('first_token_near_ties', 0)}) | "
+                  f"{f.get('reply_kept_before_first_difference', 0):.0%} "
                   f"| {f.get('identical_replies', 0)} of {f.get('prompts', 0)} | {'yes' if f['ok'] else 'no: ' + str(f['reason'])} |")
 
 

@@ -153,6 +153,24 @@ def test_llama_cpp_replay_marks_a_reply_unlike_the_trained_models(smol):
     record = llama_replay.replay(out / name, tok, Reference("sft", prompts, replies=wrong, eos_ids=[2]), 0.9, 8)
     assert record["ran"] and record["first_token_agreement"] == 0.0 and record["ok"] is False
     assert record["reason"] == "in llama.cpp the first reply token differs from the trained model's on 2 of 2 prompts"
+    # where the trained model nearly tied its top token with llama.cpp's first, the reply still agrees (a tie that
+    # quantization flips), counted apart; a wider gap does not
+    import numpy as np
+
+    def logprobs(gap: float) -> list:
+        rows = []
+        for s in said:
+            row = np.full(len(tok), -20.0)
+            row[zebra[0]], row[tok(s, add_special_tokens=False)["input_ids"][0]] = 0.0, -gap
+            rows.append(row[None, :])
+        return rows
+
+    tied = llama_replay.replay(out / name, tok, Reference("sft", prompts, replies=wrong, logprobs=logprobs(0.05),
+                                                          eos_ids=[2]), 0.9, 8)
+    assert tied["ok"] and tied["first_token_agreement"] == 1.0 and tied["first_token_near_ties"] == 2
+    apart = llama_replay.replay(out / name, tok, Reference("sft", prompts, replies=wrong, logprobs=logprobs(1.0),
+                                                           eos_ids=[2]), 0.9, 8)
+    assert not apart["ok"] and apart["first_token_near_ties"] == 0
 
 
 def test_the_modelfile_renders_what_the_chat_template_renders(tmp_path):
