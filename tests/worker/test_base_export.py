@@ -18,9 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from models_db import Job, session_scope
 from studio import exports, operations
-from tests.backends import backend_env, in_process
 from tests.worker.test_evaluate_combine import run
-from tests.worker.test_gguf_export import build_tiny_smol, greedy, needs_llama_cpp
+from tests.worker.test_gguf_export import greedy, needs_llama_cpp, tiny_smol_studio
 from worker.errors import UserFacingError
 from worker.export_base import export_base
 
@@ -28,17 +27,9 @@ from worker.export_base import export_base
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     """An embedded studio with one base model, the tiny SmolLM2-tokenizer Llama, and nothing trained on it."""
-    from models_db.migrate import upgrade
-    from worker.importer import register
-
     root = tmp_path_factory.mktemp("base-export")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp, backend_env("embedded", root / "home") as env, in_process(mp, env):
-        upgrade()
-        base_id, _ = register(build_tiny_smol(root / "tiny-smol"), "tiny-smol")
+    with tiny_smol_studio(root) as base_id:
         yield base_id, root
-    torch.set_num_threads(threads)
 
 
 def export_jobs() -> list[Job]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,18 +52,28 @@ def build_tiny_smol(out: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def smol(tmp_path_factory):
-    """An embedded studio with the tiny SmolLM2-tokenizer Llama and a 2-step LoRA version of it."""
+@contextmanager
+def tiny_smol_studio(root: Path):
+    """An embedded studio under ``root`` with the tiny SmolLM2-tokenizer Llama registered (one torch thread
+    meanwhile): yields its base model id."""
     from models_db.migrate import upgrade
     from worker.importer import register
 
-    root = tmp_path_factory.mktemp("gguf")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp, backend_env("embedded", root / "home") as env, in_process(mp, env):
-        upgrade()
-        base_id, _ = register(build_tiny_smol(root / "tiny-smol"), "tiny-smol")
+    try:
+        with pytest.MonkeyPatch.context() as mp, backend_env("embedded", root / "home") as env, in_process(mp, env):
+            upgrade()
+            yield register(build_tiny_smol(root / "tiny-smol"), "tiny-smol")[0]
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory):
+    """An embedded studio with the tiny SmolLM2-tokenizer Llama and a 2-step LoRA version of it."""
+    root = tmp_path_factory.mktemp("gguf")
+    with tiny_smol_studio(root) as base_id:
         rows = root / "sums.jsonl"
         rows.write_text("".join(json.dumps({"instruction": f"What is {i} plus 1?", "output": f"It is {i + 1}."}) + "\n"
                                 for i in range(16)))
@@ -72,7 +83,6 @@ def smol(tmp_path_factory):
                                           "learning_rate": 1e-2, "max_seq_length": 64})
         job, _ = operations.submit_train(spec)
         yield run(job.id).result["version_id"], root
-    torch.set_num_threads(threads)
 
 
 def greedy(model, tokenizer, n: int = 8) -> list[int]:
