@@ -89,6 +89,16 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
 )}
 
 
+def llama_cpp_phrase(record: dict | None) -> str | None:
+    """A GGUF export's replay in llama.cpp (worker/llama_replay.py) in words, for the CLI's and the Versions tab's
+    fidelity lines; None where it did not run."""
+    replayed = (record or {}).get("llama_cpp") or {}
+    if not replayed.get("ran") or "first_token_agreement" not in replayed:
+        return None
+    return (f"{replayed['first_token_agreement']:.0%} of replies start as the trained model's, "
+            f"{replayed['identical_replies']} of {replayed['prompts']} identical")
+
+
 def get_format(name: str) -> ExportFormat:
     if name not in FORMATS:
         raise ExportError(f"unknown export format {name!r}: use one of {', '.join(FORMATS)}")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from models_db import Dataset, ModelVersion, session_scope
 from studio import exports, store
-from worker import data
+from worker import data, llama_replay
 
 PROMPTS = 3
 FIRST_TOKENS = 16
@@ -301,10 +301,8 @@ def summary(record: dict | None) -> str:
                                                   ", does not stop at EOS")
     figures = (f"greedy-token agreement {record['token_agreement']:.1%}, mean KL {record['mean_kl']:.2g}{eos} "
                f"over {record['prompts']} prompts in {record['runtime']}")
-    replayed = record.get("llama_cpp") or {}
-    if replayed.get("ran") and "first_token_agreement" in replayed:
-        figures += (f"; in llama.cpp {replayed['first_token_agreement']:.0%} of replies start as the trained "
-                    f"model's, {replayed['identical_replies']} of {replayed['prompts']} identical")
+    if llama := exports.llama_cpp_phrase(record):
+        figures += f"; in llama.cpp {llama}"
     return f"Verified: {figures}" if record["verified"] else f"Not verified: {record['reason']} ({figures})"
 
 
@@ -366,8 +364,6 @@ def check_gguf(out: Path, fmt: exports.ExportFormat, ref: Reference, prompts: li
     runtime.name = "transformers' GGUF reader (dequantized)"
     record = compare(ref, runtime, tokenizer, fmt.fidelity)
     if ref.task != "seq_cls":  # and in llama.cpp itself, where it is built on this worker
-        from worker import llama_replay
-
         replayed = llama_replay.replay(out / name, tokenizer, ref, fmt.fidelity[0], GENERATE_TOKENS)
         record["llama_cpp"] = replayed
         if replayed["ran"] and not replayed["ok"]:

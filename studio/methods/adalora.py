@@ -69,10 +69,14 @@ def wrapped(shape, p) -> list:
     return _costs.wrapped(shape, "adalora", p.target_modules, p.init_r)
 
 
+def adapter_elements(shape, p) -> int:
+    """P and Q (r·(in + out)) and the singular values E (r) of every wrapped module."""
+    return sum(r * (l.in_features + l.out_features) + r for l, r in wrapped(shape, p))
+
+
 def added(shape, p) -> int:
-    """P and Q (r·(in + out)) and the singular values E (r) per wrapped module, plus modules_to_save copies."""
-    return sum(r * (l.in_features + l.out_features) + r for l, r in wrapped(shape, p)) + \
-        _costs.saved_modules(shape, p.modules_to_save)
+    """The adapter's elements plus modules_to_save copies."""
+    return adapter_elements(shape, p) + _costs.saved_modules(shape, p.modules_to_save)
 
 
 def frozen_added(shape, p) -> int:
@@ -87,8 +91,7 @@ ALLOCATOR_COPIES = 3 + 1
 
 def state_bytes(shape, p) -> int:
     """The rank allocator's importance scores beside the adapter (modules_to_save copies are not scored)."""
-    scored = sum(r * (l.in_features + l.out_features) + r for l, r in wrapped(shape, p))
-    return scored * 4 * ALLOCATOR_COPIES
+    return adapter_elements(shape, p) * 4 * ALLOCATOR_COPIES
 
 
 def extra_activations(shape, p) -> int:

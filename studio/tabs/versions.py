@@ -226,9 +226,7 @@ def fidelity_line(record: dict | None) -> str:
         return ""
     if record.get("verified"):
         eos = ", stops at EOS" if record.get("stops_at_eos") else ""
-        replayed = record.get("llama_cpp") or {}
-        llama = (f" In llama.cpp: {replayed['first_token_agreement']:.0%} of replies start as the trained model's, "
-                 f"{replayed['identical_replies']} of {replayed['prompts']} identical." if replayed.get("ran") else "")
+        llama = f" In llama.cpp: {phrase}." if (phrase := exports.llama_cpp_phrase(record)) else ""
         return (f"✓ **Verified**: greedy-token agreement {record['token_agreement']:.1%}, mean KL "
                 f"{record['mean_kl']:.2g}{eos} ({record['prompts']} prompts, {record['runtime']}).{llama}")
     return f"✗ **Not verified**: {html.escape(str(record.get('reason')))}."
