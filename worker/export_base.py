@@ -3,7 +3,7 @@ ONNX, through the same steps as a version's merged export (worker/export.py): th
 disk, llama.cpp's tools, the architecture, the chat template), the same writers, the same fidelity record (the
 "trained model" it is compared with is the base itself, loaded in float32 by transformers) and, in the export
 job, the same zip. The studio refuses what would convert nothing before it queues (studio/exports.py
-``check_base_allowed``); ``studio models export`` and the Versions tab's "Base model" download queue it.
+``check_base_allowed``); ``studio models export`` queues it (no tab lists base models with actions of their own).
 """
 from __future__ import annotations
 
